@@ -1,0 +1,61 @@
+"""``harness matrix list|show|validate``."""
+
+from __future__ import annotations
+
+import json
+
+from harness.matrix import load_matrix
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser("matrix", help="list, show or validate the matrix's cells")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    listing = verbs.add_parser("list", parents=parents, help="every cell and its session")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=list_cells)
+    show = verbs.add_parser("show", parents=parents, help="one cell in full")
+    show.add_argument("cell", help="cell name, with or without its test- prefix")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=show_cell)
+    validate = verbs.add_parser("validate", parents=parents, help="check a matrix file")
+    validate.add_argument(
+        "file", nargs="?", help="matrix file (default: --matrix or ./matrix.toml)"
+    )
+    validate.set_defaults(handler=validate_file)
+
+
+def list_cells(args) -> int:
+    matrix = load_matrix(args.matrix)
+    if args.json:
+        print(json.dumps([cell.to_dict() for cell in matrix.cells], indent=2))
+        return 0
+    rows = [("CELL", "SESSION", "DEVICE", "BACKEND", "RANKS", "MODE")]
+    rows += [
+        (c.name, c.session, c.device, c.backend, str(c.world_size), c.mode) for c in matrix.cells
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def show_cell(args) -> int:
+    cell = load_matrix(args.matrix).cell(args.cell)
+    data = cell.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = " ".join(map(str, value)) or "-"
+        print(f"{key:12} {value}")
+    return 0
+
+
+def validate_file(args) -> int:
+    path = args.file or args.matrix
+    matrix = load_matrix(path)
+    print(f"{matrix.path}: ok, {len(matrix.cells)} cells ({', '.join(matrix.accelerators)})")
+    return 0

@@ -1,0 +1,107 @@
+"""``harness run CELL [-- pytest args]``: one cell's suites under pytest.
+
+The cell reaches the harness as HARNESS_* environment variables, so it crosses
+into rank processes and containers unchanged. JUnit XML lands in the cell's
+results folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.matrix import Cell, load_matrix
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser("run", parents=parents, help="run one cell's suites with pytest")
+    parser.add_argument("cell", help="cell name, with or without its test- prefix")
+    parser.add_argument("--results", metavar="DIR", help="results folder (default: the cell's)")
+    parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    cell = load_matrix(args.matrix).cell(args.cell)
+    results = Path(args.results) if args.results else cell.results_dir
+    argv = pytest_argv(cell, results, args.passthrough)
+    env = cell.harness_env()
+    if args.dry_run:
+        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv))
+        return 0
+    check_host(cell)
+    results.mkdir(parents=True, exist_ok=True)
+    print(
+        f"harness: {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
+        f"{cell.device}/{cell.backend}; JUnit XML -> {results / 'junit.xml'}",
+        flush=True,
+    )
+    child = subprocess.Popen(argv, env={**os.environ, **env})
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT; let it clean up its ranks
+        child.wait()
+        raise
+
+
+def pytest_argv(cell: Cell, results: Path, extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        *suite_paths(cell),
+        f"--junitxml={results / 'junit.xml'}",
+        "-o",
+        f"junit_suite_name={cell.name}",
+        *extra,
+    ]
+
+
+def suite_paths(cell: Cell) -> list[str]:
+    """A suite is a path (relative to the matrix file) or an importable package."""
+    paths = []
+    for suite in cell.suites:
+        candidate = Path(cell.root) / suite
+        if candidate.exists():
+            paths.append(str(candidate))
+            continue
+        spec = None if "/" in suite else _find_spec(suite)
+        if spec is None or not spec.submodule_search_locations:
+            raise UsageError(
+                f"cell {cell.name}: suite {suite!r} is neither a path under {cell.root} "
+                f"nor an importable package; fix `suites` in the matrix."
+            )
+        paths.append(next(iter(spec.submodule_search_locations)))
+    return paths
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def check_host(cell: Cell) -> None:
+    """Refuse, before anything starts, a cell this host cannot serve."""
+    if cell.devices_needed == 0:
+        return
+    try:
+        from harness.devices import host_device_count
+    except ImportError as exc:
+        raise UsageError(
+            f"cell {cell.name} needs torch with {cell.device} support: {exc}. "
+            f"Install the cell's torch ({cell.torch}) or run a cpu cell."
+        ) from None
+    have = host_device_count(cell.device)
+    if have < cell.devices_needed:
+        raise UsageError(
+            f"cell {cell.name} needs {cell.devices_needed} {cell.device} device(s); this host "
+            f"shows {have}. Pick a cell that fits (`harness matrix list`), "
+            f"e.g. a -sim cell, which simulates the ranks on one device."
+        )

@@ -1,0 +1,132 @@
+"""The one place that touches torch's private modules.
+
+PyTorch's DTensor internals (``torch.distributed._local_tensor``,
+``torch.distributed.tensor._*``) move between releases. Every such import in
+the kit goes through this module, behind a version gate that names the feature
+and the minimum torch that has it, so a user on an older torch gets one clear
+error instead of an AttributeError deep inside a test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from functools import cache
+from typing import Any
+
+
+class TorchFeatureMissing(ImportError):
+    """The installed torch lacks a private API the kit needs for one feature."""
+
+
+@cache
+def torch_version() -> tuple[int, int]:
+    import torch
+
+    match = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def private(module: str, name: str, *, feature: str, min_torch: str) -> Any:
+    """Return ``module.name`` or raise TorchFeatureMissing naming ``feature``."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        import torch
+
+        raise TorchFeatureMissing(
+            f"{feature} needs torch >= {min_torch} ({module}.{name}); "
+            f"the installed torch is {torch.__version__}. "
+            f"Upgrade torch, or skip this feature."
+        ) from exc
+
+
+# --- models, converter, op checks, shard order (issue 5) ---------------------
+
+
+def local_tensor_type() -> type | None:
+    """LocalTensor's class, or None where torch has no LocalTensor mode.
+
+    The converter treats a LocalTensor like a plain tensor; without LocalTensor
+    mode nothing can be one, so None is a fine answer rather than an error.
+    """
+    try:
+        return private(
+            "torch.distributed._local_tensor",
+            "LocalTensor",
+            feature="LocalTensor",
+            min_torch="2.10",
+        )
+    except TorchFeatureMissing:
+        return None
+
+
+def shard_order_entry() -> Any:
+    """torch's ShardOrderEntry (tensor dim -> ordered mesh dims)."""
+    return private(
+        "torch.distributed.tensor._dtensor_spec",
+        "ShardOrderEntry",
+        feature="shard-order helpers",
+        min_torch="2.10",
+    )
+
+
+def redistribute_local_tensor() -> Any:
+    """The spec-to-spec redistribution that honours a shard order."""
+    return private(
+        "torch.distributed.tensor._redistribute",
+        "redistribute_local_tensor",
+        feature="redistribution with a shard order",
+        min_torch="2.10",
+    )
+
+
+def concatenate_meshes() -> Any:
+    """DeviceMesh._concatenate: one n-D mesh from 1-D submeshes of one root."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    fn = getattr(DeviceMesh, "_concatenate", None)
+    if fn is None:
+        import torch
+
+        raise TorchFeatureMissing(
+            "ExpertParallelWithTP needs torch >= 2.10 (DeviceMesh._concatenate); "
+            f"the installed torch is {torch.__version__}. Upgrade torch, or use "
+            "ExpertParallel (EP without TP)."
+        )
+    return fn
+
+
+def sharding_propagator() -> Any:
+    """The process-wide sharding propagator DTensor dispatches through."""
+    from torch.distributed.tensor import DTensor
+
+    try:
+        return DTensor._op_dispatcher.sharding_propagator
+    except AttributeError as exc:
+        import torch
+
+        raise TorchFeatureMissing(
+            "op_strategy_context needs torch >= 2.11 (DTensor._op_dispatcher."
+            f"sharding_propagator); the installed torch is {torch.__version__}."
+        ) from exc
+
+
+def register_op_strategy() -> Any:
+    """The decorator that registers a sharding strategy for an aten op."""
+    return private(
+        "torch.distributed.tensor._ops.utils",
+        "register_op_strategy",
+        feature="op_strategy_context",
+        min_torch="2.11",
+    )
+
+
+def clear_sharding_prop_cache() -> Any:
+    """Drop cached sharding decisions, so a swapped strategy takes effect."""
+    return private(
+        "torch.distributed.tensor.debug",
+        "_clear_sharding_prop_cache",
+        feature="op_strategy_context",
+        min_torch="2.11",
+    )

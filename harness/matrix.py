@@ -1,0 +1,417 @@
+"""Load and validate matrix.toml, expand it into named cells.
+
+Torch-free on purpose: noxfiles, ``harness matrix`` and ``harness doctor`` import
+this where torch is not installed. Every problem in a matrix becomes one
+MatrixError whose message names the key path and the fix; the CLI turns it into
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+# What each accelerator is, as facts rather than configuration: the torch device
+# type it answers to, the unit in its cell names, and the collective backends it
+# can use. A matrix may choose among these, not invent new ones.
+ACCELERATORS: dict[str, dict[str, Any]] = {
+    "cpu": {"device": "cpu", "unit": "rank", "backends": ("gloo",)},
+    "cuda": {"device": "cuda", "unit": "gpu", "backends": ("nccl", "gloo")},
+    "rocm": {"device": "cuda", "unit": "gpu", "backends": ("nccl", "gloo")},
+    "xpu": {"device": "xpu", "unit": "gpu", "backends": ("xccl", "gloo")},
+    "gaudi": {"device": "hpu", "unit": "hpu", "backends": ("hccl", "gloo")},
+}
+BACKENDS = ("gloo", "nccl", "xccl", "hccl")
+MODES = ("native", "local")
+SIM_UNIT = "sim"
+
+
+class MatrixError(UsageError, ValueError):
+    """A matrix.toml problem, phrased for the person who has to fix it."""
+
+
+# --- schema ---------------------------------------------------------------
+# key -> (type or tuple of types, description used in "expected ..." messages)
+_STR_LIST = (list, "a list of strings")
+_STR_TABLE = (dict, "a table of strings")
+_TOP_KEYS = {
+    "schema": (int, "an integer"),
+    "defaults": (dict, "a table"),
+    "accelerators": (dict, "a table"),
+    "overrides": (dict, "a table"),
+}
+_COMMON_KEYS = {  # allowed in [defaults], [accelerators.X] and [overrides."cell"]
+    "timeout": (int, "a whole number of seconds"),
+    "suites": _STR_LIST,
+    "torch": (str, 'a requirement string such as "torch==2.13.0"'),
+    "pip_args": _STR_LIST,
+    "env": _STR_TABLE,
+}
+_DEFAULT_KEYS = {**_COMMON_KEYS, "results": (str, "a folder path")}
+_ACCEL_KEYS = {
+    **_COMMON_KEYS,
+    "device": (str, "a torch device type"),
+    "backend": (str, "a collective backend name"),
+    "cells": (dict, "a table of mode = [world sizes]"),
+    "container": (dict, "a table"),
+}
+_CONTAINER_KEYS = {
+    "dockerfile": (str, "a path"),
+    "base_image": (str, "an image reference"),
+    "build_args": _STR_TABLE,
+    "run_flags": _STR_LIST,
+    "device_flags": _STR_LIST,
+    "device_env": _STR_TABLE,
+    "vendor_torch": (bool, "true or false"),
+}
+_OVERRIDE_KEYS = {
+    **_COMMON_KEYS,
+    "drop": (bool, "true or false"),
+    "backend": (str, "a collective backend name"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One runnable combination: an accelerator at a world size in a mode."""
+
+    name: str
+    accelerator: str
+    device: str
+    backend: str
+    world_size: int
+    mode: str  # "native" or "local"
+    timeout: int
+    suites: tuple[str, ...]
+    torch: str
+    pip_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    container: Mapping[str, Any] = field(default_factory=dict)
+    results: str = "results"
+    root: str = "."  # folder of the matrix file; relative suites resolve here
+
+    @property
+    def session(self) -> str:
+        return f"test-{self.name}"
+
+    @property
+    def tags(self) -> list[str]:
+        unit = SIM_UNIT if self.mode == "local" else ACCELERATORS[self.accelerator]["unit"]
+        return [self.accelerator, self.mode, unit, f"ws{self.world_size}"]
+
+    @property
+    def torch_version(self) -> str:
+        match = re.search(r"==\s*([\w.+]+)", self.torch)
+        return match.group(1) if match else "any"
+
+    @property
+    def image(self) -> str:
+        return f"dtensor-harness:{self.accelerator}-torch{self.torch_version}"
+
+    @property
+    def devices_needed(self) -> int:
+        """Devices of the accelerator this cell occupies (1 when simulated)."""
+        if self.device == "cpu":
+            return 0
+        return 1 if self.mode == "local" else self.world_size
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.results) / self.name
+
+    def harness_env(self) -> dict[str, str]:
+        """The environment that carries this cell into pytest, ranks and containers."""
+        return {
+            **self.env,
+            "HARNESS_CELL": self.name,
+            "HARNESS_DEVICE": self.device,
+            "HARNESS_BACKEND": self.backend,
+            "HARNESS_WORLD_SIZE": str(self.world_size),
+            "HARNESS_MODE": self.mode,
+            "HARNESS_TIMEOUT": str(self.timeout),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "session": self.session,
+            "accelerator": self.accelerator,
+            "device": self.device,
+            "backend": self.backend,
+            "world_size": self.world_size,
+            "mode": self.mode,
+            "timeout": self.timeout,
+            "suites": list(self.suites),
+            "torch": self.torch,
+            "pip_args": list(self.pip_args),
+            "env": dict(self.env),
+            "image": self.image,
+            "container": dict(self.container),
+            "tags": self.tags,
+            "results_dir": str(self.results_dir),
+        }
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    cells: tuple[Cell, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cells]
+
+    @property
+    def accelerators(self) -> list[str]:
+        return list(dict.fromkeys(c.accelerator for c in self.cells))
+
+    def cell(self, name: str) -> Cell:
+        """Find a cell by name, with or without its ``test-`` prefix."""
+        wanted = name.removeprefix("test-").removeprefix("certify-")
+        for cell in self.cells:
+            if cell.name == wanted:
+                return cell
+        close = difflib.get_close_matches(wanted, self.names, n=3, cutoff=0.5)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise MatrixError(
+            f"unknown cell {name!r} in {self.path}.{hint} `harness matrix list` shows every cell."
+        )
+
+    def select(self, accelerator: str | None = None, mode: str | None = None) -> list[Cell]:
+        return [
+            c for c in self.cells if accelerator in (None, c.accelerator) and mode in (None, c.mode)
+        ]
+
+
+def cell_name(accelerator: str, world_size: int, mode: str) -> str:
+    unit = SIM_UNIT if mode == "local" else ACCELERATORS[accelerator]["unit"]
+    return f"{accelerator}-{world_size}{unit}"
+
+
+def default_matrix_path() -> Path:
+    """matrix.toml in the working directory, else the one shipped beside the package."""
+    here = Path("matrix.toml")
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parent.parent / "matrix.toml"
+
+
+def load_matrix(path: str | Path | None = None) -> Matrix:
+    path = Path(path) if path is not None else default_matrix_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatrixError(
+            f"matrix file {str(path)!r} not found; pass --matrix FILE or run from the "
+            f"folder that holds matrix.toml."
+        ) from None
+    except OSError as exc:
+        raise MatrixError(f"cannot read matrix file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: TOML syntax error: {exc}; fix the syntax there.") from None
+    return Matrix(path=path, cells=tuple(_expand(data, path)))
+
+
+# --- validation helpers -----------------------------------------------------
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
+    for key, value in table.items():
+        path = f"{where}.{key}" if where else key
+        if key not in allowed:
+            raise MatrixError(
+                f"unknown key {path!r}.{_suggest(key, allowed)} "
+                f"Allowed here: {', '.join(sorted(allowed))}."
+            )
+        kind, description = allowed[key]
+        if not _is_type(value, kind):
+            raise MatrixError(f"{path} must be {description}, not {_describe(value)}.")
+        if allowed[key] is _STR_LIST and not all(isinstance(v, str) for v in value):
+            raise MatrixError(f"{path} must be {description}; every item in quotes.")
+        if allowed[key] is _STR_TABLE:
+            for k, v in value.items():
+                if not isinstance(v, str):
+                    raise MatrixError(
+                        f'{path}.{k} must be a string, not {_describe(v)}; quote it: {k} = "{v}".'
+                    )
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if kind is int:  # a bool is an int to Python, never to a matrix author
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _check_backend(backend: str, accelerator: str, where: str) -> None:
+    """Accept "gloo" or mixed "cpu:gloo,cuda:nccl" where each part suits its device."""
+    allowed = ACCELERATORS[accelerator]["backends"]
+    for part in backend.split(","):
+        device, _, name = part.strip().rpartition(":")
+        if name not in BACKENDS:
+            raise MatrixError(
+                f"{where}: unknown backend {name!r}.{_suggest(name, BACKENDS)} "
+                f"Known backends: {', '.join(BACKENDS)}."
+            )
+        ok = name in ("gloo",) if device == "cpu" else name in allowed
+        if not ok:
+            raise MatrixError(
+                f"{where}: accelerator {accelerator!r} cannot use backend {name!r}; "
+                f"use one of {', '.join(allowed)}."
+            )
+
+
+def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
+    _check_keys(data, _TOP_KEYS, "")
+    schema = data.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        raise MatrixError(
+            f"schema = {schema} is not supported by this harness (it reads schema "
+            f"{SCHEMA_VERSION}); upgrade dtensor-harness or set schema = {SCHEMA_VERSION}."
+        )
+    defaults = data.get("defaults", {})
+    _check_keys(defaults, _DEFAULT_KEYS, "defaults")
+    accelerators = data.get("accelerators", {})
+    if not accelerators:
+        raise MatrixError(
+            f"{path} defines no accelerators; add a table such as [accelerators.cpu]."
+        )
+
+    cells: dict[str, Cell] = {}
+    for accel, spec in accelerators.items():
+        where = f"accelerators.{accel}"
+        if accel not in ACCELERATORS:
+            raise MatrixError(
+                f"unknown accelerator {where!r}.{_suggest(accel, ACCELERATORS)} "
+                f"Known accelerators: {', '.join(ACCELERATORS)}."
+            )
+        if not isinstance(spec, dict):
+            raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
+        _check_keys(spec, _ACCEL_KEYS, where)
+        _check_keys(spec.get("container", {}), _CONTAINER_KEYS, f"{where}.container")
+        facts = ACCELERATORS[accel]
+        for required in ("device", "backend", "cells"):
+            if required not in spec:
+                raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
+        if spec["device"] != facts["device"]:
+            raise MatrixError(
+                f"{where}.device = {spec['device']!r} does not fit {accel!r}, whose "
+                f'torch device type is {facts["device"]!r}; set device = "{facts["device"]}".'
+            )
+        _check_backend(spec["backend"], accel, f"{where}.backend")
+        for mode, sizes in spec["cells"].items():
+            mode_where = f"{where}.cells.{mode}"
+            if mode not in MODES:
+                raise MatrixError(
+                    f"unknown mode {mode_where!r}.{_suggest(mode, MODES)} "
+                    f"Modes: {', '.join(MODES)}."
+                )
+            if not isinstance(sizes, list) or not all(_is_type(n, int) for n in sizes):
+                raise MatrixError(
+                    f"{mode_where} must be a list of world sizes (integers), "
+                    f"not {_describe(sizes)}."
+                )
+            for n in sizes:
+                if n < 1:
+                    raise MatrixError(f"{mode_where}: world size {n} must be at least 1.")
+                cell = _make_cell(accel, n, mode, spec, defaults, path)
+                if cell.name in cells:
+                    raise MatrixError(
+                        f"{mode_where}: duplicate cell {cell.name!r}; list each world size once."
+                    )
+                cells[cell.name] = cell
+
+    for name, override in data.get("overrides", {}).items():
+        where = f"overrides.{name}"
+        if name not in cells:
+            raise MatrixError(
+                f"{where!r} names no cell.{_suggest(name, cells)} "
+                f"Cells come from accelerators.*.cells; `harness matrix list` shows them."
+            )
+        if not isinstance(override, dict):
+            raise MatrixError(f"{where} must be a table, not {_describe(override)}.")
+        _check_keys(override, _OVERRIDE_KEYS, where)
+        if override.get("drop"):
+            del cells[name]
+            continue
+        cells[name] = _apply_override(cells[name], override, where)
+    return list(cells.values())
+
+
+def _make_cell(accel: str, n: int, mode: str, spec: dict, defaults: dict, path: Path) -> Cell:
+    def pick(key: str, fallback: Any) -> Any:
+        return spec.get(key, defaults.get(key, fallback))
+
+    timeout = pick("timeout", 300)
+    if timeout <= 0:
+        where = "accelerators." + accel if "timeout" in spec else "defaults"
+        raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
+    return Cell(
+        name=cell_name(accel, n, mode),
+        accelerator=accel,
+        device=spec["device"],
+        backend=spec["backend"],
+        world_size=n,
+        mode=mode,
+        timeout=timeout,
+        suites=tuple(pick("suites", ["harness.conformance"])),
+        torch=pick("torch", "torch"),
+        pip_args=tuple(pick("pip_args", [])),
+        env={**defaults.get("env", {}), **spec.get("env", {})},
+        container=dict(spec.get("container", {})),
+        results=defaults.get("results", "results"),
+        root=str(path.resolve().parent),
+    )
+
+
+def _apply_override(cell: Cell, override: dict, where: str) -> Cell:
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if "timeout" in override:
+        if override["timeout"] <= 0:
+            raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
+        changes["timeout"] = override["timeout"]
+    if "backend" in override:
+        _check_backend(override["backend"], cell.accelerator, f"{where}.backend")
+        changes["backend"] = override["backend"]
+    for key in ("suites", "pip_args"):
+        if key in override:
+            changes[key] = tuple(override[key])
+    if "torch" in override:
+        changes["torch"] = override["torch"]
+    if "env" in override:
+        changes["env"] = {**cell.env, **override["env"]}
+    return replace(cell, **changes)

@@ -1,0 +1,144 @@
+"""nox sessions generated from a matrix: the whole logic behind noxfile.py.
+
+Importable by other repositories, so their noxfile makes the same sessions from
+their own matrix.toml::
+
+    from harness.nox_sessions import define_sessions
+    define_sessions("matrix.toml", install=["-e", ".[test]", "dtensor-harness"])
+
+Torch-free: nox usually lives outside the test environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.matrix import Cell, load_matrix
+
+
+def define_sessions(
+    matrix_path: str | Path = "matrix.toml",
+    *,
+    install: Sequence[str] = ("-e", ".[test]"),
+    root: str | Path = ".",
+) -> list[str]:
+    """Register test-<cell>, certify-<cell> and build-<accelerator> sessions."""
+    import nox
+
+    matrix = load_matrix(matrix_path)
+    root = Path(root).resolve()
+    names = []
+    for cell in matrix.cells:
+        for verb in ("test", "certify"):
+            name = f"{verb}-{cell.name}"
+            func = _cell_session(cell, verb, str(Path(matrix_path).resolve()), root, install)
+            nox.session(name=name, python=False, tags=[verb, *cell.tags])(func)
+            names.append(name)
+    for accelerator in matrix.accelerators:
+        cell = matrix.select(accelerator)[0]
+        name = f"build-{accelerator}"
+        nox.session(name=name, python=False, tags=["build", accelerator])(
+            _build_session(cell, root)
+        )
+        names.append(name)
+    return names
+
+
+def _cell_session(cell: Cell, verb: str, matrix_path: str, root: Path, install: Sequence[str]):
+    def session_func(session):
+        posargs = list(session.posargs)
+        where = _where(cell, posargs, session)
+        command = ["run" if verb == "test" else "certify", cell.name, "--matrix", matrix_path]
+        if where == "container":
+            from harness import containers
+
+            session.run(*containers.session_argv(cell, command, posargs), external=True)
+            return
+        python = ensure_venv(session, cell, root, install)
+        extra = ["--", *posargs] if posargs else []
+        session.run(python, "-m", "harness", *command, *extra, external=True)
+
+    session_func.__doc__ = (
+        f"{'Run' if verb == 'test' else 'Certify'} {cell.accelerator} at world size "
+        f"{cell.world_size} ({cell.mode}, backend {cell.backend})"
+    )
+    return session_func
+
+
+def _build_session(cell: Cell, root: Path):
+    def session_func(session):
+        from harness import containers
+
+        session.run(*containers.build_argv(cell, root), external=True)
+
+    session_func.__doc__ = f"Build the {cell.accelerator} image {cell.image}"
+    return session_func
+
+
+def _where(cell: Cell, posargs: list[str], session) -> str:
+    """Container when an engine answers, native otherwise; --native/--container force it."""
+    forced = [flag for flag in ("--native", "--container") if flag in posargs]
+    for flag in forced:
+        posargs.remove(flag)
+    if len(forced) > 1:
+        session.error("--native and --container exclude each other; pass one.")
+    from harness import containers
+
+    engine = containers.detect_engine()
+    if forced == ["--container"]:
+        if engine is None:
+            session.error(containers.NO_ENGINE_HELP)
+        where = "container"
+    elif forced == ["--native"] or engine is None:
+        where = "native"
+    else:
+        where = "container"
+    reason = {
+        ("native", True): "forced by --native",
+        ("native", False): "no container engine answered",
+        ("container", True): f"forced by --container, engine {engine}",
+        ("container", False): f"{engine} answered",
+    }[(where, bool(forced))]
+    session.log(
+        f"{cell.name}: running {where}ly ({reason})"
+        if where == "native"
+        else f"{cell.name}: running in container {cell.image} ({reason})"
+    )
+    return where
+
+
+def ensure_venv(session, cell: Cell, root: Path, install: Sequence[str]) -> str:
+    """The virtualenv for a cell: one per accelerator and torch, shared by its cells."""
+    name = f"venv-{cell.accelerator}-torch{cell.torch_version}"
+    return _venv(session, root / ".nox" / name, [cell.torch, *install, *cell.pip_args])
+
+
+def ensure_dev_venv(session, root: str | Path = ".") -> str:
+    """The virtualenv for the kit's own tests and linters (CPU torch, test and dev extras)."""
+    cpu = load_matrix(Path(root) / "matrix.toml").select("cpu")[0]
+    return _venv(
+        session, Path(root).resolve() / ".nox" / "venv-dev", [cpu.torch, "-e", ".[test,dev]"]
+    )
+
+
+def _venv(session, venv: Path, requirements: list[str]) -> str:
+    """Create ``venv`` once; run pip only when ``requirements`` changed.
+
+    A CPU cell must not pay pip's resolution on every run, and must never pull a
+    CUDA torch, so torch is pinned in the same pip command as the project.
+    """
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    stamp = hashlib.sha256("\0".join(requirements).encode()).hexdigest()
+    marker = venv / ".harness-installed"
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    if marker.exists() and marker.read_text() == stamp:
+        session.log(f"reusing {venv} ({' '.join(requirements)})")
+    else:
+        session.run(str(python), "-m", "pip", "install", "-q", *requirements, external=True)
+        marker.write_text(stamp)
+    return str(python)

@@ -1,0 +1,35 @@
+"""nox sessions, generated from matrix.toml: no logic of its own.
+
+nox --list                  every session
+nox -s test-cpu-4rank       one cell (in its container when an engine answers)
+nox -t sim                  every LocalTensor cell
+nox -s tests lint           the kit's own tests and linters
+"""
+
+import sys
+from pathlib import Path
+
+import nox
+
+sys.path.insert(0, str(Path(__file__).parent))  # nox runs outside the test venv
+
+from harness.nox_sessions import define_sessions, ensure_dev_venv  # noqa: E402
+
+nox.options.sessions = ["lint", "tests"]
+
+define_sessions("matrix.toml")
+
+
+@nox.session(python=False)
+def tests(session):
+    """The kit's own test suite (CPU, torch 2.13.0)."""
+    python = ensure_dev_venv(session)
+    session.run(python, "-m", "pytest", "tests", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def lint(session):
+    """ruff, and hadolint on the Dockerfiles."""
+    python = ensure_dev_venv(session)
+    session.run(python, "-m", "ruff", "check", ".", external=True)
+    session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
