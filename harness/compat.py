@@ -130,3 +130,72 @@ def clear_sharding_prop_cache() -> Any:
         feature="op_strategy_context",
         min_torch="2.11",
     )
+
+
+# --- LocalTensor mode (harness.local) ----------------------------------------
+
+#: First torch release that ships torch.distributed._local_tensor.
+LOCAL_TENSOR_MIN_TORCH = "2.10"
+
+
+def local_tensor_module() -> Any:
+    """``torch.distributed._local_tensor``: one process simulating every rank."""
+    try:
+        return importlib.import_module("torch.distributed._local_tensor")
+    except ImportError as exc:
+        import torch
+
+        raise TorchFeatureMissing(
+            f"LocalTensor mode needs torch >= {LOCAL_TENSOR_MIN_TORCH} "
+            "(torch.distributed._local_tensor); the installed torch is "
+            f"{torch.__version__}. Upgrade torch, or run this cell in native mode."
+        ) from exc
+
+
+def local_tensor_collective_groups() -> Any:
+    """The helper that maps one process group to every simulated rank's fiber."""
+    return private(
+        "torch.distributed._local_tensor._c10d",
+        "_prepare_collective_groups",
+        feature="LocalTensor mode",
+        min_torch=LOCAL_TENSOR_MIN_TORCH,
+    )
+
+
+def register_fake_backend() -> None:
+    """Register c10d's ``fake`` backend, as torch's own testing module does.
+
+    torch registers ``fake`` only when ``torch.testing._internal`` is imported;
+    the kit must not import that, so it registers the same C++ process group.
+    A no-op when something has registered it already.
+    """
+    import torch.distributed as dist
+
+    if "FAKE" in getattr(dist.Backend, "_plugins", {}):
+        return
+    fake_pg = private(
+        "torch._C._distributed_c10d",
+        "FakeProcessGroup",
+        feature="LocalTensor mode (fake process group)",
+        min_torch=LOCAL_TENSOR_MIN_TORCH,
+    )
+
+    def create(common_opts: Any, backend_opts: Any) -> Any:
+        return fake_pg._create_internal(common_opts.group_rank, common_opts.group_size, backend_opts)
+
+    dist.Backend.register_backend(
+        "fake", create, extended_api=True, devices=["cpu", "cuda", "hpu", "xpu"]
+    )
+
+
+def set_record_function(enabled: bool) -> None:
+    """Turn profiler record-function hooks on or off (off speeds LocalTensor up)."""
+    import torch
+
+    torch.autograd._enable_record_function(enabled)
+
+
+def reset_dtensor_rng_tracker() -> None:
+    """Forget DTensor's RNG tracker, so the next test seeds a fresh one."""
+    random_mod = importlib.import_module("torch.distributed.tensor._random")
+    random_mod._rng_tracker = None
