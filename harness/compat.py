@@ -181,7 +181,9 @@ def register_fake_backend() -> None:
     )
 
     def create(common_opts: Any, backend_opts: Any) -> Any:
-        return fake_pg._create_internal(common_opts.group_rank, common_opts.group_size, backend_opts)
+        return fake_pg._create_internal(
+            common_opts.group_rank, common_opts.group_size, backend_opts
+        )
 
     dist.Backend.register_backend(
         "fake", create, extended_api=True, devices=["cpu", "cuda", "hpu", "xpu"]
