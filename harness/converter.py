@@ -1,0 +1,202 @@
+"""DTensorConverter and the op checks built on it.
+
+An op check runs an aten op (or any torch function) on plain tensors and again
+on every way of distributing its tensor arguments, and asserts the two agree.
+The converter enumerates those ways: per tensor argument, Replicate or an even
+Shard(d); the check multiplies them out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from harness import compat
+
+# Re-exported: the sharding-rule validators live next door but are part of the
+# converter's public surface (harness._EXPORTS names this module).
+from harness.op_checks import (  # noqa: F401
+    op_strategy_context,
+    validate_sharding_rule_sample,
+    validate_sharding_rule_sample_backward,
+)
+
+__all__ = [
+    "DTensorConverter",
+    "check_op",
+    "check_op_on_dtensor",
+    "op_strategy_context",
+    "validate_sharding_rule_sample",
+    "validate_sharding_rule_sample_backward",
+]
+
+
+def _unsupported(t: torch.Tensor) -> bool:
+    """Layouts and views DTensor cannot hold: left alone, counted as misses."""
+    is_functional = getattr(torch, "_is_functional_tensor", lambda _: False)
+    return (
+        t.is_sparse
+        or t.is_sparse_csr
+        or t.is_mkldnn
+        or t.is_quantized
+        or t.is_nested
+        or bool(is_functional(t))
+        or t.is_neg()
+        or t.is_conj()
+        or t.device.type in ("meta", "lazy")
+    )
+
+
+class DTensorConverter:
+    """Iterate ``(args, kwargs)`` with tensors swapped for DTensors, every layout once.
+
+    For each tensor leaf of ``args`` and ``kwargs`` (pytrees: lists, tuples,
+    dicts, nested) the choices are Replicate and Shard(d) for every dim ``d``
+    whose size is above 1 and divisible by the mesh size; bool tensors only
+    Replicate (collectives do not take bool), and ``replicate_only=True``
+    restricts every tensor to Replicate. Iteration yields the Cartesian
+    product. On an n-D mesh a choice applies on every mesh dim.
+
+    ``hit`` counts tensors converted, ``miss`` tensors left as they were
+    (sparse, quantized, nested, meta, neg/conj views, tensor subclasses);
+    both accumulate over the iteration. ``successful()`` is true when
+    something converted and nothing was missed. 0-d tensors are replicated;
+    an ``nn.Parameter`` comes back as an ``nn.Parameter`` wrapping a DTensor.
+    """
+
+    def __init__(
+        self,
+        mesh: DeviceMesh,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        replicate_only: bool = False,
+    ) -> None:
+        self.hit = 0
+        self.miss = 0
+        self.mesh = mesh
+        self.args = args
+        self.kwargs = kwargs
+        self.replicate_only = replicate_only
+        self.flatten_args, self.flatten_args_spec = tree_flatten(args)
+        self.flatten_kwargs, self.flatten_kwargs_spec = tree_flatten(kwargs)
+        tensors = [
+            leaf
+            for leaf in (*self.flatten_args, *self.flatten_kwargs)
+            if isinstance(leaf, torch.Tensor)
+        ]
+        self.sharding_combs: Iterator[tuple[Placement, ...]] = itertools.product(
+            *(self.gen_sharding_choices_for_arg(t) for t in tensors)
+        )
+        #: the per-tensor placements of the last yielded combination, for messages
+        self.current: tuple[Placement, ...] = ()
+
+    def successful(self) -> bool:
+        return self.hit > 0 and self.miss == 0
+
+    def is_supported_tensor(self, t: torch.Tensor) -> bool:
+        return not _unsupported(t)
+
+    def gen_sharding_choices_for_arg(self, arg: torch.Tensor) -> Sequence[Placement]:
+        if self.replicate_only or arg.dtype == torch.bool:
+            return [Replicate()]
+        size = self.mesh.size()
+        return [Replicate()] + [
+            Shard(dim) for dim, extent in enumerate(arg.shape) if extent > 1 and extent % size == 0
+        ]
+
+    def __iter__(self) -> DTensorConverter:
+        return self
+
+    def __next__(self) -> tuple[tuple[object, ...], dict[str, object]]:
+        self.current = next(self.sharding_combs)  # StopIteration ends the loop
+        choices = iter(self.current)
+
+        def convert(leaves: list[object]) -> list[object]:
+            return [
+                self.to_dist_tensor(leaf, self.mesh, [next(choices)])
+                if isinstance(leaf, torch.Tensor)
+                else leaf
+                for leaf in leaves
+            ]
+
+        new_args = convert(self.flatten_args)
+        new_kwargs = convert(self.flatten_kwargs)
+        return (
+            tree_unflatten(new_args, self.flatten_args_spec),
+            tree_unflatten(new_kwargs, self.flatten_kwargs_spec),
+        )
+
+    def to_dist_tensor(
+        self, t: torch.Tensor, mesh: DeviceMesh, placements: list[Placement]
+    ) -> torch.Tensor:
+        plain_types = (torch.Tensor, nn.Parameter, compat.local_tensor_type())
+        if type(t) not in plain_types:
+            if torch.overrides.is_tensor_like(t):
+                # A DTensor of a tensor subclass is undefined territory: skip it.
+                self.miss += 1
+                return t
+            raise TypeError(f"DTensorConverter can only convert tensors, got {type(t).__name__}")
+        if not self.is_supported_tensor(t):
+            self.miss += 1
+            return t
+        self.hit += 1
+        if t.ndim == 0:
+            layout: Sequence[Placement] = [Replicate()] * mesh.ndim
+        elif len(placements) == mesh.ndim:
+            layout = placements
+        else:
+            layout = list(placements) * mesh.ndim
+        dist = distribute_tensor(t, mesh, layout)
+        if isinstance(t, nn.Parameter):
+            return nn.Parameter(dist, requires_grad=dist.requires_grad)
+        return dist
+
+
+def _full(value: object) -> object:
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def _describe(converter: DTensorConverter) -> str:
+    return "[" + ", ".join(str(p) for p in converter.current) + "]"
+
+
+def check_op(case: Any, mesh: DeviceMesh, op: Callable, *args: Any, **kwargs: Any) -> None:
+    """``op`` on every DTensor layout of the inputs equals ``op`` on plain inputs.
+
+    ``case`` is the running unittest.TestCase (assertions go through it). Every
+    tensor argument must be convertible; a layout that disagrees fails with the
+    layout in the message.
+    """
+    expected = tree_flatten(op(*args, **kwargs))[0]
+    converter = DTensorConverter(mesh, args, kwargs)
+    for d_args, d_kwargs in converter:
+        case.assertTrue(
+            converter.successful(),
+            f"{op}: DTensorConverter could not convert every tensor argument "
+            f"({converter.miss} left as plain tensors)",
+        )
+        got = [_full(leaf) for leaf in tree_flatten(op(*d_args, **d_kwargs))[0]]
+        case.assertEqual(got, expected, msg=f"{op} with input placements {_describe(converter)}")
+
+
+def check_op_on_dtensor(case: Any, op: Callable, *args: Any, **kwargs: Any) -> None:
+    """``op`` on the given DTensors, gathered, equals ``op`` on their full tensors."""
+    leaves, spec = tree_flatten(args)
+    full_args = tree_unflatten(
+        [
+            leaf.full_tensor().detach().clone() if isinstance(leaf, DTensor) else leaf
+            for leaf in leaves
+        ],
+        spec,
+    )
+    full_kwargs = {key: _full(value) for key, value in kwargs.items()}
+    expected = tree_flatten(op(*full_args, **full_kwargs))[0]
+    got = [_full(leaf) for leaf in tree_flatten(op(*args, **kwargs))[0]]
+    case.assertEqual(expected, got, msg=f"{op} on DTensor inputs vs their full tensors")
