@@ -92,7 +92,8 @@ def test_get_rank_answers_per_simulated_rank():
 
 def test_rank_helpers_run_once_per_rank():
     with simulate(4) as sim:
-        assert reduce_local_int(map_local_for_rank(sim.rank, lambda r: r * 10), lambda d: sum(d.values())) == 60
+        tens = map_local_for_rank(sim.rank, lambda r: r * 10)
+        assert reduce_local_int(tens, lambda d: sum(d.values())) == 60
         t = map_local_tensor_for_rank(torch.zeros(2), sim.rank, lambda x, r: x + r)
         assert [v[0].item() for _, v in sorted(per_rank(t).items())] == [0, 1, 2, 3]
     assert map_local_for_rank(3, lambda r: r + 1) == 4  # outside the mode: a plain call
