@@ -225,7 +225,11 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"{path}: TOML syntax error: {exc}; fix the syntax there.") from None
-    return Matrix(path=path, cells=tuple(_expand(data, path)))
+    try:
+        cells = _expand(data, path)
+    except MatrixError as exc:  # every message says which file it is about
+        raise MatrixError(f"{path}: {exc}") from None
+    return Matrix(path=path, cells=tuple(cells))
 
 
 # --- validation helpers -----------------------------------------------------
@@ -285,8 +289,12 @@ def _check_backend(backend: str, accelerator: str, where: str) -> None:
                 f"{where}: unknown backend {name!r}.{_suggest(name, BACKENDS)} "
                 f"Known backends: {', '.join(BACKENDS)}."
             )
-        ok = name in ("gloo",) if device == "cpu" else name in allowed
-        if not ok:
+        if device == "cpu" and name != "gloo":
+            raise MatrixError(
+                f"{where}: the cpu part of a mixed backend must be gloo, not {name!r}; "
+                f'write "cpu:gloo,{ACCELERATORS[accelerator]["device"]}:{allowed[0]}".'
+            )
+        if name not in allowed:
             raise MatrixError(
                 f"{where}: accelerator {accelerator!r} cannot use backend {name!r}; "
                 f"use one of {', '.join(allowed)}."
@@ -305,9 +313,7 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
     _check_keys(defaults, _DEFAULT_KEYS, "defaults")
     accelerators = data.get("accelerators", {})
     if not accelerators:
-        raise MatrixError(
-            f"{path} defines no accelerators; add a table such as [accelerators.cpu]."
-        )
+        raise MatrixError("no accelerators defined; add a table such as [accelerators.cpu].")
 
     cells: dict[str, Cell] = {}
     for accel, spec in accelerators.items():

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.matrix import Cell, load_matrix
+from harness.matrix import Cell, MatrixError, load_matrix
 
 
 def define_sessions(
@@ -29,7 +29,11 @@ def define_sessions(
     """Register test-<cell>, certify-<cell> and build-<accelerator> sessions."""
     import nox
 
-    matrix = load_matrix(matrix_path)
+    try:
+        matrix = load_matrix(matrix_path)
+    except MatrixError as exc:  # a noxfile import error would bury it in a traceback
+        print(f"nox: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     root = Path(root).resolve()
     names = []
     for cell in matrix.cells:

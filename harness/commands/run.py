@@ -27,10 +27,11 @@ def add_parser(sub, parents) -> None:
 
 
 def run(args) -> int:
-    cell = load_matrix(args.matrix).cell(args.cell)
+    matrix = load_matrix(args.matrix)
+    cell = matrix.cell(args.cell)
     results = Path(args.results) if args.results else cell.results_dir
     argv = pytest_argv(cell, results, args.passthrough)
-    env = cell.harness_env()
+    env = {**cell.harness_env(), "HARNESS_MATRIX": str(matrix.path.resolve())}
     if args.dry_run:
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv))
         return 0

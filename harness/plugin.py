@@ -1,0 +1,128 @@
+"""The pytest plugin: the active cell's options, a header, and rerun hints.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run
+of an environment that has the kit: it must stay cheap and import no torch.
+Options override the HARNESS_* environment that ``harness run`` sets, for one
+run; they are written back into os.environ so rank processes and containers
+inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+# option dest -> environment variable it overrides
+_ENV_OPTIONS = {
+    "harness_mode": "HARNESS_MODE",
+    "harness_world_size": "HARNESS_WORLD_SIZE",
+    "harness_device": "HARNESS_DEVICE",
+    "harness_backend": "HARNESS_BACKEND",
+    "harness_timeout": "HARNESS_TIMEOUT",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "dtensor-harness")
+    group.addoption(
+        "--harness-cell",
+        metavar="CELL",
+        help="run as this matrix cell (sets device, backend, world size, mode)",
+    )
+    group.addoption(
+        "--harness-matrix",
+        metavar="FILE",
+        help="matrix file for --harness-cell (default: ./matrix.toml)",
+    )
+    group.addoption(
+        "--harness-mode",
+        choices=("native", "local"),
+        help="native: each test as its class says; local: every test simulated "
+        "with LocalTensor in one process",
+    )
+    group.addoption(
+        "--harness-world-size",
+        type=int,
+        metavar="N",
+        help="default world size (NUM_DEVICES) and device budget",
+    )
+    group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
+    group.addoption(
+        "--harness-backend",
+        metavar="NAME",
+        help="collective backend, e.g. gloo, nccl, or cpu:gloo,cuda:nccl",
+    )
+    group.addoption(
+        "--harness-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="per-test timeout; a hang ends with every rank's stack",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    env = {}
+    cell_name = config.getoption("harness_cell")
+    if cell_name:
+        from harness.errors import UsageError
+        from harness.matrix import load_matrix
+
+        matrix_path = config.getoption("harness_matrix") or os.environ.get("HARNESS_MATRIX")
+        try:
+            cell = load_matrix(matrix_path).cell(cell_name)
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        env.update(cell.harness_env())
+        if matrix_path:
+            env["HARNESS_MATRIX"] = str(Path(matrix_path).resolve())
+    for dest, var in _ENV_OPTIONS.items():
+        value = config.getoption(dest)
+        if value is not None:
+            env[var] = str(value)
+    world_size = env.get("HARNESS_WORLD_SIZE", os.environ.get("HARNESS_WORLD_SIZE"))
+    if world_size is not None and (not world_size.isdigit() or int(world_size) < 1):
+        raise pytest.UsageError(
+            f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
+        )
+    os.environ.update(env)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    cell = os.environ.get("HARNESS_CELL")
+    keys = ("DEVICE", "BACKEND", "WORLD_SIZE", "MODE", "TIMEOUT")
+    parts = [
+        f"{k.lower()}={os.environ[f'HARNESS_{k}']}" for k in keys if f"HARNESS_{k}" in os.environ
+    ]
+    if not cell and not parts:
+        return None
+    return f"harness: cell={cell or '-'} " + " ".join(parts)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(("harness: rerun just this test", rerun_command(item)))
+
+
+def rerun_command(item: pytest.Item) -> str:
+    """The one command that reruns ``item`` in the same cell, from the current folder."""
+    rest = item.nodeid.partition("::")[2]
+    path = Path(item.path)
+    try:
+        path = path.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    argv = ["pytest", f"{path}::{rest}" if rest else str(path)]
+    cell = os.environ.get("HARNESS_CELL")
+    if cell:
+        argv += ["--harness-cell", cell]
+        if os.environ.get("HARNESS_MATRIX"):
+            argv += ["--harness-matrix", os.environ["HARNESS_MATRIX"]]
+    elif os.environ.get("HARNESS_MODE") == "local":
+        argv += ["--harness-mode", "local"]
+    return shlex.join(argv)

@@ -1,0 +1,164 @@
+"""The `harness` CLI: matrix, run and doctor, as a user and a CI script drive them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def harness(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_matrix_list_json_is_every_cell(capsys):
+    assert main(["matrix", "list", "--json", "--matrix", str(ROOT / "matrix.toml")]) == 0
+    cells = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert cells["cuda-4gpu"]["session"] == "test-cuda-4gpu"
+    assert cells["cpu-4rank"]["world_size"] == 4 and cells["cpu-8sim"]["mode"] == "local"
+
+
+def test_matrix_show_accepts_the_session_name(capsys):
+    assert (
+        main(["matrix", "show", "test-cpu-2rank", "--json", "--matrix", str(ROOT / "matrix.toml")])
+        == 0
+    )
+    cell = json.loads(capsys.readouterr().out)
+    assert (cell["name"], cell["backend"], cell["world_size"]) == ("cpu-2rank", "gloo", 2)
+
+
+def test_unknown_cell_exit_2_with_closest_names(capsys):
+    assert main(["run", "cpu-3rank", "--matrix", str(ROOT / "matrix.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown cell 'cpu-3rank'" in err and "cpu-2rank" in err
+
+
+def test_run_dry_run_prints_env_and_pytest_command(capsys):
+    assert (
+        main(
+            [
+                "run",
+                "cpu-2rank",
+                "--matrix",
+                str(ROOT / "matrix.toml"),
+                "--dry-run",
+                "--",
+                "-k",
+                "all_reduce",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for part in (
+        "HARNESS_CELL=cpu-2rank",
+        "HARNESS_WORLD_SIZE=2",
+        "HARNESS_MODE=native",
+        "HARNESS_BACKEND=gloo",
+        "-m pytest",
+        "--junitxml=results/cpu-2rank/junit.xml",
+        "-k all_reduce",
+    ):
+        assert part in out, part
+
+
+def test_run_refuses_a_cell_the_host_cannot_serve(capsys):
+    pytest.importorskip("torch")
+    from harness.devices import host_device_count
+
+    if host_device_count("cuda") >= 4:
+        pytest.skip("this host has 4 cuda devices; the refusal needs fewer")
+    assert main(["run", "cuda-4gpu", "--matrix", str(ROOT / "matrix.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "needs 4 cuda device(s)" in err and "harness matrix list" in err
+
+
+def test_run_executes_the_cells_suite_with_its_env_and_writes_junit(tmp_path):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_env.py").write_text(
+        textwrap.dedent("""
+        import os
+
+        def test_cell_reaches_the_test():
+            assert os.environ["HARNESS_CELL"] == "cpu-3rank"
+            assert os.environ["HARNESS_WORLD_SIZE"] == "3"
+            assert os.environ["HARNESS_MODE"] == "native"
+            assert os.environ["HARNESS_TIMEOUT"] == "42"
+            assert os.environ["OMP_NUM_THREADS"] == "1"
+    """)
+    )
+    (tmp_path / "matrix.toml").write_text(
+        textwrap.dedent("""
+        [defaults]
+        suites = ["suite"]
+        timeout = 42
+        results = "out"
+        [accelerators.cpu]
+        device = "cpu"
+        backend = "gloo"
+        env = { OMP_NUM_THREADS = "1" }
+        cells = { native = [3] }
+    """)
+    )
+    proc = harness("run", "test-cpu-3rank", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    junit = (tmp_path / "out" / "cpu-3rank" / "junit.xml").read_text()
+    assert 'name="cpu-3rank"' in junit and 'tests="1"' in junit
+
+
+def test_run_with_a_suite_that_does_not_exist_is_exit_2(tmp_path):
+    (tmp_path / "matrix.toml").write_text(
+        '[defaults]\nsuites = ["no_such_pkg_xyz"]\n'
+        '[accelerators.cpu]\ndevice = "cpu"\nbackend = "gloo"\ncells = { native = [1] }\n'
+    )
+    proc = harness("run", "cpu-1rank", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "suite 'no_such_pkg_xyz'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_doctor_json_parses_and_names_torch_and_runnable_cells():
+    proc = harness("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["torch"]["installed"] is True
+    assert report["torch"]["backends"]["gloo"] is True
+    assert "cpu-4rank" in report["cells"]["runnable"]
+    assert set(report) >= {"harness", "python", "container_engine", "nix", "cells"}
+
+
+def test_doctor_and_matrix_work_without_torch(tmp_path):
+    """nox and `harness doctor` often run where torch is not installed."""
+    blocker = tmp_path / "torch"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('torch is hidden for this test')\n")
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    listing = harness("matrix", "list", env=env)
+    assert listing.returncode == 0 and "cuda-4gpu" in listing.stdout
+    doctor = harness("doctor", "--json", env=env)
+    assert doctor.returncode == 0, doctor.stderr
+    assert json.loads(doctor.stdout)["torch"]["installed"] is False
+
+
+def test_version_matches_the_package():
+    import harness as pkg
+
+    proc = harness("--version")
+    assert proc.stdout.strip() == f"dtensor-harness {pkg.__version__}"
