@@ -73,10 +73,13 @@
                 cudaShells.dev {
                   name = "cuda";
                   harness = harnessWith cudaPkgs cudaPkgs.python3.pkgs.torch-bin;
-                  extraPackages = [ cudaPkgs.nix-gl-host ];
+                  # nix-gl-host lives outside nixpkgs at this pin; taken when nixpkgs has it.
+                  extraPackages = lib.optionals (cudaPkgs ? nix-gl-host) [ cudaPkgs.nix-gl-host ];
                   hook = ''
                     if [ ! -e /run/opengl-driver/lib/libcuda.so.1 ]; then
-                      echo "dtensor-harness: no /run/opengl-driver (not NixOS?): run GPU commands as \`nixglhost harness run ...\` so torch finds the host's libcuda" >&2
+                      glhost="nixglhost"
+                      command -v nixglhost >/dev/null || glhost="nix run github:numtide/nix-gl-host --"
+                      echo "dtensor-harness: no /run/opengl-driver (not NixOS?): run GPU commands as \`$glhost harness run ${project.exampleCell "cuda"}\` so torch finds the host's libcuda" >&2
                     fi
                   '';
                 }

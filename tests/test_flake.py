@@ -160,7 +160,6 @@ def test_structure_each_shell_has_its_torch_and_the_tools(shells):
     for name in ("default", "cuda", "rocm"):
         # dtensor-harness provides `harness`; nox and pytest come in the same env.
         assert {"dtensor-harness", "nox", "pytest", "ruff"} <= set(linux[name]["closure"])
-    assert "nix-gl-host" in linux["cuda"]["closure"]
     # CUDA wheels and ROCm are x86_64-linux only: elsewhere those shells point away.
     assert shells["aarch64-darwin"]["cuda"]["torch"] is None
     assert shells["aarch64-darwin"]["default"]["torch"] == "cpu"
@@ -214,6 +213,20 @@ def test_dev_shell_hook_uses_the_checkout_it_is_opened_in(shells, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"PYTHONPATH={tmp_path}"
     assert "torch 2.13.0" in out.stderr  # the stand-in's torch, reported by the shell
+
+
+@needs_nix
+def test_cuda_shell_tells_a_non_nixos_host_how_to_reach_its_driver(shells, tmp_path):
+    if Path("/run/opengl-driver/lib/libcuda.so.1").exists():
+        pytest.skip("this host is NixOS with a driver: the hint is not shown")
+    hook = shells["x86_64-linux"]["cuda"]["hook"]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    out = subprocess.run(
+        ["bash", "-c", hook], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert "harness run cuda-1gpu" in out.stderr
+    assert "nixglhost" in out.stderr or "numtide/nix-gl-host" in out.stderr
 
 
 @needs_nix

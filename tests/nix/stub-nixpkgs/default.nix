@@ -143,7 +143,6 @@ in
   python3Packages = ps;
   ruff = mkPkg { pname = "ruff"; version = "1.0"; };
   git = mkPkg { pname = "git"; version = "2.50"; };
-  nix-gl-host = mkPkg { pname = "nix-gl-host"; version = "0.2"; };
   mkShell =
     attrs:
     mkPkg (
