@@ -61,8 +61,9 @@ class DTensorConverter:
     dicts, nested) the choices are Replicate and Shard(d) for every dim ``d``
     whose size is above 1 and divisible by the mesh size; bool tensors only
     Replicate (collectives do not take bool), and ``replicate_only=True``
-    restricts every tensor to Replicate. Iteration yields the Cartesian
-    product. On an n-D mesh a choice applies on every mesh dim.
+    restricts every tensor to Replicate; a tensor that cannot be converted
+    has one choice (itself). Iteration yields the Cartesian product. On an
+    n-D mesh a choice applies on every mesh dim.
 
     ``hit`` counts tensors converted, ``miss`` tensors left as they were
     (sparse, quantized, nested, meta, neg/conj views, tensor subclasses);
@@ -70,6 +71,11 @@ class DTensorConverter:
     something converted and nothing was missed. 0-d tensors are replicated;
     an ``nn.Parameter`` comes back as an ``nn.Parameter`` wrapping a DTensor.
     """
+
+    # exact types converted; any other tensor-like (a subclass) is a miss
+    _plain_types = tuple(
+        t for t in (torch.Tensor, nn.Parameter, compat.local_tensor_type()) if t is not None
+    )
 
     def __init__(
         self,
@@ -103,9 +109,12 @@ class DTensorConverter:
     def is_supported_tensor(self, t: torch.Tensor) -> bool:
         return not _unsupported(t)
 
+    def _convertible(self, t: torch.Tensor) -> bool:
+        return type(t) in self._plain_types and self.is_supported_tensor(t)
+
     def gen_sharding_choices_for_arg(self, arg: torch.Tensor) -> Sequence[Placement]:
-        if self.replicate_only or arg.dtype == torch.bool:
-            return [Replicate()]
+        if self.replicate_only or arg.dtype == torch.bool or not self._convertible(arg):
+            return [Replicate()]  # one choice: left alone, or replicated
         size = self.mesh.size()
         return [Replicate()] + [
             Shard(dim) for dim, extent in enumerate(arg.shape) if extent > 1 and extent % size == 0
@@ -136,8 +145,7 @@ class DTensorConverter:
     def to_dist_tensor(
         self, t: torch.Tensor, mesh: DeviceMesh, placements: list[Placement]
     ) -> torch.Tensor:
-        plain_types = (torch.Tensor, nn.Parameter, compat.local_tensor_type())
-        if type(t) not in plain_types:
+        if type(t) not in self._plain_types:
             if torch.overrides.is_tensor_like(t):
                 # A DTensor of a tensor subclass is undefined territory: skip it.
                 self.miss += 1
@@ -167,12 +175,14 @@ def _describe(converter: DTensorConverter) -> str:
     return "[" + ", ".join(str(p) for p in converter.current) + "]"
 
 
-def check_op(case: Any, mesh: DeviceMesh, op: Callable, *args: Any, **kwargs: Any) -> None:
+def check_op(
+    case: Any, mesh: DeviceMesh, op: Callable, *args: Any, **kwargs: Any
+) -> DTensorConverter:
     """``op`` on every DTensor layout of the inputs equals ``op`` on plain inputs.
 
     ``case`` is the running unittest.TestCase (assertions go through it). Every
     tensor argument must be convertible; a layout that disagrees fails with the
-    layout in the message.
+    layout in the message. Returns the spent converter (its hit and miss counts).
     """
     expected = tree_flatten(op(*args, **kwargs))[0]
     converter = DTensorConverter(mesh, args, kwargs)
@@ -184,6 +194,7 @@ def check_op(case: Any, mesh: DeviceMesh, op: Callable, *args: Any, **kwargs: An
         )
         got = [_full(leaf) for leaf in tree_flatten(op(*d_args, **d_kwargs))[0]]
         case.assertEqual(got, expected, msg=f"{op} with input placements {_describe(converter)}")
+    return converter
 
 
 def check_op_on_dtensor(case: Any, op: Callable, *args: Any, **kwargs: Any) -> None:

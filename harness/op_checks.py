@@ -154,6 +154,12 @@ def validate_sharding_rule_sample_backward(
 
 
 _MISSING = object()
+_STRATEGY_TABLES = (
+    "op_strategy_funcs",
+    "op_to_schema_info",
+    "op_single_dim_strategy_funcs",
+    "op_to_schema_info_for_single_dim_strategy",
+)
 
 
 @contextlib.contextmanager
@@ -162,12 +168,16 @@ def op_strategy_context(
 ) -> Iterator[None]:
     """Register ``strategy_func`` as ``op_overload``'s sharding strategy for a block.
 
-    On exit -- normal or by exception -- the op's previous strategy and schema
+    On exit -- normal or by exception -- the op's previous strategies and schema
     info (or their absence) are restored and the propagator's cache is
     cleared, so later tests see DTensor as it was.
     """
     propagator = compat.sharding_propagator()
-    tables = (propagator.op_strategy_funcs, propagator.op_to_schema_info)
+    # A single-dim strategy (newer torch, e.g. pointwise ops) would shadow the
+    # registered one: it is set aside too, and put back on exit.
+    tables = [
+        table for name in _STRATEGY_TABLES if (table := getattr(propagator, name, None)) is not None
+    ]
     saved = [table.pop(op_overload, _MISSING) for table in tables]
     try:
         compat.register_op_strategy()(op_overload, schema_info=schema_info)(strategy_func)

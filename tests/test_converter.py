@@ -1,0 +1,286 @@
+"""DTensorConverter and the op checks, in LocalTensor mode on 4 simulated ranks.
+
+Expected counts are worked out by hand in each row's comment: per tensor
+argument, Replicate plus one Shard(d) per dim of size > 1 divisible by 4
+(bool, 0-d and unconvertible tensors: one choice); combinations are the
+product; hits = combinations x convertible tensors, misses = combinations x
+the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+
+from harness.converter import (
+    DTensorConverter,
+    check_op,
+    check_op_on_dtensor,
+    op_strategy_context,
+    validate_sharding_rule_sample,
+    validate_sharding_rule_sample_backward,
+)
+from harness.local import simulate
+from harness.testcase import TestCase
+
+WORLD = 4
+aten = torch.ops.aten
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape)
+
+
+def op_samples() -> list[tuple[str, object, tuple, dict, int]]:
+    """(name, op, args, kwargs, combinations). Every tensor here is convertible."""
+    torch.manual_seed(0)
+    a, b = _rand(4, 8), _rand(4, 8)  # R, S0, S1
+    m = _rand(8, 4)  # R, S0, S1
+    v8 = _rand(8)  # R, S0
+    x3 = _rand(4, 4, 8)  # R, S0, S1, S2
+    y3 = _rand(4, 8, 4)  # R, S0, S1, S2
+    odd = _rand(3, 4)  # R, S1 (3 is not divisible by 4)
+    one = _rand(1, 8)  # R, S1 (size-1 dims are never sharded)
+    scalar = torch.tensor(2.5)  # 0-d: R only
+    mask = a > 0  # bool: R only
+    idx = torch.tensor([0, 3, 5, 7])  # R, S0
+    return [
+        ("add", aten.add.Tensor, (a, b), {}, 3 * 3),
+        ("sub alpha", aten.sub.Tensor, (a, b), {"alpha": 2}, 3 * 3),
+        ("mul scalar tensor", aten.mul.Tensor, (a, scalar), {}, 3 * 1),
+        ("div broadcast", aten.div.Tensor, (a, v8), {}, 3 * 2),
+        ("mm", aten.mm.default, (a, m), {}, 3 * 3),
+        ("bmm", aten.bmm.default, (x3, y3), {}, 4 * 4),
+        ("addmm", aten.addmm.default, (torch.randn(4), a, m), {}, 2 * 3 * 3),
+        ("relu", aten.relu.default, (a,), {}, 3),
+        ("neg", aten.neg.default, (a,), {}, 3),
+        ("exp", aten.exp.default, (a,), {}, 3),
+        ("gelu", aten.gelu.default, (a,), {}, 3),
+        ("pow", aten.pow.Tensor_Scalar, (a, 2), {}, 3),
+        ("clone", aten.clone.default, (a,), {}, 3),
+        ("t", aten.t.default, (a,), {}, 3),
+        ("transpose", aten.transpose.int, (x3, 0, 2), {}, 4),
+        ("sum dim", aten.sum.dim_IntList, (a, [1]), {}, 3),
+        ("mean keepdim", aten.mean.dim, (a, [0], True), {}, 3),
+        ("softmax", aten._softmax.default, (a, 1, False), {}, 3),
+        ("max dim (tuple out)", aten.max.dim, (a, 1), {}, 3),
+        ("cat list", aten.cat.default, ([a, b],), {}, 3 * 3),
+        ("where bool", aten.where.self, (mask, a, b), {}, 1 * 3 * 3),
+        ("odd dim", aten.mul.Tensor, (odd, odd), {}, 2 * 2),
+        ("size-1 dim", aten.add.Tensor, (one, one), {}, 2 * 2),
+        ("embedding", aten.embedding.default, (m, idx), {}, 3 * 2),
+    ]
+
+
+def _n_tensors(args: tuple, kwargs: dict) -> int:
+    leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+    return sum(isinstance(leaf, torch.Tensor) for leaf in leaves)
+
+
+class ConverterSweep(TestCase):
+    def test_op_sweep_matches_and_counts(self) -> None:
+        samples = op_samples()
+        self.assertGreaterEqual(len({op for _, op, *_ in samples}), 20)
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            for name, op, args, kwargs, combos in samples:
+                converter = check_op(self, mesh, op, *args, **kwargs)
+                n = _n_tensors(args, kwargs)
+                self.assertEqual(
+                    (converter.hit, converter.miss), (combos * n, 0), msg=f"counts for {name}"
+                )
+
+    def test_replicate_only_gives_one_combination(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            a, m = _rand(4, 8), _rand(8, 4)
+            converter = DTensorConverter(mesh, (a, m), {}, replicate_only=True)
+            layouts = [tuple(t.placements for t in args) for args, _ in converter]
+        self.assertEqual(layouts, [((Replicate(),), (Replicate(),))])
+        self.assertEqual((converter.hit, converter.miss), (2, 0))
+
+    def test_nested_pytrees_and_kwargs_are_converted_in_place(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            a = _rand(4, 8)
+            args = ([a, {"k": a}], "keep", 3)
+            seen = []
+            converter = DTensorConverter(mesh, args, {"out_scale": a, "flag": True})
+            for d_args, d_kwargs in converter:
+                self.assertEqual(d_args[1:], ("keep", 3))
+                self.assertIs(d_kwargs["flag"], True)
+                tensors = [d_args[0][0], d_args[0][1]["k"], d_kwargs["out_scale"]]
+                self.assertTrue(all(isinstance(t, DTensor) for t in tensors))
+                seen.append(tuple(t.placements[0] for t in tensors))
+        # 3 tensors x (R, S0, S1), every combination exactly once
+        self.assertEqual(len(seen), 27)
+        self.assertEqual(len(set(seen)), 27)
+        self.assertEqual((converter.hit, converter.miss), (81, 0))
+
+    def test_parameter_scalar_and_bool_handling(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            param = torch.nn.Parameter(_rand(4, 8))
+            converter = DTensorConverter(mesh, (param, torch.tensor(1.0), _rand(4, 8) > 0), {})
+            rows = list(converter)
+            self.assertEqual(len(rows), 3)  # param R/S0/S1 x scalar R x bool R
+            for (p, s, flag), _ in rows:
+                self.assertIsInstance(p, torch.nn.Parameter)
+                self.assertIsInstance(p, DTensor)
+                self.assertTrue(p.requires_grad)
+                self.assertEqual(s.placements, (Replicate(),))
+                self.assertEqual(flag.placements, (Replicate(),))
+        self.assertEqual((converter.hit, converter.miss), (9, 0))
+
+
+class _Sub(torch.Tensor):
+    pass
+
+
+def unconvertible() -> dict[str, torch.Tensor]:
+    base = torch.randn(4, 8)
+    return {
+        "sparse coo": base.to_sparse(),
+        "sparse csr": base.to_sparse_csr(),
+        "quantized": torch.quantize_per_tensor(base, 0.1, 0, torch.qint8),
+        "nested": torch.nested.nested_tensor([torch.randn(2), torch.randn(3)]),
+        "meta": torch.empty(4, 8, device="meta"),
+        "neg view": torch.randn(4, 8, dtype=torch.complex64).conj().imag,
+        "conj view": torch.randn(4, 8, dtype=torch.complex64).conj(),
+        "subclass": base.as_subclass(_Sub),
+    }
+
+
+UNCONVERTIBLE = [
+    "sparse coo",
+    "sparse csr",
+    "quantized",
+    "nested",
+    "meta",
+    "neg view",
+    "conj view",
+    "subclass",
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", UNCONVERTIBLE)
+def test_unconvertible_tensors_are_left_alone_and_counted_as_misses(kind: str) -> None:
+    with simulate(WORLD) as sim:
+        mesh = sim.build_mesh()
+        with sim.mode.disable():
+            odd = unconvertible()[kind]
+        plain = _rand(4, 8)
+        converter = DTensorConverter(mesh, (plain, odd), {})
+        rows = list(converter)
+    # plain: R, S0, S1; the unconvertible tensor: itself only
+    assert len(rows) == 3
+    assert all(args[1] is odd and isinstance(args[0], DTensor) for args, _ in rows)
+    assert (converter.hit, converter.miss) == (3, 3)
+    assert not converter.successful()
+
+
+class OpChecks(TestCase):
+    def test_check_op_fails_when_dtensor_result_differs(self) -> None:
+        def lying(t: torch.Tensor) -> torch.Tensor:
+            return t * 2 if isinstance(t, DTensor) else t
+
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            with self.assertRaisesRegex(AssertionError, r"input placements \[R"):
+                check_op(self, mesh, lying, _rand(4, 8))
+
+    def test_check_op_fails_on_unconvertible_argument(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            with sim.mode.disable():
+                sparse = torch.randn(4, 8).to_sparse()
+            with self.assertRaisesRegex(AssertionError, "could not convert"):
+                check_op(self, mesh, torch.add, _rand(4, 8), sparse)
+
+    def test_check_op_on_dtensor(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            dt = distribute_tensor(_rand(4, 8), mesh, [Shard(1)])
+            check_op_on_dtensor(self, torch.sum, dt, dim=0)
+            with self.assertRaises(AssertionError):
+                check_op_on_dtensor(self, lambda t: t + (1 if isinstance(t, DTensor) else 0), dt)
+
+
+class ShardingRuleValidators(TestCase):
+    def test_forward_rules(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            a, m = _rand(4, 8), _rand(8, 4)
+            check = validate_sharding_rule_sample
+            # row-sharded lhs -> row-sharded product
+            self.assertTrue(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(0)], mesh))
+            # contracting dim sharded on both sides -> partial sums
+            self.assertTrue(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Partial()], mesh))
+            # ... which are not the product if read as replicated
+            self.assertFalse(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Replicate()], mesh))
+            # wrong output dim
+            self.assertFalse(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(1)], mesh))
+
+    def test_backward_rules(self) -> None:
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            a, m = _rand(4, 8), _rand(8, 4)
+            check = validate_sharding_rule_sample_backward
+            self.assertIs(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], mesh), True)
+            ints = torch.arange(8).reshape(4, 2)
+            self.assertIsNone(check(torch.neg, (ints,), {}, [Shard(0)], mesh))
+
+            def lying(t: torch.Tensor) -> torch.Tensor:
+                return t * 3 if isinstance(t, DTensor) else t * 1
+
+            self.assertIs(check(lying, (a,), {}, [Shard(0)], mesh), False)
+            with self.assertRaisesRegex(ValueError, "2 tensor inputs"):
+                check(torch.mm, (a, m), {}, [Shard(0)], mesh)
+
+
+class StrategyOverride(TestCase):
+    def _override_and_restore(self, op, table: str) -> None:
+        from harness import compat
+
+        propagator = compat.sharding_propagator()
+        before = getattr(propagator, table)[op]
+
+        def custom(op_schema):
+            raise RuntimeError("custom strategy ran")
+
+        with simulate(WORLD) as sim:
+            mesh = sim.build_mesh()
+            dt = distribute_tensor(_rand(4, 8), mesh, [Shard(0)])
+            op(dt)  # warm the propagator's cache with the original rule
+            with contextlib.suppress(KeyError), op_strategy_context(op, custom):
+                self.assertIs(propagator.op_strategy_funcs[op], custom)
+                with self.assertRaisesRegex(RuntimeError, "custom strategy ran"):
+                    op(dt)
+                raise KeyError("the body fails")
+            self.assertIs(getattr(propagator, table)[op], before)
+            # the cache was cleared: the original strategy answers again
+            self.assertEqual(op(dt).full_tensor(), op(dt.full_tensor()))
+
+    def test_strategy_restored_even_when_body_raises(self) -> None:
+        self._override_and_restore(aten.clone.default, "op_strategy_funcs")
+
+    def test_single_dim_strategy_set_aside_and_restored(self) -> None:
+        from harness import compat
+
+        if not hasattr(compat.sharding_propagator(), "op_single_dim_strategy_funcs"):
+            self.skipTest("this torch has no single-dim strategies")
+        self._override_and_restore(aten.neg.default, "op_single_dim_strategy_funcs")
+
+    def test_op_without_strategy_is_unregistered_again(self) -> None:
+        from harness import compat
+
+        propagator = compat.sharding_propagator()
+        op = aten.special_erfcx.default
+        self.assertNotIn(op, propagator.op_strategy_funcs)
+        with op_strategy_context(op, lambda schema: None):
+            self.assertIn(op, propagator.op_strategy_funcs)
+        self.assertNotIn(op, propagator.op_strategy_funcs)
