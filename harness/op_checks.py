@@ -168,6 +168,8 @@ def op_strategy_context(
 ) -> Iterator[None]:
     """Register ``strategy_func`` as ``op_overload``'s sharding strategy for a block.
 
+    The propagator's cache is cleared on entry, so the new strategy is used
+    even for an op already seen with the same input layouts.
     On exit -- normal or by exception -- the op's previous strategies and schema
     info (or their absence) are restored and the propagator's cache is
     cleared, so later tests see DTensor as it was.
@@ -181,6 +183,7 @@ def op_strategy_context(
     saved = [table.pop(op_overload, _MISSING) for table in tables]
     try:
         compat.register_op_strategy()(op_overload, schema_info=schema_info)(strategy_func)
+        compat.clear_sharding_prop_cache()()  # earlier calls may have cached the old rule
         yield
     finally:
         for table, previous in zip(tables, saved):
