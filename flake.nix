@@ -43,21 +43,10 @@
           onGpuSystem = builtins.elem system gpuSystems;
           notHere =
             name:
-            pkgs.mkShell {
-              name = "dtensor-harness-${name}";
-              shellHook = ''
-                echo "dtensor-harness: the ${name} shell is built for ${lib.concatStringsSep ", " gpuSystems}, not ${system}; use its container: nox -s test-${project.exampleCell name} (${project.dockerfile name})" >&2
-                exit 2
-              '';
+            shells.containerOnly {
+              inherit name;
+              why = "the ${name} shell is built for ${lib.concatStringsSep ", " gpuSystems}, not ${system}";
             };
-          testPython = pkgs.python3.withPackages (ps: [
-            harness
-            ps.pytest-xdist
-            ps.pytest-timeout
-            ps.hypothesis
-            ps.rich
-            ps.nox
-          ]);
         in
         {
           packages.default = harness;
@@ -100,11 +89,11 @@
                 notHere "rocm";
             xpu = shells.containerOnly {
               name = "xpu";
-              what = "Intel XPU";
+              why = "nixpkgs has no Intel XPU packages";
             };
             gaudi = shells.containerOnly {
               name = "gaudi";
-              what = "Intel Gaudi";
+              why = "nixpkgs has no Intel Gaudi packages";
             };
           };
 
@@ -115,7 +104,7 @@
               pkgs.runCommand "dtensor-harness-tests"
                 {
                   nativeBuildInputs = [
-                    testPython
+                    (shells.pythonWith harness)
                     pkgs.git
                   ];
                 }

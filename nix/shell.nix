@@ -2,7 +2,20 @@
 # pytest and ruff; or, for an accelerator Nix cannot serve, a shell that says
 # which container to use and exits.
 { pkgs, project }:
-{
+rec {
+  # The interpreter of a shell and of checks.tests: harness (so `harness` on
+  # PATH), its test extras, and nox.
+  pythonWith =
+    harness:
+    pkgs.python3.withPackages (ps: [
+      harness
+      ps.pytest-xdist
+      ps.pytest-timeout
+      ps.hypothesis
+      ps.rich
+      ps.nox
+    ]);
+
   dev =
     {
       name,
@@ -10,20 +23,10 @@
       extraPackages ? [ ],
       hook ? "",
     }:
-    let
-      python = pkgs.python3.withPackages (ps: [
-        harness
-        ps.pytest-xdist
-        ps.pytest-timeout
-        ps.hypothesis
-        ps.rich
-        ps.nox
-      ]);
-    in
     pkgs.mkShell {
       name = "dtensor-harness-${name}";
       packages = [
-        python
+        (pythonWith harness)
         pkgs.ruff
         pkgs.git
       ]
@@ -43,12 +46,13 @@
       '';
     };
 
+  # `why` completes "dtensor-harness: ...; use its container: ...".
   containerOnly =
-    { name, what }:
+    { name, why }:
     pkgs.mkShell {
       name = "dtensor-harness-${name}";
       shellHook = ''
-        echo "dtensor-harness: nixpkgs has no ${what} packages; use its container: nox -s test-${project.exampleCell name} (${project.dockerfile name})" >&2
+        echo "dtensor-harness: ${why}; use its container: nox -s test-${project.exampleCell name} (${project.dockerfile name})" >&2
         exit 2
       '';
     };

@@ -185,11 +185,19 @@ def test_structure_unfree_is_admitted_for_cuda_packages_only(nix, shells):
 
 
 @needs_nix
-@pytest.mark.parametrize("accelerator", ["xpu", "gaudi"])
-def test_container_only_shells_name_a_real_session_and_exit_2(shells, accelerator):
+@pytest.mark.parametrize(
+    "system, accelerator",
+    [
+        ("x86_64-linux", "xpu"),
+        ("x86_64-linux", "gaudi"),
+        ("aarch64-darwin", "cuda"),
+        ("aarch64-linux", "rocm"),
+    ],
+)
+def test_container_only_shells_name_a_real_session_and_exit_2(shells, system, accelerator):
     from harness.matrix import load_matrix
 
-    hook = shells["x86_64-linux"][accelerator]["hook"]
+    hook = shells[system][accelerator]["hook"]
     out = subprocess.run(["bash", "-c", hook], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     (line,) = out.stderr.splitlines()
