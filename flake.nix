@@ -62,7 +62,7 @@
                 cudaShells.dev {
                   name = "cuda";
                   harness = harnessWith cudaPkgs cudaPkgs.python3.pkgs.torch-bin;
-                  # nix-gl-host lives outside nixpkgs at this pin; taken when nixpkgs has it.
+                  # nix-gl-host is numtide's flake, not found in nixpkgs; used if nixpkgs has it.
                   extraPackages = lib.optionals (cudaPkgs ? nix-gl-host) [ cudaPkgs.nix-gl-host ];
                   hook = ''
                     if [ ! -e /run/opengl-driver/lib/libcuda.so.1 ]; then
