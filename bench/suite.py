@@ -1,0 +1,383 @@
+"""Run a DTensor test suite under PyTorch's harness and migrated to this kit, side by side.
+
+    python bench/suite.py DIR [--out FOLDER] [--only GLOB] [--timeout S]
+
+Every test file under DIR (test_*.py, *_test.py) runs twice, one after the other on
+the same machine: as it is (PyTorch's private helpers) and as a copy migrated with
+``harness migrate`` in a temporary folder. Per test it reports whether the outcomes
+(pass, fail, error, skip, xfail) match; per file, wall time and peak memory of each
+run and their ratio. Nothing is fetched: DIR is whatever you point it at.
+
+Peak memory is measured two ways, both for the whole pytest process tree:
+``tree_rss``: the largest sum of RSS over the tree, sampled every 0.1 s from /proc
+(shared pages count once per process, so it over-counts forked ranks); ``max_rss``:
+the largest single process's peak RSS, from wait4() (the kernel's ru_maxrss, which
+covers every descendant the tree waited for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.migrate import iter_test_files, migrate_source
+
+SIDES = ("upstream", "harness")
+OUTCOMES = ("pass", "fail", "error", "skip", "xfail")
+
+
+@dataclass
+class Run:
+    """One pytest process on one file."""
+
+    side: str
+    file: str
+    command: list[str]
+    exit_code: int | None = None
+    timed_out: bool = False
+    wall_s: float = 0.0
+    tree_rss_mb: float = 0.0
+    max_rss_mb: float = 0.0
+    outcomes: dict[str, str] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {o: sum(1 for v in self.outcomes.values() if v == o) for o in OUTCOMES}
+
+
+# --- running one file -------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Sum of RSS over ``root`` and its descendants, from /proc."""
+    tree, todo, total = _children_map(), [root], 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * page
+        except OSError:
+            pass
+    return total
+
+
+def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra: list[str]) -> Run:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--rootdir={root}",
+        f"--junitxml={xml}",
+        "-q",
+        "-rN",
+        *(["-p", "no:harness"] if side == "upstream" else []),
+        *extra,
+        rel,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    run = Run(side=side, file=rel, command=command)
+    log = xml.with_suffix(".log")
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        peak, status, usage = 0, None, None
+        while status is None:
+            pid, code, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, usage = code, rusage
+                break
+            peak = max(peak, _tree_rss_bytes(proc.pid))
+            if time.perf_counter() - start > timeout:
+                run.timed_out = True
+                _kill_group(proc.pid)
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.1)
+        run.wall_s = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    _kill_group(proc.pid)  # ranks the run left behind, if any
+    run.exit_code = proc.returncode
+    run.tree_rss_mb = peak / 2**20
+    run.max_rss_mb = usage.ru_maxrss / 1024 if usage else 0.0
+    if xml.exists():
+        run.outcomes, run.messages = parse_junit(xml)
+    else:
+        run.note = "no JUnit XML: " + ("timed out" if run.timed_out else "pytest crashed")
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        run.messages["<file>"] = "\n".join(tail)
+    return run
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """JUnit XML -> {test id: outcome}, {test id: first line of its message}."""
+    outcomes, messages = {}, {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        test = f"{case.get('classname', '')}::{case.get('name', '')}"
+        outcome, message = "pass", ""
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome, message = (
+                    ("fail" if child.tag == "failure" else "error"),
+                    child.get("message", ""),
+                )
+                break
+            if child.tag == "skipped":
+                xfail = child.get("type") == "pytest.xfail"
+                outcome, message = ("xfail" if xfail else "skip"), child.get("message", "")
+        if test in outcomes and outcomes[test] != "pass" and outcome == "pass":
+            continue  # a teardown error adds a second entry: keep the worse one
+        outcomes[test] = outcome
+        if message:
+            messages[test] = message.strip().splitlines()[0][:300] if message.strip() else ""
+    return outcomes, messages
+
+
+# --- the suite ------------------------------------------------------------------------------
+
+
+def prepare(src: Path, work: Path) -> tuple[Path, Path, dict[str, list[str]]]:
+    """Two copies of DIR: as it is, and migrated. Returns them and what migrate kept."""
+    upstream, migrated = work / "upstream", work / "harness"
+    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache")
+    shutil.copytree(src, upstream, ignore=ignore)
+    shutil.copytree(src, migrated, ignore=ignore)
+    kept: dict[str, list[str]] = {}
+    for path in sorted(migrated.rglob("*.py")):
+        rel = str(path.relative_to(migrated))
+        migration = migrate_source(path.read_text(encoding="utf-8"), rel)
+        if migration.changed:
+            path.write_text(migration.new, encoding="utf-8")
+        if migration.kept:
+            kept[rel] = migration.kept_lines()
+    return upstream, migrated, kept
+
+
+def compare(runs: dict[str, Run]) -> list[dict[str, str]]:
+    up, ours = runs["upstream"].outcomes, runs["harness"].outcomes
+    rows = []
+    for test in sorted(set(up) | set(ours)):
+        a, b = up.get(test, "missing"), ours.get(test, "missing")
+        if a != b:
+            rows.append(
+                {
+                    "test": test,
+                    "upstream": a,
+                    "harness": b,
+                    "upstream_message": runs["upstream"].messages.get(test, ""),
+                    "harness_message": runs["harness"].messages.get(test, ""),
+                }
+            )
+    return rows
+
+
+def ratio(ours: float, theirs: float) -> float | None:
+    return round(ours / theirs, 3) if theirs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=Path, metavar="DIR", help="folder of test files")
+    parser.add_argument("--out", type=Path, default=Path("results/bench-suite"))
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="GLOB", help="files to run (relative)"
+    )
+    parser.add_argument("--sides", default="upstream,harness", help="upstream,harness")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per file and side, s")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"suite.py: error: {args.dir} is not a folder of test files", file=sys.stderr)
+        return 2
+    sides = [s for s in args.sides.split(",") if s]
+    if not sides or set(sides) - set(SIDES):
+        print(f"suite.py: error: --sides takes {','.join(SIDES)}", file=sys.stderr)
+        return 2
+    files = [str(p.relative_to(args.dir)) for p in iter_test_files([args.dir])]
+    if args.only:
+        files = [f for f in files if any(fnmatch.fnmatch(f, g) for g in args.only)]
+    if not files:
+        print(f"suite.py: error: no test files under {args.dir}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="harness-suite-"))
+    upstream, migrated, kept = prepare(args.dir, work)
+    roots = {"upstream": upstream, "harness": migrated}
+    report = {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": host_info(),
+        "memory": "tree_rss: peak sum of RSS over the pytest process tree, sampled every "
+        "0.1 s; max_rss: largest single process (wait4 ru_maxrss)",
+        "files": [],
+    }
+    try:
+        for rel in files:
+            runs = {}
+            for side in sides:
+                xml = work / f"{side}-{rel.replace('/', '__')}.xml"
+                print(f"[{time.strftime('%H:%M:%S')}] {side:8} {rel} ...", flush=True)
+                runs[side] = run_pytest(side, roots[side], rel, xml, args.timeout, args.pytest_args)
+                r = runs[side]
+                print(
+                    f"    {r.wall_s:8.1f} s  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
+                    f"{r.counts()} {r.note}",
+                    flush=True,
+                )
+            entry = {"file": rel, "runs": {s: asdict(r) for s, r in runs.items()}}
+            entry["kept_from_torch"] = kept.get(rel, [])
+            if len(runs) == 2:
+                entry["mismatches"] = compare(runs)
+                entry["wall_ratio"] = ratio(runs["harness"].wall_s, runs["upstream"].wall_s)
+                entry["tree_rss_ratio"] = ratio(
+                    runs["harness"].tree_rss_mb, runs["upstream"].tree_rss_mb
+                )
+            report["files"].append(entry)
+            write_reports(report, args.out)  # after every file: a long run shows progress
+    finally:
+        if args.keep:
+            print(f"copies kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {args.out / 'suite.md'} and {args.out / 'suite.json'}")
+    mismatched = sum(len(f.get("mismatches", [])) for f in report["files"])
+    return 1 if mismatched else 0
+
+
+def host_info() -> dict[str, str]:
+    try:
+        import torch
+
+        version = torch.__version__
+    except ImportError:
+        version = "not installed"
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "load_1m_at_start": f"{os.getloadavg()[0]:.2f}",
+        "torch": version,
+    }
+
+
+def write_reports(report: dict, out: Path) -> None:
+    (out / "suite.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "suite.md").write_text(markdown(report))
+
+
+def _counts(run: dict) -> str:
+    c = {o: 0 for o in OUTCOMES}
+    for v in run["outcomes"].values():
+        c[v] += 1
+    text = f"{c['pass']}/{c['fail'] + c['error']}/{c['skip']}/{c['xfail']}"
+    return text + (" (timeout)" if run["timed_out"] else "") + (" (no XML)" if run["note"] else "")
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# PyTorch's DTensor tests: PyTorch's harness vs dtensor-harness",
+        "",
+        f"`{report['command']}` at {report['date']}; host: "
+        + ", ".join(f"{k} {v}" for k, v in report["host"].items()),
+        "",
+        f"Memory: {report['memory']}.",
+        "",
+        "| file | outcomes upstream p/f/s/x | outcomes harness p/f/s/x | mismatches "
+        "| wall s upstream | wall s harness | ratio | peak MB upstream | peak MB harness "
+        "| ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals = {s: [0.0, 0.0] for s in SIDES}
+    complete = True
+    for entry in report["files"]:
+        runs = entry["runs"]
+        cells = [entry["file"]]
+        for side in SIDES:
+            cells.append(_counts(runs[side]) if side in runs else "not run")
+        cells.append(str(len(entry["mismatches"])) if "mismatches" in entry else "-")
+        for key, ratio_key, fmt in (
+            ("wall_s", "wall_ratio", "{:.1f}"),
+            ("tree_rss_mb", "tree_rss_ratio", "{:.0f}"),
+        ):
+            for side in SIDES:
+                cells.append(fmt.format(runs[side][key]) if side in runs else "-")
+            value = entry.get(ratio_key)
+            cells.append(f"{value:.3f}" if value is not None else "-")
+        for side in SIDES:
+            if side in runs:
+                totals[side][0] += runs[side]["wall_s"]
+                totals[side][1] = max(totals[side][1], runs[side]["tree_rss_mb"])
+            else:
+                complete = False
+        lines.append("| " + " | ".join(cells) + " |")
+    if complete and len(report["files"]) > 1:
+        up, ours = totals["upstream"], totals["harness"]
+        lines.append(
+            f"| **total** (peak: max) | | | "
+            f"{sum(len(e['mismatches']) for e in report['files'])} "
+            f"| {up[0]:.1f} | {ours[0]:.1f} | {ratio(ours[0], up[0]):.3f} "
+            f"| {up[1]:.0f} | {ours[1]:.0f} | {ratio(ours[1], up[1]):.3f} |"
+        )
+    mismatches = [(e["file"], m) for e in report["files"] for m in e.get("mismatches", [])]
+    if mismatches:
+        lines += [
+            "",
+            "## Outcomes that differ",
+            "",
+            "| test | upstream | harness | message (harness) |",
+        ]
+        lines.append("|---|---|---|---|")
+        for _, m in mismatches:
+            msg = (m["harness_message"] or m["upstream_message"]).replace("|", "\\|")[:160]
+            lines.append(f"| `{m['test']}` | {m['upstream']} | {m['harness']} | {msg} |")
+    kept = [line for e in report["files"] for line in e.get("kept_from_torch", [])]
+    if kept:
+        lines += ["", "## Names still imported from torch.testing._internal", ""]
+        lines += [f"- `{line}`" for line in kept]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
