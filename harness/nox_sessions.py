@@ -62,7 +62,11 @@ def _cell_session(cell: Cell, verb: str, matrix_path: str, root: Path, install: 
 
             session.run(*containers.session_argv(cell, command, posargs), external=True)
             return
-        python = ensure_venv(session, cell, root, install)
+        if os.environ.get("IN_NIX_SHELL"):  # the flake's shell already pins torch and the kit
+            session.log(f"{cell.name}: using the Nix shell's Python, {sys.executable}")
+            python = sys.executable
+        else:
+            python = ensure_venv(session, cell, root, install)
         extra = ["--", *posargs] if posargs else []
         session.run(python, "-m", "harness", *command, *extra, external=True)
 
