@@ -1,0 +1,255 @@
+"""One set of rank processes, seen from the parent: start, send, collect, kill.
+
+Process mode makes a group per test; pool mode keeps one per class. Collecting
+waits on every rank's pipe and process sentinel at once, so a rank that
+crashes is noticed at once, and a rank that fails gives the others a short
+grace to report (their tracebacks, where they differ) before they are stopped
+with their stacks. At the deadline every live rank dumps its Python stack
+(faulthandler on SIGUSR1) and is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from multiprocessing.connection import wait
+from typing import Any
+
+from harness.ranks import reaper, spawn
+from harness.ranks.outcome import RankOutcome
+from harness.ranks.worker import RankSpec, log_path, rank_main, stack_path
+
+#: Seconds other ranks get to report after one rank failed or crashed.
+GRACE_SECONDS = 3.0
+#: Seconds a rank gets to write its stack after SIGUSR1.
+STACK_SECONDS = 1.0
+
+
+def class_ref(cls: type) -> tuple[str, str | None, str]:
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    return cls.__module__, file, cls.__qualname__
+
+
+class RankGroup:
+    """``world_size`` rank processes running tests of ``cls``."""
+
+    def __init__(
+        self,
+        cls: type,
+        world_size: int,
+        *,
+        pool: bool,
+        pg_timeout: float,
+        first_test: str | None = None,
+    ) -> None:
+        self.world_size = world_size
+        self.workdir = tempfile.mkdtemp(prefix="harness-ranks-")
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self._log_offsets = [0] * world_size
+        self.dead = False
+        self.closed = False
+        module, file, qualname = class_ref(cls)
+        ctx = spawn.context(module)
+        env = dict(os.environ)
+        reaper.register(self)
+        try:
+            for rank in range(world_size):
+                spec = RankSpec(
+                    module=module,
+                    file=file,
+                    qualname=qualname,
+                    rank=rank,
+                    world_size=world_size,
+                    workdir=self.workdir,
+                    env=env,
+                    pool=pool,
+                    pg_timeout=pg_timeout,
+                    first_test=first_test,
+                )
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=rank_main, args=(spec, child_end), name=f"rank {rank}")
+                proc.start()
+                child_end.close()
+                self.procs.append(proc)
+                self.conns.append(parent_end)
+        except BaseException:
+            self.kill()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def send(self, message: Any) -> None:
+        for conn in self.conns:
+            conn.send(message)
+
+    def collect(self, timeout: float, *, expect: str = "result") -> tuple[list[RankOutcome], bool]:
+        """Wait for one message per rank; returns (outcomes, timed_out).
+
+        Ranks that have not answered by the deadline (or GRACE_SECONDS after
+        another rank failed) are stopped: their stacks are read and they are
+        killed, so the group is dead afterwards.
+        """
+        deadline = time.monotonic() + timeout
+        pending = set(range(self.world_size))
+        outcomes: dict[int, RankOutcome] = {}
+        trouble_at: float | None = None
+        try:
+            while pending:
+                limit = (
+                    deadline if trouble_at is None else min(deadline, trouble_at + GRACE_SECONDS)
+                )
+                remaining = limit - time.monotonic()
+                if remaining <= 0:
+                    break
+                waitables = [self.conns[r] for r in pending] + [
+                    self.procs[r].sentinel for r in pending
+                ]
+                for ready in wait(waitables, timeout=remaining):
+                    rank = self._rank_of(ready)
+                    if rank not in pending:
+                        continue
+                    outcome = self._receive(rank)
+                    if outcome is None:
+                        continue
+                    outcomes[rank] = outcome
+                    pending.discard(rank)
+                    if outcome.status not in ("passed", "ready") and trouble_at is None:
+                        trouble_at = time.monotonic()
+            timed_out = bool(pending) and time.monotonic() >= deadline
+            if pending:
+                stacks = self._dump_stacks(sorted(pending))
+                status = "hung" if timed_out else "stopped"
+                for rank in pending:
+                    outcomes[rank] = RankOutcome(rank, status, stack=stacks.get(rank, ""))
+                self.terminate()
+        except BaseException:  # Ctrl-C included: never leave ranks behind
+            self.kill()
+            raise
+        if any(o.status in ("crashed", "broken") for o in outcomes.values()):
+            self.terminate()
+        return [outcomes[r] for r in sorted(outcomes)], timed_out
+
+    def _rank_of(self, ready: Any) -> int:
+        for rank, (conn, proc) in enumerate(zip(self.conns, self.procs)):
+            if ready is conn or ready == proc.sentinel:
+                return rank
+        return -1
+
+    def _receive(self, rank: int) -> RankOutcome | None:
+        conn, proc = self.conns[rank], self.procs[rank]
+        try:
+            if conn.poll():
+                msg = conn.recv()
+                return RankOutcome(
+                    rank=rank,
+                    status=msg["status"],
+                    reason=msg.get("reason", ""),
+                    texts=list(msg.get("texts", [])),
+                    seconds=msg.get("seconds", 0.0),
+                    assertion=msg.get("assertion", False),
+                )
+        except (EOFError, OSError):
+            pass
+        proc.join(timeout=1.0)
+        if proc.exitcode is None and proc.is_alive():
+            return None  # pipe closed but still running: wait for the sentinel
+        return RankOutcome(
+            rank,
+            "crashed",
+            exitcode=proc.exitcode,
+            stack=self._read(stack_path(self.workdir, rank)),
+        )
+
+    def _dump_stacks(self, ranks: list[int]) -> dict[int, str]:
+        for rank in ranks:
+            try:
+                os.kill(self.procs[rank].pid, signal.SIGUSR1)
+            except (ProcessLookupError, TypeError):
+                pass
+        end = time.monotonic() + STACK_SECONDS
+        stacks: dict[int, str] = {}
+        while time.monotonic() < end:
+            stacks = {r: self._read(stack_path(self.workdir, r)) for r in ranks}
+            if all(stacks.values()):
+                time.sleep(0.05)  # let the last thread's frames land
+                break
+            time.sleep(0.02)
+        return {r: self._read(stack_path(self.workdir, r)) for r in ranks}
+
+    @staticmethod
+    def _read(path: str) -> str:
+        try:
+            with open(path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def drain_output(self) -> None:
+        """Copy what the ranks printed since the last call to our stdout, prefixed by rank."""
+        for rank in range(self.world_size):
+            path = log_path(self.workdir, rank)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._log_offsets[rank])
+                    data = f.read()
+            except OSError:
+                continue
+            self._log_offsets[rank] += len(data)
+            text = data.decode(errors="replace")
+            if text.strip():
+                sys.stdout.write("".join(f"[rank {rank}] {line}\n" for line in text.splitlines()))
+        sys.stdout.flush()
+
+    def join(self, timeout: float = 5.0) -> None:
+        end = time.monotonic() + timeout
+        for proc in self.procs:
+            proc.join(timeout=max(0.0, end - time.monotonic()))
+        if any(p.is_alive() for p in self.procs):
+            self.terminate()
+
+    def kill(self) -> None:
+        """SIGKILL every live rank, reap them, and remove the group's files."""
+        self.terminate()
+        self.close()
+
+    def terminate(self) -> None:
+        """SIGKILL every live rank and reap them; files stay for drain_output."""
+        if self.closed:
+            return
+        self.dead = True
+        for proc in self.procs:
+            if proc.is_alive():
+                try:
+                    proc.kill()
+                except (ProcessLookupError, AttributeError):
+                    pass
+        for proc in self.procs:
+            try:
+                proc.join(timeout=5.0)
+            except ValueError:  # already closed
+                pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = self.dead = True
+        for conn in self.conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.close()
+            except ValueError:  # still running: kill() reaps it
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        reaper.unregister(self)

@@ -1,0 +1,144 @@
+"""Running one test on its ranks: a fresh group (process mode) or the class's pool.
+
+Both paths share :class:`~harness.ranks.group.RankGroup` and
+:func:`~harness.ranks.outcome.verdict`; they differ only in lifetime. A pool
+survives failures and skips; when a rank crashed, hung or was stopped it is
+replaced before the next test, so one bad test never poisons the rest.
+"""
+
+from __future__ import annotations
+
+from harness.ranks.group import RankGroup
+from harness.ranks.outcome import RankOutcome, Verdict, verdict
+
+
+def pg_timeout_for(test_timeout: float) -> float:
+    """The process-group timeout: below the test's, so a stuck collective raises first."""
+    margin = max(1.0, min(30.0, 0.2 * test_timeout))
+    return max(1.0, test_timeout - margin)
+
+
+def run_in_processes(
+    cls: type, method: str, *, world_size: int, timeout: float, test_name: str, rerun: str
+) -> Verdict:
+    """Process mode: spawn ``world_size`` ranks for this one test, then reap them."""
+    group = RankGroup(
+        cls, world_size, pool=False, pg_timeout=pg_timeout_for(timeout), first_test=method
+    )
+    try:
+        outcomes, timed_out = group.collect(timeout)
+        group.join()
+        group.drain_output()
+    finally:
+        group.kill()
+    return verdict(
+        outcomes,
+        world_size=world_size,
+        test_name=test_name,
+        timeout=timeout,
+        timed_out=timed_out,
+        rerun=rerun,
+    )
+
+
+class Pool:
+    """Pool mode: one group per class, tests sent to it, replaced after a crash or hang."""
+
+    def __init__(self, cls: type, world_size: int, timeout: float) -> None:
+        self.cls = cls
+        self.world_size = world_size
+        self.timeout = timeout
+        self.group: RankGroup | None = None
+        self.spawns = 0
+
+    def _start(self, test_name: str, rerun: str) -> Verdict | None:
+        self.group = RankGroup(
+            self.cls, self.world_size, pool=True, pg_timeout=pg_timeout_for(self.timeout)
+        )
+        self.spawns += 1
+        outcomes, timed_out = self.group.collect(self.timeout)
+        if all(o.status == "ready" for o in outcomes):
+            return None
+        self.group.drain_output()
+        self.close()
+        for o in outcomes:
+            if o.status == "ready":
+                o.status = "stopped"
+        return verdict(
+            outcomes,
+            world_size=self.world_size,
+            test_name=f"{test_name} (starting the class's ranks)",
+            timeout=self.timeout,
+            timed_out=timed_out,
+            rerun=rerun,
+        )
+
+    def run(self, method: str, *, timeout: float, test_name: str, rerun: str) -> Verdict:
+        if self.group is None or self.group.dead:
+            failed_start = self._start(test_name, rerun)
+            if failed_start is not None:
+                return failed_start
+        group = self.group
+        assert group is not None
+        try:
+            group.send(method)
+        except (BrokenPipeError, OSError):
+            outcomes = [
+                RankOutcome(r, "crashed", exitcode=p.exitcode) for r, p in enumerate(group.procs)
+            ]
+            self.close()
+            return verdict(
+                outcomes,
+                world_size=self.world_size,
+                test_name=test_name,
+                timeout=timeout,
+                timed_out=False,
+                rerun=rerun,
+            )
+        outcomes, timed_out = group.collect(timeout)
+        group.drain_output()
+        if group.dead:  # a rank crashed, hung or was stopped: next test gets new ranks
+            self.close()
+        return verdict(
+            outcomes,
+            world_size=self.world_size,
+            test_name=test_name,
+            timeout=timeout,
+            timed_out=timed_out,
+            rerun=rerun,
+        )
+
+    def close(self) -> None:
+        group, self.group = self.group, None
+        if group is None:
+            return
+        if not group.dead:
+            try:
+                group.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            group.join(timeout=10.0)
+        group.kill()
+
+
+_POOLS: dict[type, Pool] = {}
+
+
+def pool_for(cls: type, world_size: int, timeout: float) -> Pool:
+    pool = _POOLS.get(cls)
+    if pool is None or pool.world_size != world_size:
+        if pool is not None:
+            pool.close()
+        pool = _POOLS[cls] = Pool(cls, world_size, timeout)
+    return pool
+
+
+def close_pool(cls: type) -> None:
+    pool = _POOLS.pop(cls, None)
+    if pool is not None:
+        pool.close()
+
+
+def close_all_pools() -> None:
+    for cls in list(_POOLS):
+        close_pool(cls)

@@ -1,0 +1,280 @@
+"""The rank side: what runs inside each rank process.
+
+A rank is forked from a server that already imported torch, so it starts in
+milliseconds. It runs tests it is sent with plain ``unittest`` machinery
+(setUp, the test, tearDown, subTest, cleanups) and reports each outcome to
+the parent over its pipe; its output goes to a per-rank log, and SIGUSR1 (or a
+fatal signal) writes every thread's Python stack to a per-rank file.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import importlib.util
+import os
+import signal
+import sys
+import time
+import traceback
+import unittest
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def skip_reason_for_exit_code(code: Any) -> str | None:
+    # imported late: harness.skips reads the cell's environment, applied in rank_main
+    from harness.skips import skip_reason_for_exit_code as lookup
+
+    return lookup(code)
+
+
+@dataclass
+class RankSpec:
+    """Everything a rank needs, sent once when it starts."""
+
+    module: str
+    file: str | None
+    qualname: str
+    rank: int
+    world_size: int
+    workdir: str
+    env: dict[str, str]
+    pool: bool
+    pg_timeout: float
+    first_test: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store_path(self) -> str:
+        return os.path.join(self.workdir, "store")
+
+
+def log_path(workdir: str, rank: int) -> str:
+    return os.path.join(workdir, f"rank{rank}.log")
+
+
+def stack_path(workdir: str, rank: int) -> str:
+    return os.path.join(workdir, f"rank{rank}.stack")
+
+
+# (rank, world_size, spec) inside a rank process; None in the parent.
+_CURRENT: tuple[int, int, RankSpec] | None = None
+
+
+def current_rank() -> int | None:
+    return None if _CURRENT is None else _CURRENT[0]
+
+
+def current_spec() -> RankSpec | None:
+    return None if _CURRENT is None else _CURRENT[2]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this rank when the fork server (so the test run) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _redirect_output(workdir: str, rank: int):
+    fd = os.open(log_path(workdir, rank), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    stacks = open(stack_path(workdir, rank), "w")  # noqa: SIM115 (lives as long as the rank)
+    faulthandler.enable(file=stacks, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True, chain=False)
+    return stacks
+
+
+def resolve_class(module: str, file: str | None, qualname: str) -> type:
+    mod = sys.modules.get(module)
+    if mod is None:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            if not file:
+                raise
+            spec = importlib.util.spec_from_file_location(module, file)
+            if spec is None or spec.loader is None:
+                raise
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[module] = mod
+            spec.loader.exec_module(mod)
+    obj: Any = mod
+    for part in qualname.split("."):
+        if part == "<locals>":
+            raise RuntimeError(
+                f"test class {module}.{qualname} is defined inside a function; rank processes "
+                "import test classes by name, so define it at module level"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+class _RankResult(unittest.TestResult):
+    """Collects one test's outcome on this rank, for the parent to merge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = "passed"
+        self.reason = ""
+        self.texts: list[str] = []
+        self.assertion = True
+
+    def _fail(self, test, err, assertion: bool = False) -> None:
+        exc = err[1]
+        if isinstance(exc, SystemExit):
+            reason = skip_reason_for_exit_code(exc.code)
+            if reason is not None:
+                self.addSkip(test, reason)
+                return
+        if self.status != "skipped":
+            self.status = "failed"
+        self.assertion = self.assertion and assertion
+        self.texts.append(self._exc_info_to_string(err, test))
+
+    def addError(self, test, err):  # noqa: N802
+        self._fail(test, err)
+
+    def addFailure(self, test, err):  # noqa: N802
+        self._fail(test, err, assertion=True)
+
+    def addSkip(self, test, reason):  # noqa: N802
+        self.status = "skipped"
+        self.reason = str(reason)
+
+    def addSubTest(self, test, subtest, err):  # noqa: N802
+        if err is not None:
+            if self.status != "skipped":
+                self.status = "failed"
+            self.assertion = self.assertion and issubclass(err[0], test.failureException)
+            self.texts.append(f"{subtest.id()}\n{self._exc_info_to_string(err, test)}")
+
+    def addExpectedFailure(self, test, err):  # noqa: N802
+        # The parent's unittest decides "expected failure"; it needs to see the failure.
+        self._fail(test, err, assertion=True)
+
+    def addUnexpectedSuccess(self, test):  # noqa: N802
+        pass
+
+
+def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
+    started = time.monotonic()
+    result = _RankResult()
+    try:
+        test = cls(method)
+        test.file_name = spec.store_path
+        test.rank = spec.rank
+        test.run(result)
+    except BaseException as exc:  # a broken __init__ or run(): still an outcome
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        result.status = "failed"
+        result.assertion = False
+        result.texts.append(traceback.format_exc())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return {
+        "rank": spec.rank,
+        "status": result.status,
+        "reason": result.reason,
+        "texts": result.texts,
+        "assertion": result.assertion,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def rank_main(spec: RankSpec, conn) -> None:
+    """Entry point of a rank process (forked from the fork server)."""
+    global _CURRENT
+    _die_with_parent()
+    os.environ.clear()
+    os.environ.update(spec.env)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["RANK"] = str(spec.rank)
+    os.environ["LOCAL_RANK"] = str(spec.rank)
+    os.environ["WORLD_SIZE"] = str(spec.world_size)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    stacks = _redirect_output(spec.workdir, spec.rank)
+    _CURRENT = (spec.rank, spec.world_size, spec)
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        cls = resolve_class(spec.module, spec.file, spec.qualname)
+    except BaseException:
+        conn.send({"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]})
+        _exit(conn, stacks, 0)
+        return
+
+    init_skip = None
+    if spec.pool:
+        try:
+            cls._harness_init_rank(spec)
+        except unittest.SkipTest as exc:
+            init_skip = str(exc)
+        except SystemExit as exc:
+            init_skip = skip_reason_for_exit_code(exc.code)
+            if init_skip is None:
+                conn.send(
+                    {"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]}
+                )
+                _exit(conn, stacks, 0)
+                return
+        except BaseException:
+            conn.send({"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]})
+            _exit(conn, stacks, 0)
+            return
+        conn.send({"rank": spec.rank, "status": "ready"})
+
+    clean = True
+    task = spec.first_test
+    while True:
+        if task is None:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                break
+            if task is None:
+                break
+        if init_skip is not None:
+            outcome = {"rank": spec.rank, "status": "skipped", "reason": init_skip, "texts": []}
+        else:
+            outcome = run_one(cls, task, spec)
+            clean = clean and outcome["status"] != "failed"
+        conn.send(outcome)
+        task = None
+        if not spec.pool:
+            break
+    if spec.pool and clean and init_skip is None:
+        try:
+            cls._harness_exit_rank(spec)
+        except BaseException:
+            pass
+    _exit(conn, stacks, 0)
+
+
+def _exit(conn, stacks, code: int) -> None:
+    # Skip interpreter teardown (torch's atexit work): the parent has the outcome.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.close()
+        stacks.close()
+    finally:
+        os._exit(code)

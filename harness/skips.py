@@ -1,0 +1,150 @@
+"""Why a test is skipped, decided in the parent before any rank is spawned.
+
+Upstream decides "too few GPUs" inside each spawned rank (a skipped test then
+costs a full spawn) and its decorators read a module constant, not the class's
+world size. Here the requirement decorators only mark the test; the bases ask
+:func:`requirement_skip` before spawning, and the same decorators still skip
+when called inside a rank, in threads or in LocalTensor mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import unittest
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from harness import devices
+
+# unittest leaves this module's frames out of failure tracebacks
+__unittest = True
+
+T = TypeVar("T")
+
+
+class TestSkip(NamedTuple):
+    """A skip reason, and the exit code a rank may ``sys.exit`` with to report it."""
+
+    exit_code: int
+    message: str
+
+
+def _multi(n: int, code: int) -> TestSkip:
+    return TestSkip(code, f"Need at least {n} accelerator device{'s' if n > 1 else ''}")
+
+
+#: Skip reasons, keyed as upstream's table so ``sys.exit(TEST_SKIPS[k].exit_code)`` works.
+TEST_SKIPS: dict[str, TestSkip] = {
+    "backend_unavailable": TestSkip(72, "Skipped because distributed backend is not available."),
+    "small_worldsize": TestSkip(73, "Skipped due to small world size."),
+    "odd_worldsize": TestSkip(87, "Skipped due to odd world size."),
+    "no_cuda": TestSkip(74, "CUDA is not available."),
+    "nccl": TestSkip(76, "c10d not compiled with NCCL support"),
+    "skipIfRocm": TestSkip(78, "Test skipped for ROCm"),
+    "no_peer_access": TestSkip(79, "Test skipped because no GPU peer access"),
+    "generic": TestSkip(
+        86, "Test skipped at subprocess level, look at subprocess log for skip reason"
+    ),
+    "importerror": TestSkip(88, "Test skipped due to missing import"),
+    "no_accelerator": TestSkip(89, "accelerator is not available."),
+    "world_size_above_cell": TestSkip(90, "World size above the active cell's"),
+    **{
+        f"multi-gpu-{n}": _multi(n, code)
+        for n, code in zip(range(1, 9), (75, 77, 80, 81, 82, 83, 84, 85))
+    },
+    **{f"multi-gpu-{n}": _multi(n, 91 + n - 9) for n in range(9, 17)},
+}
+
+_BY_CODE = {skip.exit_code: skip.message for skip in TEST_SKIPS.values()}
+
+
+def multi_gpu_skip(n: int) -> TestSkip:
+    return TEST_SKIPS.get(f"multi-gpu-{n}") or TestSkip(
+        TEST_SKIPS["generic"].exit_code, _multi(n, 0).message
+    )
+
+
+def skip_reason_for_exit_code(code: Any) -> str | None:
+    """The reason behind a rank's ``sys.exit(code)``, or None if it is not a skip code."""
+    return _BY_CODE.get(code) if isinstance(code, int) else None
+
+
+def accelerator_budget() -> int:
+    """Accelerators a test may use: the host's, capped by the active cell's world size."""
+    accel = devices.detected_accelerator()
+    if accel is None:
+        return 0
+    count = devices.host_device_count(accel)
+    cell = devices.cell_world_size()
+    return min(count, cell) if cell is not None else count
+
+
+def _needs(x: int | str, allow_cpu: bool) -> Callable[[T], T]:
+    def decorator(func: T) -> T:
+        @functools.wraps(func)  # type: ignore[arg-type]
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            test = args[0] if args else None
+            reason = _accelerator_shortfall(test, x, allow_cpu)
+            if reason is not None:
+                raise unittest.SkipTest(reason)
+            return func(*args, **kwargs)  # type: ignore[operator]
+
+        wrapper._harness_needs_accelerators = (x, allow_cpu)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def _accelerator_shortfall(test: Any, x: int | str, allow_cpu: bool) -> str | None:
+    need = x
+    if need == "world_size":
+        need = getattr(test, "world_size", devices.NUM_DEVICES)
+    have = accelerator_budget()
+    if have >= int(need):
+        return None
+    if allow_cpu and devices.detected_accelerator() is None:
+        return None
+    return multi_gpu_skip(int(need)).message
+
+
+def skip_if_lt_x_gpu(x: int, *, allow_cpu: bool = False) -> Callable[[T], T]:
+    """Skip unless ``x`` accelerators are available (and granted by the cell).
+
+    ``allow_cpu=True`` runs the test on hosts with no accelerator at all.
+    """
+    return _needs(int(x), allow_cpu)
+
+
+def skip_unless_torch_gpu(method: T) -> T:
+    """Skip unless there is one accelerator per rank of *this class's* world size."""
+    return _needs("world_size", False)(method)
+
+
+def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = False) -> str | None:
+    """Why ``test`` cannot run here, decided without spawning; None when it can."""
+    world = int(test.world_size)
+    cell = devices.cell_world_size()
+    if cell is not None and world > cell:
+        name = os.environ.get("HARNESS_CELL") or f"HARNESS_WORLD_SIZE={cell}"
+        return f"needs world size {world}; the cell {name} grants {cell}"
+    fn = getattr(type(test), method, None)
+    needs = getattr(fn, "_harness_needs_accelerators", None)
+    if needs is not None:
+        reason = _accelerator_shortfall(test, *needs)
+        if reason is not None:
+            return reason
+    if local:
+        return None
+    try:
+        backend = test.backend
+    except Exception:  # a backend property that needs a rank: decide in the rank
+        backend = None
+    if callable(backend):
+        backend = backend()
+    if isinstance(backend, str) and backend:
+        if not devices.backend_available(backend):
+            return f"{TEST_SKIPS['backend_unavailable'].message} ({backend})"
+        if devices.needs_accelerator(backend) and accelerator_budget() < world:
+            return f"{multi_gpu_skip(world).message} for backend {backend}"
+    return None
