@@ -14,7 +14,7 @@ import sys
 from harness._version import __version__
 from harness.errors import UsageError
 
-COMMANDS = ("matrix", "run", "doctor", "migrate")
+COMMANDS = ("matrix", "run", "doctor", "migrate", "certify", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,185 @@
+"""``harness certify CELL``: run the cell's conformance suite, write a verifiable report.
+
+pytest's own output goes to pytest.log in the report folder; the terminal shows
+progress capability by capability, then the verdicts and, for each failure, the
+command that reruns just that test.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.commands.run import check_host, pytest_argv
+from harness.errors import UsageError
+from harness.matrix import Cell, Matrix, load_matrix
+
+# Files a previous run left that a new run must not be mistaken for.
+_STALE = (
+    "junit.xml",
+    "pytest.log",
+    "report.json",
+    "report.md",
+    "report.html",
+    "SHA256SUMS",
+    "SHA256SUMS.sig",
+    ".progress.jsonl",
+)
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser(
+        "certify",
+        parents=parents,
+        help="run a cell's conformance suite and write a verifiable report",
+        description="Run the cell's suites (default: harness.conformance) and write junit.xml, "
+        "report.json, report.md, report.html and SHA256SUMS into the cell's results folder.",
+    )
+    parser.add_argument("cell", help="cell name, with or without its certify- prefix")
+    parser.add_argument("--out", metavar="DIR", help="report folder (default: results/<cell>/)")
+    parser.add_argument("--sign", metavar="KEY", help="sign the report with this SSH private key")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
+    )
+    parser.set_defaults(handler=certify)
+
+
+def certify(args) -> int:
+    matrix = load_matrix(args.matrix)
+    cell = matrix.cell(args.cell)
+    out = Path(args.out) if args.out else cell.results_dir
+    if args.sign and not Path(args.sign).is_file():
+        raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
+    check_host(cell)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _STALE:
+        (out / name).unlink(missing_ok=True)
+
+    started = time.monotonic()
+    code = _run_suite(cell, out, args.passthrough, args.verbose)
+    wall = time.monotonic() - started
+    if not (out / "junit.xml").is_file():
+        _tail(out / "pytest.log")
+        print(
+            f"harness: certify {cell.name}: pytest wrote no JUnit XML (exit {code}); "
+            f"see {out / 'pytest.log'}",
+            file=sys.stderr,
+        )
+        return code or 2
+
+    from harness.report import bundle
+
+    report = build_report(cell, matrix, out, code, wall, args)
+    bundle.write(out, report)
+    if args.sign:
+        bundle.sign(out, args.sign)
+    _summary(cell, report, out, args)
+    return 0 if report["verdict"] == "pass" else 1
+
+
+def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool) -> int:
+    from harness.report.progress import Progress
+    from harness.report.pytest_progress import ENV
+
+    events = out / ".progress.jsonl"
+    argv = pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra])
+    env = {**os.environ, **cell.harness_env(), ENV: str(events.resolve())}
+    print(
+        f"harness: certify {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
+        f"{cell.device}/{cell.backend}; report -> {out}/",
+        flush=True,
+    )
+    if verbose:
+        return _wait(subprocess.Popen(argv, env=env))
+    with open(out / "pytest.log", "wb") as log, Progress(f"certify {cell.name}") as progress:
+        child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while child.poll() is None:
+                progress.poll(events)
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # the child got the same SIGINT; let it reap its ranks
+            child.wait()
+            raise
+        progress.poll(events)
+    events.unlink(missing_ok=True)
+    return child.returncode
+
+
+def _wait(child: subprocess.Popen) -> int:
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.wait()
+        raise
+
+
+def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: float, args):
+    """The sealed report of a results folder holding this cell's junit.xml."""
+    from harness.report import bundle, fingerprint, junit, schema
+
+    command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
+    if args.passthrough:
+        command += ["--", *args.passthrough]
+    cell_info = cell.to_dict()
+    cell_info.pop("results_dir", None)
+    return schema.build(
+        cell=cell_info,
+        matrix={"path": str(matrix.path), "sha256": bundle.file_sha256(Path(matrix.path))},
+        fingerprint=fingerprint.collect(cell.device, cell.backend),
+        results=junit.parse(out / "junit.xml"),
+        run={
+            "command": shlex.join(command),
+            "pytest_args": list(args.passthrough),
+            "exit_code": code,
+            "wall_s": round(wall, 1),
+        },
+        artifacts={"junit.xml": bundle.file_sha256(out / "junit.xml")},
+    )
+
+
+def rerun_command(cell: Cell, test_id: str, matrix: str | None) -> str:
+    """The one command that reruns just this test."""
+    parts = [p.split("[", 1)[0] for p in test_id.split("::")[1:]] or [test_id]
+    command = ["harness", "run", cell.name]
+    if matrix:
+        command += ["--matrix", matrix]
+    return shlex.join([*command, "--", "-k", " and ".join(parts)])
+
+
+def _summary(cell: Cell, report: dict, out: Path, args) -> None:
+    print()
+    width = max((len(c["title"]) for c in report["capabilities"]), default=10)
+    for cap in report["capabilities"]:
+        print(
+            f"  {cap['title']:<{width}}  {cap['verdict']:<4}  {cap['passed']} passed, "
+            f"{cap['failed'] + cap['error']} failed, {cap['skipped']} skipped"
+        )
+    failures = [
+        t for c in report["capabilities"] for t in c["tests"] if t["outcome"] in ("failed", "error")
+    ]
+    if failures:
+        print()
+    for test in failures[:20]:
+        print(f"  FAILED {test['id']}: {test.get('reason', '')}")
+        print(f"    rerun: {rerun_command(cell, test['id'], args.matrix)}")
+    if len(failures) > 20:
+        print(f"  ... {len(failures) - 20} more in {out / 'report.md'}")
+    summary = report["summary"]
+    print(
+        f"\nharness: certify {cell.name}: {report['verdict'].upper()} "
+        f"({summary['passed']} passed, {summary['failed'] + summary['error']} failed, "
+        f"{summary['skipped']} skipped in {report['run']['wall_s']} s)"
+    )
+    print(f"  report: {out / 'report.html'}  (verify: harness report verify {out})")
+
+
+def _tail(log: Path, lines: int = 30) -> None:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    print("\n".join(text[-lines:]), file=sys.stderr)

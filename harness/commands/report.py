@@ -1,0 +1,135 @@
+"""``harness report verify|merge|sign|build``: check, combine and sign report folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser(
+        "report", parents=parents, help="verify, merge, sign or build certification reports"
+    )
+    verbs = parser.add_subparsers(dest="report_command", metavar="VERB", required=True)
+
+    verify = verbs.add_parser(
+        "verify",
+        parents=parents,
+        help="check that a report folder is unedited (and who signed it)",
+        description="Exit 0 when the folder is as certify wrote it, 1 naming what changed, "
+        "2 when DIR is not a report folder.",
+    )
+    verify.add_argument("dirs", nargs="+", metavar="DIR", help="report folder(s)")
+    verify.add_argument(
+        "--allowed-signers",
+        "--key",
+        dest="allowed_signers",
+        metavar="FILE",
+        help="ssh allowed-signers file, or the signer's .pub key: require a good signature",
+    )
+    verify.add_argument("--identity", metavar="NAME", help="signer identity to require")
+    verify.set_defaults(handler=verify_cmd)
+
+    merge = verbs.add_parser(
+        "merge",
+        parents=parents,
+        help="one matrix report from many cells' report folders",
+        description="DIR is a report folder or a folder of them (e.g. results/).",
+    )
+    merge.add_argument("dirs", nargs="+", metavar="DIR")
+    merge.add_argument(
+        "--out", metavar="DIR", default="results/matrix", help="default: results/matrix"
+    )
+    merge.add_argument("--sign", metavar="KEY", help="sign the matrix report with this SSH key")
+    merge.set_defaults(handler=merge_cmd)
+
+    sign = verbs.add_parser("sign", parents=parents, help="sign a report folder with an SSH key")
+    sign.add_argument("dir", metavar="DIR")
+    sign.add_argument("--key", required=True, metavar="KEY", help="SSH private key file")
+    sign.set_defaults(handler=sign_cmd)
+
+    build = verbs.add_parser(
+        "build",
+        parents=parents,
+        help="make a report from a folder holding a cell's junit.xml (e.g. after harness run)",
+    )
+    build.add_argument("dir", metavar="DIR")
+    build.add_argument("--cell", required=True, help="the cell the JUnit XML came from")
+    build.set_defaults(handler=build_cmd)
+
+
+def verify_cmd(args) -> int:
+    from harness.report import bundle
+
+    status = 0
+    for folder in args.dirs:
+        found = bundle.verify(folder, args.allowed_signers, args.identity)
+        report = bundle.load(folder)
+        name = report["cell"]["name"] if report.get("kind") == "cell" else "matrix"
+        if found.ok:
+            print(
+                f"{folder}: OK ({name}, verdict {report['verdict']}, "
+                f"sha256 {report['integrity']['sha256'][:16]}...)"
+            )
+        else:
+            status = 1
+            print(f"{folder}: MODIFIED ({name}): {len(found.problems)} problem(s)", file=sys.stderr)
+            for problem in found.problems:
+                print(f"  - {problem}", file=sys.stderr)
+        for note in found.notes:
+            print(f"  {note}")
+    return status
+
+
+def merge_cmd(args) -> int:
+    from harness.report import bundle, merge
+
+    folders = merge.find_reports(args.dirs)
+    out = Path(args.out).resolve()
+    folders = [f for f in folders if f.resolve() != out]  # a rerun must not merge its own output
+    if not folders:
+        raise UsageError("no cell report folders to merge; run `harness certify CELL` first.")
+    report, problems = merge.merge(folders)
+    if problems:
+        print("harness: refusing to merge edited reports:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    bundle.write(args.out, report)
+    if args.sign:
+        bundle.sign(args.out, args.sign)
+    print(
+        f"harness: merged {len(folders)} cells, verdict {report['verdict']}: "
+        f"{Path(args.out) / 'report.html'}"
+    )
+    return 0 if report["verdict"] == "pass" else 1
+
+
+def sign_cmd(args) -> int:
+    from harness.report import bundle
+
+    found = bundle.verify(args.dir)
+    if not found.ok:
+        print(f"harness: {args.dir} was edited; refusing to sign it:", file=sys.stderr)
+        for problem in found.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"harness: signed {bundle.sign(args.dir, args.key)}")
+    return 0
+
+
+def build_cmd(args) -> int:
+    from harness.commands.certify import build_report
+    from harness.matrix import load_matrix
+    from harness.report import bundle
+
+    matrix = load_matrix(args.matrix)
+    cell = matrix.cell(args.cell)
+    folder = Path(args.dir)
+    args.passthrough = list(args.passthrough)
+    report = build_report(cell, matrix, folder, None, 0.0, args)
+    bundle.write(folder, report)
+    print(f"harness: {cell.name}: verdict {report['verdict']}: {folder / 'report.html'}")
+    return 0 if report["verdict"] == "pass" else 1

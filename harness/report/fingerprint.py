@@ -1,0 +1,232 @@
+"""The machine a report was made on, as facts a reader can compare.
+
+A certification is only as good as its record of where it ran: torch and its
+build, the collective library's version, the devices and their driver, the CPU,
+the OS and the container image. Every probe is best-effort: a missing tool or a
+broken driver leaves its field out rather than failing the report.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def collect(device: str = "cpu", backend: str = "gloo") -> dict[str, Any]:
+    """Fingerprint of this host for a cell on ``device`` with ``backend``."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu": _cpu(),
+        "packages": _packages(),
+        "container": _container(),
+    }
+    info["torch"] = _torch(device, backend)
+    return _drop_empty(info)
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in (None, "", [], {})}
+    return value
+
+
+def _run(argv: list[str]) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _os_name() -> str:
+    release = _read("/etc/os-release") or ""
+    match = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', release, re.M)
+    return match.group(1) if match else platform.platform(terse=True)
+
+
+def _cpu() -> dict[str, Any]:
+    model = None
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    if match:
+        model = match.group(1).strip()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = None
+    return {
+        "model": model or platform.processor() or None,
+        "cores": os.cpu_count(),
+        "usable": usable,
+    }
+
+
+def _packages() -> dict[str, str]:
+    names = (
+        "torch",
+        "dtensor-harness",
+        "pytest",
+        "numpy",
+        "triton",
+        "pytorch-triton-rocm",
+        "habana-torch-plugin",
+        "intel-extension-for-pytorch",
+        "oneccl-bind-pt",
+    )
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _container() -> dict[str, Any]:
+    """Whether we run in a container, and which image where it can be known.
+
+    Podman writes the image into /run/.containerenv; for Docker the launcher
+    passes HARNESS_IMAGE / HARNESS_IMAGE_ID, since nothing inside can see it.
+    """
+    info: dict[str, Any] = {}
+    containerenv = _read("/run/.containerenv")
+    if containerenv is not None:
+        info["engine"] = "podman"
+        for key in ("image", "imageid"):
+            match = re.search(rf'^{key}="([^"]*)"', containerenv, re.M)
+            if match:
+                info["image" if key == "image" else "image_id"] = match.group(1)
+    elif Path("/.dockerenv").exists():
+        info["engine"] = "docker"
+    elif os.environ.get("container"):
+        info["engine"] = os.environ["container"]
+    if os.environ.get("HARNESS_IMAGE"):
+        info["image"] = os.environ["HARNESS_IMAGE"]
+    if os.environ.get("HARNESS_IMAGE_ID"):
+        info["image_id"] = os.environ["HARNESS_IMAGE_ID"]
+    if info:
+        info["in_container"] = True
+    return info
+
+
+def _torch(device: str, backend: str) -> dict[str, Any]:
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError as exc:
+        return {"error": f"torch not importable: {exc}"}
+    version = torch.version
+    info: dict[str, Any] = {
+        "version": torch.__version__,
+        "git": getattr(version, "git_version", None),
+        "debug": bool(getattr(version, "debug", False)),
+        "cuda": getattr(version, "cuda", None),
+        "hip": getattr(version, "hip", None),
+        "xpu": getattr(version, "xpu", None),
+        "distributed": dist.is_available(),
+        "backends": _backends(torch, dist),
+        "device": _devices(torch, device),
+    }
+    info["build"] = (
+        f"cuda {info['cuda']}"
+        if info["cuda"]
+        else f"rocm {info['hip']}"
+        if info["hip"]
+        else f"xpu {info['xpu']}"
+        if info["xpu"]
+        else "cpu"
+    )
+    info["backend"] = backend
+    return info
+
+
+def _backends(torch: Any, dist: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, probe in (
+        ("gloo", "is_gloo_available"),
+        ("nccl", "is_nccl_available"),
+        ("mpi", "is_mpi_available"),
+        ("xccl", "is_xccl_available"),
+    ):
+        check = getattr(dist, probe, None)
+        try:
+            if check is not None and check():
+                found[name] = True
+        except Exception:  # a probe that crashes means "not usable here"
+            continue
+    if found.get("nccl"):
+        try:
+            nccl = torch.cuda.nccl.version()
+            found["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
+        except Exception:
+            pass
+    return found
+
+
+def _devices(torch: Any, device: str) -> dict[str, Any]:
+    if device == "cpu":
+        return {"type": "cpu", "count": 1, "names": [_cpu()["model"] or platform.machine()]}
+    info: dict[str, Any] = {"type": device}
+    try:
+        module = torch.get_device_module(device)
+        count = int(module.device_count()) if module.is_available() else 0
+    except Exception as exc:  # the report records a broken driver; it does not crash
+        return {**info, "count": 0, "error": str(exc).splitlines()[0][:200]}
+    info["count"] = count
+    names = []
+    for index in range(count):
+        try:
+            names.append(str(module.get_device_name(index)))
+        except Exception:
+            break
+    info["names"] = names
+    info["driver"] = _driver(torch, device, module)
+    return info
+
+
+def _driver(torch: Any, device: str, module: Any) -> str | None:
+    if device == "cuda" and getattr(torch.version, "hip", None):
+        return _read("/sys/module/amdgpu/version") or _first_line(
+            _run(["rocm-smi", "--showdriverversion", "--csv"]), skip_header=True
+        )
+    if device == "cuda":
+        smi = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        if smi:
+            return smi.splitlines()[0].strip()
+        proc = _read("/proc/driver/nvidia/version")
+        return proc.splitlines()[0] if proc else None
+    if device == "xpu":
+        try:
+            return str(module.get_device_properties(0).driver_version)
+        except Exception:
+            return None
+    if device == "hpu":
+        return _first_line(_run(["hl-smi", "-Q", "driver_version", "-f", "csv,noheader"]))
+    return None
+
+
+def _first_line(text: str | None, skip_header: bool = False) -> str | None:
+    if not text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if skip_header:
+        lines = lines[1:]
+    return lines[0] if lines else None

@@ -1,0 +1,89 @@
+"""JUnit XML (as pytest writes it) -> one result per test, with its capability.
+
+The report is built from JUnit alone, so a run made by ``harness run``, by
+plain pytest or on another machine can be certified the same way.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.report import capabilities
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+_REASON_CHARS = 300
+_DETAIL_LINES = 60
+_DETAIL_CHARS = 6000
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    id: str
+    capability: str
+    outcome: str  # one of OUTCOMES
+    duration_s: float
+    reason: str = ""
+    details: str = ""
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v != "" or k in ("id", "outcome")}
+
+
+def parse(path: str | Path) -> list[CaseResult]:
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise UsageError(
+            f"no JUnit XML at {path}; run the cell first (`harness run CELL`)."
+        ) from None
+    except ET.ParseError as exc:
+        raise UsageError(f"{path} is not valid JUnit XML ({exc}); rerun the cell.") from None
+    return [_result(case) for case in root.iter("testcase")]
+
+
+def _result(case: ET.Element) -> CaseResult:
+    classname = case.get("classname", "")
+    name = case.get("name", "")
+    props = {p.get("name"): p.get("value", "") for p in case.iter("property")}
+    outcome, reason, details = "passed", "", ""
+    for tag, kind in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):
+        node = case.find(tag)
+        if node is None:
+            continue
+        outcome = kind  # later tags win: an error in teardown outranks a failure
+        message = node.get("message") or (node.text or "").strip()
+        if kind == "skipped" and node.get("type") == "pytest.xfail":
+            message = f"expected failure: {message}"
+        reason = _one_line(message)
+        if kind != "skipped":
+            details = _tail(node.text or message)
+    collection_error = outcome == "error" and "collection failure" in reason
+    capability = props.get("capability") or capabilities.from_junit(
+        classname, name, collection_error
+    )
+    test_id = props.get("nodeid") or "::".join(p for p in (classname, name) if p)
+    return CaseResult(
+        id=test_id,
+        capability=capability,
+        outcome=outcome,
+        duration_s=round(float(case.get("time") or 0.0), 3),
+        reason=reason,
+        details=details,
+    )
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 1] + "\u2026"
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()[-_DETAIL_LINES:]
+    out = "\n".join(lines)
+    return out[-_DETAIL_CHARS:]

@@ -1,0 +1,103 @@
+"""pytest plugin that ``harness certify`` loads (``-p harness.report.pytest_progress``).
+
+It tags every test with its capability and node id in the JUnit XML (as
+properties), and, when HARNESS_PROGRESS_FILE is set, appends one JSON line per
+finished test there, so the certify process can show progress while pytest's
+own output goes to pytest.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from harness.report import capabilities
+
+ENV = "HARNESS_PROGRESS_FILE"
+_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    for item in items:
+        item.user_properties.append(("capability", capabilities.from_path(item.nodeid)))
+        item.user_properties.append(("nodeid", item.nodeid))
+
+
+def pytest_configure(config) -> None:
+    path = os.environ.get(ENV)
+    if path and not hasattr(config, "workerinput"):  # an xdist worker: its controller reports
+        config.pluginmanager.register(Events(path), "harness-progress-events")
+
+
+class Events:
+    """Writes ``collected`` once, then one ``test`` event per finished test."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.outcome: dict[str, str] = {}
+        self.duration: dict[str, float] = {}
+        self.reason: dict[str, str] = {}
+        self.counted = False
+
+    def emit(self, **event) -> None:
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(event) + "\n")
+
+    def counts(self, nodeids) -> None:
+        if not self.counted:
+            self.counted = True
+            self.emit(event="collected", counts=dict(Counter(map(capabilities.from_path, nodeids))))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items) -> None:
+        self.counts(item.nodeid for item in items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        self.counts(ids)
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:
+            self.emit(
+                event="test",
+                capability=capabilities.from_path(report.nodeid),
+                nodeid=report.nodeid,
+                outcome="error",
+                duration=0.0,
+                reason=_reason(report) or "collection failed",
+            )
+
+    def pytest_runtest_logreport(self, report) -> None:
+        nodeid = report.nodeid
+        if report.when == "call" or report.outcome != "passed":
+            outcome = report.outcome
+            if report.when != "call" and outcome == "failed":
+                outcome = "error"
+            if _RANK[outcome] >= _RANK[self.outcome.get(nodeid, "passed")]:
+                self.outcome[nodeid] = outcome
+                if outcome != "passed":
+                    self.reason[nodeid] = _reason(report)
+        self.duration[nodeid] = self.duration.get(nodeid, 0.0) + (report.duration or 0.0)
+        if report.when == "teardown":
+            self.emit(
+                event="test",
+                capability=capabilities.from_path(nodeid),
+                nodeid=nodeid,
+                outcome=self.outcome.pop(nodeid, "passed"),
+                duration=round(self.duration.pop(nodeid, 0.0), 3),
+                reason=self.reason.pop(nodeid, ""),
+            )
+
+
+def _reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
+        text = str(longrepr[2]).removeprefix("Skipped: ")
+    else:
+        crash = getattr(longrepr, "reprcrash", None)
+        text = getattr(crash, "message", None) or str(longrepr or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
