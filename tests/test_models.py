@@ -16,6 +16,7 @@ the DTensor attention path needs a GPU run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -23,8 +24,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from harness import DTensorTestBase, with_comms
-from harness.local import simulate
+from harness import DTensorTestBase, LocalDTensorTestBase, compat, with_comms
 from harness.models import (
     Attention,
     MLPModule,
@@ -119,40 +119,54 @@ MLP_PLANS = {
 }
 
 
-class LocalParity(TestCase):
+def mesh_2d(case: TestCase, shape: tuple[int, int], names: tuple[str, str]) -> DeviceMesh:
+    """A named 2-D mesh; built outside LocalTensorMode, as a real rank builds it."""
+    quiet = (
+        compat.local_tensor_module().maybe_disable_local_tensor_mode()
+        if case.is_local_tensor_enabled
+        else contextlib.nullcontext()
+    )
+    with quiet:
+        return init_device_mesh(case.device_type, shape, mesh_dim_names=names)
+
+
+class LocalParity(LocalDTensorTestBase):
     """The breadth: 8 simulated ranks in one process."""
 
-    world = 8
+    @property
+    def world_size(self) -> int:
+        return 8
 
+    @with_comms
     def test_tp(self) -> None:
-        with simulate(self.world) as sim:
-            check_transformer_parity(self, tp_mesh=sim.build_mesh(), ep_mesh=None)
+        check_transformer_parity(self, tp_mesh=self.build_device_mesh(), ep_mesh=None)
 
+    @with_comms
     def test_tp_sequence_parallel(self) -> None:
-        with simulate(self.world) as sim:
-            check_transformer_parity(
-                self, tp_mesh=sim.build_mesh(), ep_mesh=None, seq_parallel=True
-            )
+        mesh = self.build_device_mesh()
+        check_transformer_parity(self, tp_mesh=mesh, ep_mesh=None, seq_parallel=True)
 
+    @with_comms
     def test_tp_experts(self) -> None:
-        with simulate(self.world) as sim:
-            check_transformer_parity(self, tp_mesh=sim.build_mesh(), ep_mesh=None, num_experts=4)
+        mesh = self.build_device_mesh()
+        check_transformer_parity(self, tp_mesh=mesh, ep_mesh=None, num_experts=4)
 
+    @with_comms
     def test_ep(self) -> None:
-        with simulate(self.world) as sim:
-            check_transformer_parity(self, tp_mesh=None, ep_mesh=sim.build_mesh(), num_experts=8)
+        mesh = self.build_device_mesh()
+        check_transformer_parity(self, tp_mesh=None, ep_mesh=mesh, num_experts=8)
 
+    @with_comms
     def test_ep_tp(self) -> None:
-        with simulate(self.world) as sim:
-            mesh = sim.build_mesh((2, 4), mesh_dim_names=("ep", "tp"))
-            check_transformer_parity(self, tp_mesh=mesh["tp"], ep_mesh=mesh["ep"], num_experts=4)
+        mesh = mesh_2d(self, (2, 4), ("ep", "tp"))
+        check_transformer_parity(self, tp_mesh=mesh["tp"], ep_mesh=mesh["ep"], num_experts=4)
 
+    @with_comms
     def test_mlp_plans(self) -> None:
-        with simulate(4) as sim:
-            mesh = sim.build_mesh()
-            for name, plan in MLP_PLANS.items():
-                with self.subTest(plan=name):
-                    check_mlp_parity(self, mesh, plan())
+        mesh = self.build_device_mesh()
+        for name, plan in MLP_PLANS.items():
+            with self.subTest(plan=name):
+                check_mlp_parity(self, mesh, plan())
 
 
 class ProcessParity(DTensorTestBase):
@@ -170,7 +184,7 @@ class ProcessParity(DTensorTestBase):
 
     @with_comms
     def test_ep_tp_and_mlp(self) -> None:
-        mesh = init_device_mesh(self.device_type, (2, 2), mesh_dim_names=("ep", "tp"))
+        mesh = mesh_2d(self, (2, 2), ("ep", "tp"))
         check_transformer_parity(self, tp_mesh=mesh["tp"], ep_mesh=mesh["ep"], num_experts=4)
         for plan in MLP_PLANS.values():
             check_mlp_parity(self, self.build_device_mesh(), plan())
