@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 
+from harness import LocalDTensorTestBase, compat
 from harness.converter import (
     DTensorConverter,
     check_op,
@@ -24,7 +25,6 @@ from harness.converter import (
     validate_sharding_rule_sample_backward,
 )
 from harness.local import simulate
-from harness.testcase import TestCase
 
 WORLD = 4
 aten = torch.ops.aten
@@ -80,59 +80,77 @@ def _n_tensors(args: tuple, kwargs: dict) -> int:
     return sum(isinstance(leaf, torch.Tensor) for leaf in leaves)
 
 
-class ConverterSweep(TestCase):
+def _outside_mode():
+    """Make a tensor LocalTensorMode cannot (sparse, nested, ...), as a plain one."""
+    return compat.local_tensor_module().maybe_disable_local_tensor_mode()
+
+
+class _Local4(LocalDTensorTestBase):
+    """4 simulated ranks; every test body runs once as all of them."""
+
+    @property
+    def world_size(self) -> int:
+        return WORLD
+
+
+class ConverterSweep(_Local4):
+    def test_mixin_test_op_delegates_to_check_op(self) -> None:
+        mesh = self.build_device_mesh()
+        self._test_op(mesh, aten.mm.default, _rand(4, 8), _rand(8, 4))
+        with self.assertRaises(AssertionError):
+            self._test_op(mesh, lambda t: t + 1 if isinstance(t, DTensor) else t, _rand(4, 8))
+        dt = distribute_tensor(_rand(4, 8), mesh, [Shard(0)])
+        rhs = distribute_tensor(_rand(8, 4), mesh, [Replicate()])
+        self._test_op_on_dtensor(aten.mm.default, dt, rhs)
+
     def test_op_sweep_matches_and_counts(self) -> None:
         samples = op_samples()
         self.assertGreaterEqual(len({op for _, op, *_ in samples}), 20)
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            for name, op, args, kwargs, combos in samples:
-                converter = check_op(self, mesh, op, *args, **kwargs)
-                n = _n_tensors(args, kwargs)
-                self.assertEqual(
-                    (converter.hit, converter.miss), (combos * n, 0), msg=f"counts for {name}"
-                )
+        mesh = self.build_device_mesh()
+        for name, op, args, kwargs, combos in samples:
+            converter = check_op(self, mesh, op, *args, **kwargs)
+            n = _n_tensors(args, kwargs)
+            self.assertEqual(
+                (converter.hit, converter.miss), (combos * n, 0), msg=f"counts for {name}"
+            )
 
     def test_replicate_only_gives_one_combination(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            a, m = _rand(4, 8), _rand(8, 4)
-            converter = DTensorConverter(mesh, (a, m), {}, replicate_only=True)
-            layouts = [tuple(t.placements for t in args) for args, _ in converter]
+        mesh = self.build_device_mesh()
+        a, m = _rand(4, 8), _rand(8, 4)
+        converter = DTensorConverter(mesh, (a, m), {}, replicate_only=True)
+        layouts = [tuple(t.placements for t in args) for args, _ in converter]
         self.assertEqual(layouts, [((Replicate(),), (Replicate(),))])
         self.assertEqual((converter.hit, converter.miss), (2, 0))
 
     def test_nested_pytrees_and_kwargs_are_converted_in_place(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            a = _rand(4, 8)
-            args = ([a, {"k": a}], "keep", 3)
-            seen = []
-            converter = DTensorConverter(mesh, args, {"out_scale": a, "flag": True})
-            for d_args, d_kwargs in converter:
-                self.assertEqual(d_args[1:], ("keep", 3))
-                self.assertIs(d_kwargs["flag"], True)
-                tensors = [d_args[0][0], d_args[0][1]["k"], d_kwargs["out_scale"]]
-                self.assertTrue(all(isinstance(t, DTensor) for t in tensors))
-                seen.append(tuple(t.placements[0] for t in tensors))
+        mesh = self.build_device_mesh()
+        a = _rand(4, 8)
+        args = ([a, {"k": a}], "keep", 3)
+        seen = []
+        converter = DTensorConverter(mesh, args, {"out_scale": a, "flag": True})
+        for d_args, d_kwargs in converter:
+            self.assertEqual(d_args[1:], ("keep", 3))
+            self.assertIs(d_kwargs["flag"], True)
+            tensors = [d_args[0][0], d_args[0][1]["k"], d_kwargs["out_scale"]]
+            self.assertTrue(all(isinstance(t, DTensor) for t in tensors))
+            seen.append(tuple(t.placements[0] for t in tensors))
         # 3 tensors x (R, S0, S1), every combination exactly once
         self.assertEqual(len(seen), 27)
         self.assertEqual(len(set(seen)), 27)
         self.assertEqual((converter.hit, converter.miss), (81, 0))
 
     def test_parameter_scalar_and_bool_handling(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            param = torch.nn.Parameter(_rand(4, 8))
-            converter = DTensorConverter(mesh, (param, torch.tensor(1.0), _rand(4, 8) > 0), {})
-            rows = list(converter)
-            self.assertEqual(len(rows), 3)  # param R/S0/S1 x scalar R x bool R
-            for (p, s, flag), _ in rows:
-                self.assertIsInstance(p, torch.nn.Parameter)
-                self.assertIsInstance(p, DTensor)
-                self.assertTrue(p.requires_grad)
-                self.assertEqual(s.placements, (Replicate(),))
-                self.assertEqual(flag.placements, (Replicate(),))
+        mesh = self.build_device_mesh()
+        param = torch.nn.Parameter(_rand(4, 8))
+        converter = DTensorConverter(mesh, (param, torch.tensor(1.0), _rand(4, 8) > 0), {})
+        rows = list(converter)
+        self.assertEqual(len(rows), 3)  # param R/S0/S1 x scalar R x bool R
+        for (p, s, flag), _ in rows:
+            self.assertIsInstance(p, torch.nn.Parameter)
+            self.assertIsInstance(p, DTensor)
+            self.assertTrue(p.requires_grad)
+            self.assertEqual(s.placements, (Replicate(),))
+            self.assertEqual(flag.placements, (Replicate(),))
         self.assertEqual((converter.hit, converter.miss), (9, 0))
 
 
@@ -183,66 +201,61 @@ def test_unconvertible_tensors_are_left_alone_and_counted_as_misses(kind: str) -
     assert not converter.successful()
 
 
-class OpChecks(TestCase):
+class OpChecks(_Local4):
     def test_check_op_fails_when_dtensor_result_differs(self) -> None:
         def lying(t: torch.Tensor) -> torch.Tensor:
             return t * 2 if isinstance(t, DTensor) else t
 
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            with self.assertRaisesRegex(AssertionError, r"input placements \[R"):
-                check_op(self, mesh, lying, _rand(4, 8))
+        mesh = self.build_device_mesh()
+        with self.assertRaisesRegex(AssertionError, r"input placements \[R"):
+            check_op(self, mesh, lying, _rand(4, 8))
 
     def test_check_op_fails_on_unconvertible_argument(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            with sim.mode.disable():
-                sparse = torch.randn(4, 8).to_sparse()
-            with self.assertRaisesRegex(AssertionError, "could not convert"):
-                check_op(self, mesh, torch.add, _rand(4, 8), sparse)
+        mesh = self.build_device_mesh()
+        with _outside_mode():
+            sparse = torch.randn(4, 8).to_sparse()
+        with self.assertRaisesRegex(AssertionError, "could not convert"):
+            check_op(self, mesh, torch.add, _rand(4, 8), sparse)
 
     def test_check_op_on_dtensor(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            dt = distribute_tensor(_rand(4, 8), mesh, [Shard(1)])
-            check_op_on_dtensor(self, torch.sum, dt, dim=0)
-            with self.assertRaises(AssertionError):
-                check_op_on_dtensor(self, lambda t: t + (1 if isinstance(t, DTensor) else 0), dt)
+        mesh = self.build_device_mesh()
+        dt = distribute_tensor(_rand(4, 8), mesh, [Shard(1)])
+        check_op_on_dtensor(self, torch.sum, dt, dim=0)
+        with self.assertRaises(AssertionError):
+            check_op_on_dtensor(self, lambda t: t + (1 if isinstance(t, DTensor) else 0), dt)
 
 
-class ShardingRuleValidators(TestCase):
+class ShardingRuleValidators(_Local4):
     def test_forward_rules(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            a, m = _rand(4, 8), _rand(8, 4)
-            check = validate_sharding_rule_sample
-            # row-sharded lhs -> row-sharded product
-            self.assertTrue(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(0)], mesh))
-            # contracting dim sharded on both sides -> partial sums
-            self.assertTrue(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Partial()], mesh))
-            # ... which are not the product if read as replicated
-            self.assertFalse(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Replicate()], mesh))
-            # wrong output dim
-            self.assertFalse(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(1)], mesh))
+        mesh = self.build_device_mesh()
+        a, m = _rand(4, 8), _rand(8, 4)
+        check = validate_sharding_rule_sample
+        # row-sharded lhs -> row-sharded product
+        self.assertTrue(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(0)], mesh))
+        # contracting dim sharded on both sides -> partial sums
+        self.assertTrue(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Partial()], mesh))
+        # ... which are not the product if read as replicated
+        self.assertFalse(check(torch.mm, (a, m), {}, [Shard(1), Shard(0)], [Replicate()], mesh))
+        # wrong output dim
+        self.assertFalse(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], [Shard(1)], mesh))
 
     def test_backward_rules(self) -> None:
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            a, m = _rand(4, 8), _rand(8, 4)
-            check = validate_sharding_rule_sample_backward
-            self.assertIs(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], mesh), True)
-            ints = torch.arange(8).reshape(4, 2)
-            self.assertIsNone(check(torch.neg, (ints,), {}, [Shard(0)], mesh))
+        mesh = self.build_device_mesh()
+        a, m = _rand(4, 8), _rand(8, 4)
+        check = validate_sharding_rule_sample_backward
+        self.assertIs(check(torch.mm, (a, m), {}, [Shard(0), Replicate()], mesh), True)
+        ints = torch.arange(8).reshape(4, 2)
+        self.assertIsNone(check(torch.neg, (ints,), {}, [Shard(0)], mesh))
 
-            def lying(t: torch.Tensor) -> torch.Tensor:
-                return t * 3 if isinstance(t, DTensor) else t * 1
+        def lying(t: torch.Tensor) -> torch.Tensor:
+            return t * 3 if isinstance(t, DTensor) else t * 1
 
-            self.assertIs(check(lying, (a,), {}, [Shard(0)], mesh), False)
-            with self.assertRaisesRegex(ValueError, "2 tensor inputs"):
-                check(torch.mm, (a, m), {}, [Shard(0)], mesh)
+        self.assertIs(check(lying, (a,), {}, [Shard(0)], mesh), False)
+        with self.assertRaisesRegex(ValueError, "2 tensor inputs"):
+            check(torch.mm, (a, m), {}, [Shard(0)], mesh)
 
 
-class StrategyOverride(TestCase):
+class StrategyOverride(_Local4):
     def _override_and_restore(self, op, table: str) -> None:
         from harness import compat
 
@@ -252,18 +265,17 @@ class StrategyOverride(TestCase):
         def custom(op_schema):
             raise RuntimeError("custom strategy ran")
 
-        with simulate(WORLD) as sim:
-            mesh = sim.build_mesh()
-            dt = distribute_tensor(_rand(4, 8), mesh, [Shard(0)])
-            op(dt)  # warm the propagator's cache with the original rule
-            with contextlib.suppress(KeyError), op_strategy_context(op, custom):
-                self.assertIs(propagator.op_strategy_funcs[op], custom)
-                with self.assertRaisesRegex(RuntimeError, "custom strategy ran"):
-                    op(dt)
-                raise KeyError("the body fails")
-            self.assertIs(getattr(propagator, table)[op], before)
-            # the cache was cleared: the original strategy answers again
-            self.assertEqual(op(dt).full_tensor(), op(dt.full_tensor()))
+        mesh = self.build_device_mesh()
+        dt = distribute_tensor(_rand(4, 8), mesh, [Shard(0)])
+        op(dt)  # warm the propagator's cache with the original rule
+        with contextlib.suppress(KeyError), op_strategy_context(op, custom):
+            self.assertIs(propagator.op_strategy_funcs[op], custom)
+            with self.assertRaisesRegex(RuntimeError, "custom strategy ran"):
+                op(dt)
+            raise KeyError("the body fails")
+        self.assertIs(getattr(propagator, table)[op], before)
+        # the cache was cleared: the original strategy answers again
+        self.assertEqual(op(dt).full_tensor(), op(dt.full_tensor()))
 
     def test_strategy_restored_even_when_body_raises(self) -> None:
         self._override_and_restore(aten.clone.default, "op_strategy_funcs")
