@@ -16,6 +16,7 @@ import itertools
 import os
 import shlex
 import sys
+import time
 import types
 from collections.abc import Callable
 from datetime import timedelta
@@ -183,6 +184,11 @@ class _RankedTestCase(TestCase):
     @property
     def is_master(self) -> bool:
         return self.rank == 0
+
+    def _pg_after_error(self) -> None:
+        """A test failed inside ``with_comms``: drop the group so peers fail fast."""
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
     def _spawn_processes(self) -> None:
         """Upstream subclasses call this from setUp; ranks start when the test runs."""
@@ -353,6 +359,9 @@ class _PoolBase(_RankedTestCase):
     def destroy_pg(self, device_id: int | None = None) -> None:
         """The group lives as long as the pool."""
 
+    def _pg_after_error(self) -> None:
+        """Keep the pool's group: the runner replaces the ranks if it broke."""
+
     @classmethod
     def tearDownClass(cls) -> None:
         ranks.close_pool(cls)
@@ -410,8 +419,14 @@ def with_comms(eager_init: TestFunc | bool = False, backend: str | None = None) 
             self.init_pg(eager_init, backend)
             try:
                 out = func(self, *args, **kwargs)
-            except BaseException:
-                if dist.is_initialized():
+            except BaseException as exc:
+                # When it failed, not when the rank got round to reporting it: the
+                # parent shows the first failure as the cause, the others after it.
+                exc._harness_failed_at = time.time()  # type: ignore[attr-defined]
+                _pg_after_error = getattr(self, "_pg_after_error", None)
+                if _pg_after_error is not None:
+                    _pg_after_error()
+                elif dist.is_initialized():
                     dist.destroy_process_group()
                 raise
             self.destroy_pg()

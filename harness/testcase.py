@@ -260,8 +260,12 @@ def _plain_number(x: Any) -> Any:
 
 def _complex_close(x: Any, y: Any, tol: dict, equal_nan: bool) -> bool:
     x, y = complex(x), complex(y)
-    if any(math.isnan(v) for v in (x.real, x.imag, y.real, y.imag)):
-        return equal_nan and x.real == y.real or (math.isnan(x.real) and math.isnan(y.real))
+    for a, b in ((x.real, y.real), (x.imag, y.imag)):
+        if math.isnan(a) or math.isnan(b):
+            if not (equal_nan and math.isnan(a) and math.isnan(b)):
+                return False
+    x = complex(0 if math.isnan(x.real) else x.real, 0 if math.isnan(x.imag) else x.imag)
+    y = complex(0 if math.isnan(y.real) else y.real, 0 if math.isnan(y.imag) else y.imag)
     atol = tol["atol"] if tol["atol"] is not None else 1e-5
     rtol = tol["rtol"] if tol["rtol"] is not None else 1.3e-6
     return abs(x - y) <= atol + rtol * abs(y)

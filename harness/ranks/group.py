@@ -24,7 +24,9 @@ from harness.ranks.outcome import RankOutcome
 from harness.ranks.worker import RankSpec, log_path, rank_main, stack_path
 
 #: Seconds other ranks get to report after one rank failed or crashed.
-GRACE_SECONDS = 3.0
+GRACE_SECONDS = 2.0
+#: Seconds other ranks get after one rank skipped.
+SKIP_GRACE_SECONDS = 0.5
 #: Seconds a rank gets to write its stack after SIGUSR1.
 STACK_SECONDS = 1.0
 
@@ -101,11 +103,10 @@ class RankGroup:
         pending = set(range(self.world_size))
         outcomes: dict[int, RankOutcome] = {}
         trouble_at: float | None = None
+        grace = GRACE_SECONDS
         try:
             while pending:
-                limit = (
-                    deadline if trouble_at is None else min(deadline, trouble_at + GRACE_SECONDS)
-                )
+                limit = deadline if trouble_at is None else min(deadline, trouble_at + grace)
                 remaining = limit - time.monotonic()
                 if remaining <= 0:
                     break
@@ -123,6 +124,8 @@ class RankGroup:
                     pending.discard(rank)
                     if outcome.status not in ("passed", "ready") and trouble_at is None:
                         trouble_at = time.monotonic()
+                        if outcome.status == "skipped":  # nothing to learn from the others
+                            grace = SKIP_GRACE_SECONDS
             timed_out = bool(pending) and time.monotonic() >= deadline
             if pending:
                 stacks = self._dump_stacks(sorted(pending))
@@ -155,6 +158,7 @@ class RankGroup:
                     texts=list(msg.get("texts", [])),
                     seconds=msg.get("seconds", 0.0),
                     assertion=msg.get("assertion", False),
+                    order=msg.get("failed_at") or time.time(),
                 )
         except (EOFError, OSError):
             pass
@@ -166,6 +170,7 @@ class RankGroup:
             "crashed",
             exitcode=proc.exitcode,
             stack=self._read(stack_path(self.workdir, rank)),
+            order=time.time(),
         )
 
     def _dump_stacks(self, ranks: list[int]) -> dict[int, str]:

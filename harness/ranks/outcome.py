@@ -23,6 +23,7 @@ class RankOutcome:
     stack: str = ""
     seconds: float = 0.0
     assertion: bool = False
+    order: float = 0.0  # when it failed (wall clock): the first failure is the likely cause
 
 
 class RankFailure(Exception):
@@ -102,22 +103,29 @@ def verdict(
     if not bad:
         return Verdict("passed")
 
-    failed = [o for o in outcomes if o.status in ("failed", "broken")]
-    crashed = [o for o in outcomes if o.status == "crashed"]
+    def by_arrival(status: tuple[str, ...]) -> list[RankOutcome]:
+        return sorted((o for o in outcomes if o.status in status), key=lambda o: o.order)
+
+    failed = by_arrival(("failed", "broken"))
+    crashed = by_arrival(("crashed",))
     hung = [o for o in outcomes if o.status == "hung"]
     stopped = [o for o in outcomes if o.status == "stopped"]
 
     summary: list[str] = []
-    for o in failed:
-        summary.append(f"rank {o.rank} failed: {cause(o.texts[-1]) if o.texts else 'no traceback'}")
-    for o in crashed:
-        summary.append(f"rank {o.rank} crashed: {exit_description(o.exitcode)}")
+    for o in sorted(failed + crashed, key=lambda o: o.order):
+        if o.status == "crashed":
+            summary.append(f"rank {o.rank} crashed: {exit_description(o.exitcode)}")
+        else:
+            text = cause(o.texts[-1]) if o.texts else "no traceback"
+            summary.append(
+                f"rank {o.rank} failed: {text if len(text) < 160 else text[:157] + '...'}"
+            )
     if hung:
         summary.append(
             f"{_ranks([o.rank for o in hung])} still running at the {timeout:g} s per-test timeout"
         )
     if stopped:
-        first = (failed or crashed)[0].rank if (failed or crashed) else None
+        first = min(failed + crashed, key=lambda o: o.order).rank if (failed or crashed) else None
         why = f"after rank {first} failed" if first is not None else "early"
         summary.append(f"{_ranks([o.rank for o in stopped])} stopped {why}")
 
@@ -127,7 +135,12 @@ def verdict(
     lines = [head + ":", *(f"  {s}" for s in summary), ""]
 
     seen: dict[str, int] = {}
-    for o in failed:
+    for o in sorted(failed + crashed, key=lambda o: o.order):
+        if o.status == "crashed":
+            lines.append(f"--- rank {o.rank} crashed: {exit_description(o.exitcode)} ---")
+            if o.stack.strip():
+                lines += [o.stack.rstrip(), ""]
+            continue
         for text in o.texts:
             key = text.replace(f"rank {o.rank}", "rank ?")
             if key in seen:
@@ -135,10 +148,6 @@ def verdict(
                 continue
             seen[key] = o.rank
             lines += [f"--- rank {o.rank} traceback ---", text.rstrip(), ""]
-    for o in crashed:
-        lines.append(f"--- rank {o.rank} crashed: {exit_description(o.exitcode)} ---")
-        if o.stack.strip():
-            lines += [o.stack.rstrip(), ""]
     for o in hung + stopped:
         state = "still running at the timeout" if o.status == "hung" else "stopped"
         lines.append(f"--- rank {o.rank} stack ({state}) ---")

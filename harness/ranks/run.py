@@ -97,9 +97,7 @@ class Pool:
             )
         outcomes, timed_out = group.collect(timeout)
         group.drain_output()
-        if group.dead:  # a rank crashed, hung or was stopped: next test gets new ranks
-            self.close()
-        return verdict(
+        result = verdict(
             outcomes,
             world_size=self.world_size,
             test_name=test_name,
@@ -107,6 +105,11 @@ class Pool:
             timed_out=timed_out,
             rerun=rerun,
         )
+        # Keep the ranks only if they all reported and any failure was a plain
+        # assertion; after an error inside a collective the group may be broken.
+        if group.dead or (result.status == "failed" and not result.assertion):
+            self.close()
+        return result
 
     def close(self) -> None:
         group, self.group = self.group, None

@@ -135,6 +135,7 @@ class _RankResult(unittest.TestResult):
         self.reason = ""
         self.texts: list[str] = []
         self.assertion = True
+        self.failed_at: float | None = None
 
     def _fail(self, test, err, assertion: bool = False) -> None:
         exc = err[1]
@@ -145,6 +146,8 @@ class _RankResult(unittest.TestResult):
                 return
         if self.status != "skipped":
             self.status = "failed"
+        if self.failed_at is None:
+            self.failed_at = getattr(exc, "_harness_failed_at", None) or time.time()
         self.assertion = self.assertion and assertion
         self.texts.append(self._exc_info_to_string(err, test))
 
@@ -195,6 +198,7 @@ def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
         "reason": result.reason,
         "texts": result.texts,
         "assertion": result.assertion,
+        "failed_at": result.failed_at,
         "seconds": time.monotonic() - started,
     }
 
