@@ -1,0 +1,186 @@
+"""LocalTensor variants of the kit's bases, and the runner the bases call.
+
+A ``Local*`` base (or any base when the cell's mode is ``local``) runs its test
+body once in this process under :func:`~harness.local.simulate`, where ``rank``
+is a per-rank SymInt, the process group is fake, meshes are built outside the
+mode and ``init_manual_seed_for_rank`` seeds every simulated rank with its own
+number, as real ranks would be seeded. A body that hits a known LocalTensor
+limitation is skipped with the reason (see :mod:`harness.local.gaps`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+
+from harness import bases, compat, devices
+from harness.local.gaps import NotSimulable, simulation_gap
+from harness.local.helpers import rank_symint
+from harness.local.simulate import init_fake_process_group, simulate
+
+
+class _LocalMixin:
+    """What changes when one process plays every rank."""
+
+    rank_mode: ClassVar[str] = "local"
+
+    @property
+    def is_local_tensor_enabled(self) -> bool:
+        return True
+
+    @property
+    def rank(self) -> Any:
+        return rank_symint(self.world_size)
+
+    @rank.setter
+    def rank(self, value: Any) -> None:
+        """Ranks are simulated; a runner assigning one has nothing to set."""
+
+    @property
+    def device_type(self) -> str:
+        # one device serves every simulated rank, so the count does not matter
+        return devices.DEVICE_TYPE if devices.has_accelerator() else "cpu"
+
+    def _get_local_tensor_mode(self) -> Any:
+        return compat.local_tensor_module().LocalTensorMode(frozenset(range(self.world_size)))
+
+    def init_pg(self, eager_init: bool = False, backend: str | None = None) -> None:
+        """A fake group over all simulated ranks (the runner has usually made it)."""
+        self._harness_local_owns_pg = init_fake_process_group(self.world_size)
+
+    def destroy_pg(self, device_id: int | None = None) -> None:
+        if getattr(self, "_harness_local_owns_pg", False) and dist.is_initialized():
+            dist.destroy_process_group()
+        self._harness_local_owns_pg = False
+
+    def build_device_mesh(self) -> Any:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        with _mode_disabled():
+            return init_device_mesh(self.device_type, (self.world_size,))
+
+    def init_manual_seed_for_rank(self) -> None:
+        if compat.local_tensor_module().enabled_local_tensor_mode() is not None:
+            torch.manual_seed(self.rank)  # each simulated rank gets its own seed
+        else:
+            torch.manual_seed(0)
+
+    def join_or_run(self, fn: Callable[[], Any]) -> Callable[..., Any]:
+        return lambda *_: fn()
+
+
+def _mode_disabled() -> contextlib.AbstractContextManager:
+    return compat.local_tensor_module().maybe_disable_local_tensor_mode()
+
+
+class LocalDTensorTestBase(_LocalMixin, bases.DTensorTestBase):
+    """DTensorTestBase with every rank simulated in this process."""
+
+
+class LocalDTensorOpTestBase(_LocalMixin, bases.DTensorOpTestBase):
+    """DTensorOpTestBase with every rank simulated in this process."""
+
+
+class LocalDTensorContinuousTestBase(_LocalMixin, bases.DTensorContinuousTestBase):
+    """DTensorContinuousTestBase with every rank simulated in this process."""
+
+
+_VARIANTS: dict[type, type] = {}
+_KIT_MODULES = ("harness.bases", "harness.testcase", "harness.local.bases", "unittest.case")
+
+
+def local_variant(cls: type) -> type:
+    """``cls`` with the local overrides, where ``cls`` did not set its own.
+
+    Used for the mode override: a class written for processes is run as its
+    LocalTensor variant without editing it. What the test class itself defines
+    (a ``device_type``, a ``build_device_mesh``) is kept; what it inherits from
+    the kit is replaced.
+    """
+    if issubclass(cls, _LocalMixin):
+        return cls
+    variant = _VARIANTS.get(cls)
+    if variant is None:
+        overrides = {
+            name: value
+            for name, value in vars(_LocalMixin).items()
+            if not name.startswith("__") and _defined_by_kit(cls, name)
+        }
+        overrides["__module__"] = cls.__module__
+        overrides["__qualname__"] = cls.__qualname__
+        variant = type(cls.__name__, (cls,), overrides)
+        _VARIANTS[cls] = variant
+    return variant
+
+
+def _defined_by_kit(cls: type, name: str) -> bool:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass.__module__ in _KIT_MODULES
+    return True
+
+
+def run_locally(case: Any, method_name: str) -> Any:
+    """Run ``case.method_name`` once as all of its ranks (the bases' local mode).
+
+    A known LocalTensor limitation becomes a skip naming it; every other
+    exception is the test's own failure and propagates unchanged.
+    """
+    __tracebackhide__ = True
+    original = type(case)
+    case.__class__ = local_variant(original)
+    try:
+        with simulate(case.world_size, case.device_type):
+            try:
+                return getattr(case, method_name)()
+            except Exception as exc:
+                reason = simulation_gap(exc)
+                if reason is None:
+                    raise
+                raise NotSimulable(reason) from exc
+    finally:
+        case.__class__ = original
+
+
+def create_local_tensor_test_class(
+    cls: type,
+    skipped_tests: Iterable[str] | None = None,
+    base_class: type = LocalDTensorTestBase,
+) -> type:
+    """``<Name>WithLocalTensor``: the tests of ``cls`` on simulated ranks.
+
+    The new class has ``base_class`` first, then ``cls``'s own bases, and a
+    copy of ``cls``'s body, so the test's own methods win over the base. Tests
+    named in ``skipped_tests`` are reported as skips, not silently dropped.
+    """
+    skipped = set(skipped_tests or ())
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    for name in skipped:
+        body[name] = _skipped(name, cls.__name__)
+    body["rank_mode"] = "local"
+    name = f"{cls.__name__}WithLocalTensor"
+    body["__qualname__"] = name
+    new_bases = (base_class, *(b for b in cls.__bases__ if b is not base_class))
+    return type(name, new_bases, body)
+
+
+def _skipped(name: str, owner: str) -> Callable[[Any], None]:
+    def test(self: Any) -> None:
+        raise NotSimulable(f"{owner}.{name} is in this class's skipped_tests")
+
+    test.__name__ = name
+    return test
+
+
+__all__ = [
+    "LocalDTensorContinuousTestBase",
+    "LocalDTensorOpTestBase",
+    "LocalDTensorTestBase",
+    "create_local_tensor_test_class",
+    "local_variant",
+    "run_locally",
+]
