@@ -14,7 +14,7 @@ import sys
 from harness._version import __version__
 from harness.errors import UsageError
 
-COMMANDS = ("matrix", "run", "doctor", "migrate", "certify", "report")
+COMMANDS = ("matrix", "run", "doctor", "migrate", "certify", "report", "container")
 
 
 def build_parser() -> argparse.ArgumentParser:

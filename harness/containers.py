@@ -1,14 +1,30 @@
 """Container engines, and image build/run command lines derived from a cell.
 
+Everything an image or a container run needs comes from the cell (matrix.toml's
+``accelerators.<name>.container`` table), so the command lines are pure
+functions of the cell and pinned by tests; the checks that talk to the engine
+or the host (is the daemon up, is the image there, are there enough devices)
+live beside them and raise UsageError: one line, exit code 2.
+
 Torch-free: nox calls this from outside the test environment.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from functools import cache
+from glob import glob
+from pathlib import Path
+
+from harness._version import __version__
+from harness.errors import UsageError
+from harness.matrix import Cell
 
 ENGINES = ("docker", "podman")
 NO_ENGINE_HELP = (
@@ -16,6 +32,20 @@ NO_ENGINE_HELP = (
     "(e.g. `apt-get install -y docker.io && dockerd &`), set HARNESS_CONTAINER_ENGINE, "
     "or run natively with `-- --native`."
 )
+
+#: Where things live inside every image (docker/install-harness.sh makes them).
+PROJECT_DIR = "/harness/project"  # the matrix's folder, mounted read-only
+RESULTS_DIR = "/harness/results"  # <cell>/ below it is the host's results folder
+IMAGE_UID = 1000  # the images' non-root user
+DEFAULT_SHM = "--shm-size=2g"  # when run_flags set neither --shm-size nor --ipc
+#: The flag that sends a verb's reports to a folder, per harness subcommand.
+RESULTS_FLAG = {"run": "--results", "certify": "--out"}
+#: The base image docker/make-base-image.sh can make without a registry.
+LOCAL_BASE = "debian:bookworm-slim"
+KIT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- engines ------------------------------------------------------------------
 
 
 @cache
@@ -29,13 +59,311 @@ def detect_engine() -> str | None:
 
 
 def _answers(engine: str) -> bool:
+    return _probe(engine) is None
+
+
+def _probe(engine: str) -> str | None:
+    """None when the engine's daemon answers, else the reason it does not."""
     try:
         result = subprocess.run(
             [engine, "info", "--format", "{{.ServerVersion}}"],
             capture_output=True,
+            text=True,
             timeout=10,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    except subprocess.TimeoutExpired:
+        return "`info` took over 10 s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if result.returncode == 0:
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"`{engine} info` exited {result.returncode}"
+
+
+def engine_for_display() -> str:
+    """The engine a command line names when nothing must run (dry runs)."""
+    return os.environ.get("HARNESS_CONTAINER_ENGINE") or detect_engine() or "docker"
+
+
+def require_engine() -> str:
+    """The engine to use, or one UsageError that says which step is missing."""
+    chosen = os.environ.get("HARNESS_CONTAINER_ENGINE")
+    if chosen and chosen not in ENGINES:
+        raise UsageError(
+            f"HARNESS_CONTAINER_ENGINE={chosen!r} is not a known engine; "
+            f"set it to {' or '.join(ENGINES)}, or unset it."
+        )
+    candidates = (chosen,) if chosen else ENGINES
+    installed = [e for e in candidates if shutil.which(e)]
+    if not installed:
+        where = f"HARNESS_CONTAINER_ENGINE={chosen}, but {chosen}" if chosen else "docker/podman"
+        raise UsageError(f"{where} is not installed. " + NO_ENGINE_HELP)
+    reasons = {}
+    for engine in installed:
+        reason = _probe(engine)
+        if reason is None:
+            return engine
+        reasons[engine] = reason
+    engine, reason = next(iter(reasons.items()))
+    start = (
+        "`sudo systemctl start docker` (or `sudo dockerd &`)"
+        if engine == "docker"
+        else ("`systemctl --user start podman.socket`, or check `podman info`")
+    )
+    raise UsageError(
+        f"{engine} is installed but does not answer ({reason}); start it: {start}, "
+        f"or run natively with `-- --native`."
+    )
+
+
+def image_present(engine: str, image: str) -> bool:
+    result = subprocess.run(
+        [engine, "image", "inspect", image], capture_output=True, timeout=60, check=False
+    )
     return result.returncode == 0
+
+
+# --- build ----------------------------------------------------------------------
+
+
+def build_root(cell: Cell, root: str | Path | None = None) -> Path:
+    """The build context: ``root``, else the matrix's folder, else the kit's source tree."""
+    dockerfile = cell.container.get("dockerfile")
+    if not dockerfile:
+        raise UsageError(
+            f"cell {cell.name}: accelerators.{cell.accelerator}.container.dockerfile is not "
+            f"set; add the table to the matrix (see the kit's matrix.toml)."
+        )
+    candidates = [Path(root)] if root is not None else [Path(cell.root), KIT_ROOT]
+    for candidate in candidates:
+        if (candidate / dockerfile).is_file() and (candidate / "harness").is_dir():
+            return candidate.resolve()
+    raise UsageError(
+        f"cell {cell.name}: {dockerfile} not found under {', '.join(map(str, candidates))}; "
+        f"build from a dtensor-harness checkout (--context DIR)."
+    )
+
+
+def build_argv(cell: Cell, root: str | Path = ".", engine: str | None = None) -> list[str]:
+    """The exact command that builds ``cell.image`` (context: the kit's source tree)."""
+    engine = engine or engine_for_display()
+    spec = cell.container
+    root = Path(root).resolve()
+    args = {
+        "BASE_IMAGE": spec.get("base_image", LOCAL_BASE),
+        "ACCELERATOR": cell.accelerator,
+        "TORCH": cell.torch,
+        "PIP_ARGS": shlex.join(cell.pip_args),
+        "VENDOR_TORCH": "1" if spec.get("vendor_torch") else "0",
+        "HARNESS_VERSION": __version__,
+        **spec.get("build_args", {}),
+    }
+    argv = [engine, "build", "--force-rm", "-f", str(root / spec["dockerfile"]), "-t", cell.image]
+    for key, value in args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    return [*argv, str(root)]
+
+
+def wheelhouse_size(root: Path) -> int:
+    return len(glob(str(root / "docker" / "wheelhouse" / "*.whl")))
+
+
+def ensure_base_image(engine: str, cell: Cell) -> None:
+    """Have the base image locally, pulling it once; refuse with the local recipe."""
+    base = cell.container.get("base_image", LOCAL_BASE)
+    if image_present(engine, base):
+        return
+    print(f"harness: pulling base image {base}", file=sys.stderr, flush=True)
+    pulled = subprocess.run([engine, "pull", base], capture_output=True, text=True, check=False)
+    if pulled.returncode == 0:
+        return
+    why = (pulled.stderr.strip().splitlines() or ["pull failed"])[-1]
+    if base == LOCAL_BASE:
+        fix = f"make it locally: sudo docker/make-base-image.sh {engine}"
+    else:
+        fix = (
+            f"pull it where a registry answers and copy it here: "
+            f"`{engine} save {base} | {engine} load`"
+        )
+    raise UsageError(f"base image {base} is not here and cannot be pulled ({why}); {fix}.")
+
+
+# --- run ------------------------------------------------------------------------
+
+
+def device_ids(cell: Cell, devices: Sequence[str] | None = None) -> list[str]:
+    """The device indices the container sees: the first ``devices_needed`` unless chosen."""
+    needed = cell.devices_needed
+    if devices is None:
+        return [str(i) for i in range(needed)]
+    devices = [d.strip() for d in devices if d.strip()]
+    if len(devices) < needed:
+        raise UsageError(
+            f"cell {cell.name} needs {needed} device(s); --devices names {len(devices)} "
+            f"({','.join(devices) or 'none'})."
+        )
+    return devices
+
+
+def _fill(template: str, ids: Sequence[str]) -> str:
+    return template.replace("{devices}", ",".join(ids))
+
+
+def run_argv(
+    cell: Cell,
+    *,
+    matrix_file: str | Path,
+    results: str | Path,
+    verb: str = "run",
+    extra: Sequence[str] = (),
+    engine: str | None = None,
+    devices: Sequence[str] | None = None,
+    user: str | None = None,
+    nofile: tuple[int, int] | None = None,
+    name: str | None = None,
+) -> list[str]:
+    """The exact command that runs ``harness <verb> CELL`` in the cell's image.
+
+    ``matrix_file``'s folder is mounted read-only (relative suites resolve there),
+    ``results`` read-write at RESULTS_DIR/<cell>. ``user`` ("uid:gid") makes the
+    reports come out owned by the caller; ``nofile`` is the caller's open-files
+    limit, which podman must not exceed.
+    """
+    engine = engine or engine_for_display()
+    spec = cell.container
+    matrix_file = Path(matrix_file).resolve()
+    results = Path(results).resolve()
+    inner_results = f"{RESULTS_DIR}/{cell.name}"
+    ids = device_ids(cell, devices)
+    run_flags = list(spec.get("run_flags", []))
+    argv = [engine, "run", "--rm", "--init"]
+    if name:
+        argv += ["--name", name]
+    if engine == "podman":
+        if nofile:
+            argv += ["--ulimit", f"nofile={nofile[0]}:{nofile[1]}"]
+        if user:  # rootless podman: map the caller's uid through, or mounts are root's
+            argv += ["--userns=keep-id"]
+    if user:
+        argv += ["--user", user]
+    if not any(f.startswith(("--shm-size", "--ipc")) for f in run_flags):
+        argv.append(DEFAULT_SHM)
+    argv += run_flags
+    if ids:
+        argv += [_fill(flag, ids) for flag in spec.get("device_flags", [])]
+    env: dict[str, str] = dict(cell.harness_env())
+    if ids:
+        env.update({k: _fill(v, ids) for k, v in spec.get("device_env", {}).items()})
+    env["HARNESS_IMAGE"] = cell.image
+    if user:
+        env["HOME"] = "/tmp"  # the caller's uid has no home in the image
+    for key, value in env.items():
+        argv += ["-e", f"{key}={value}"]
+    argv += [
+        "-v",
+        f"{matrix_file.parent}:{PROJECT_DIR}:ro",
+        "-v",
+        f"{results}:{inner_results}",
+        cell.image,
+        verb,
+        cell.name,
+        "--matrix",
+        f"{PROJECT_DIR}/{matrix_file.name}",
+        RESULTS_FLAG.get(verb, "--results"),
+        inner_results,
+    ]
+    if extra:
+        argv += ["--", *extra]
+    return argv
+
+
+def session_argv(cell: Cell, command: Sequence[str], posargs: Sequence[str]) -> list[str]:
+    """What a nox cell session runs: ``harness container run``, building a missing image.
+
+    ``command`` is the native command (``["run", CELL, "--matrix", PATH]``); its
+    verb and matrix carry over, so the container runs the same thing.
+    """
+    verb, _, *rest = command
+    argv = [sys.executable, "-m", "harness", "container", "run", cell.name, *rest]
+    argv.append("--build-missing")
+    if verb != "run":
+        argv += ["--verb", verb]
+    if posargs:
+        argv += ["--", *posargs]
+    return argv
+
+
+# --- the host -----------------------------------------------------------------
+
+
+def host_device_count(accelerator: str) -> int:
+    """Devices of ``accelerator`` this host shows, read from the OS (no torch here).
+
+    HARNESS_HOST_DEVICES overrides it, for hosts that expose devices elsewhere.
+    """
+    override = os.environ.get("HARNESS_HOST_DEVICES", "").strip()
+    if override:
+        if not override.isdigit():
+            raise UsageError(f"HARNESS_HOST_DEVICES={override!r} must be a whole number.")
+        return int(override)
+    if accelerator == "cuda":
+        return len(glob("/proc/driver/nvidia/gpus/*")) or len(
+            [p for p in glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", p)]
+        )
+    if accelerator == "rocm":
+        return sum(
+            _read(p) not in ("", "0") for p in glob("/sys/class/kfd/kfd/topology/nodes/*/gpu_id")
+        )
+    if accelerator == "xpu":
+        return sum(_read(p) == "0x8086" for p in glob("/sys/class/drm/renderD*/device/vendor"))
+    if accelerator == "gaudi":
+        return len(glob("/dev/accel/accel[0-9]*")) or len(glob("/dev/hl[0-9]*"))
+    return 0
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def check_host_devices(cell: Cell, devices: Sequence[str] | None = None) -> None:
+    """Refuse a cell that needs more devices than this host shows, before anything starts."""
+    needed = cell.devices_needed if devices is None else len(devices)
+    if cell.devices_needed == 0:
+        return
+    have = host_device_count(cell.accelerator)
+    if have < needed:
+        raise UsageError(
+            f"cell {cell.name} needs {needed} {cell.accelerator} device(s); this host shows "
+            f"{have}. Pick a cell that fits (`harness matrix list`), e.g. a -sim cell, or set "
+            f"HARNESS_HOST_DEVICES if the devices are there but hidden from this check."
+        )
+
+
+def caller_user() -> str | None:
+    """``uid:gid`` to run as so reports come out owned by the caller; None for root."""
+    if not hasattr(os, "getuid") or os.getuid() == 0:
+        return None  # root: the image's own user, and the results are chowned back after
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def open_files_limit() -> tuple[int, int] | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = soft
+    return soft, hard
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    for folder, dirs, files in os.walk(path):
+        os.chown(folder, uid, gid)
+        for entry in [*dirs, *files]:
+            os.chown(os.path.join(folder, entry), uid, gid, follow_symlinks=False)

@@ -1,0 +1,150 @@
+"""``harness container build|run CELL``: a cell's image, and the cell run inside it.
+
+The command lines come from harness.containers (pure functions of the cell);
+this module adds the checks that need the engine or the host, in the order a
+person fixes them: engine, devices, image. Each refusal is one line, exit 2,
+before anything is created.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import containers
+from harness.errors import UsageError
+from harness.matrix import load_matrix
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser(
+        "container", help="build a cell's image, or run the cell in it (docker or podman)"
+    )
+    verbs = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    context = {
+        "metavar": "DIR",
+        "help": "dtensor-harness source tree to build from "
+        "(default: the matrix's folder, else this installed kit's)",
+    }
+
+    build = verbs.add_parser("build", parents=parents, help="build the image a cell runs in")
+    build.add_argument("cell", help="cell name; every cell of an accelerator shares its image")
+    build.add_argument("--context", **context)
+    build.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    build.set_defaults(handler=build_image)
+
+    run = verbs.add_parser(
+        "run",
+        parents=parents,
+        help="run `harness run CELL` in the cell's image",
+        epilog="Arguments after `--` go to pytest inside the container.",
+    )
+    run.add_argument("cell", help="cell name, with or without its test- prefix")
+    run.add_argument(
+        "--results", metavar="DIR", help="host folder for reports (default: the cell's)"
+    )
+    run.add_argument(
+        "--devices", metavar="LIST", help="device indices to expose, e.g. 2,3 (default: 0..N-1)"
+    )
+    run.add_argument(
+        "--build-missing", action="store_true", help="build the image first when it is missing"
+    )
+    run.add_argument(
+        "--verb",
+        dest="inner",
+        choices=sorted(containers.RESULTS_FLAG),
+        default="run",
+        help="harness subcommand to run inside (default: run)",
+    )
+    run.add_argument("--context", **context)
+    run.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    run.set_defaults(handler=run_cell)
+
+
+def build_image(args) -> int:
+    cell = load_matrix(args.matrix).cell(args.cell)
+    root = containers.build_root(cell, args.context)
+    if args.dry_run:
+        print(shlex.join(containers.build_argv(cell, root)))
+        return 0
+    return _build(containers.require_engine(), cell, root)
+
+
+def _build(engine: str, cell, root: Path) -> int:
+    containers.ensure_base_image(engine, cell)
+    if not containers.wheelhouse_size(root):
+        _say(
+            "docker/wheelhouse is empty, so pip inside the build uses the index; "
+            "without one, run docker/make-wheelhouse.sh first"
+        )
+    argv = containers.build_argv(cell, root, engine)
+    _say(f"building {cell.image}\n$ {shlex.join(argv)}")
+    code = _call(argv, engine, None)
+    if code:
+        _say(f"building {cell.image} failed (exit {code}); no image was tagged")
+    return code
+
+
+def run_cell(args) -> int:
+    matrix = load_matrix(args.matrix)
+    cell = matrix.cell(args.cell)
+    results = Path(args.results) if args.results else cell.results_dir
+    devices = args.devices.split(",") if args.devices else None
+    user = containers.caller_user()
+    common = {
+        "matrix_file": matrix.path,
+        "results": results,
+        "verb": args.inner,
+        "extra": args.passthrough,
+        "devices": devices,
+        "user": user,
+        "nofile": containers.open_files_limit(),
+    }
+    if args.dry_run:
+        print(shlex.join(containers.run_argv(cell, **common)))
+        return 0
+
+    engine = containers.require_engine()
+    containers.check_host_devices(cell, containers.device_ids(cell, devices))
+    if not containers.image_present(engine, cell.image):
+        if not args.build_missing:
+            raise UsageError(
+                f"image {cell.image} is not built here; build it: "
+                f"`harness container build {cell.name}` (or `nox -s build-{cell.accelerator}`)."
+            )
+        _say(f"image {cell.image} is missing; building it first")
+        code = _build(engine, cell, containers.build_root(cell, args.context))
+        if code:
+            return code
+
+    name = f"harness-{cell.name}-{os.getpid()}"
+    argv = containers.run_argv(cell, engine=engine, name=name, **common)
+    results.mkdir(parents=True, exist_ok=True)
+    as_root = user is None and hasattr(os, "getuid") and os.getuid() == 0
+    if as_root:  # the image's user writes the reports; they are handed back after
+        containers.chown_tree(results, containers.IMAGE_UID, containers.IMAGE_UID)
+    _say(f"{cell.name} in {cell.image} ({engine}); reports -> {results}\n$ {shlex.join(argv)}")
+    try:
+        return _call(argv, engine, name)
+    finally:
+        if as_root:
+            containers.chown_tree(results, 0, 0)
+
+
+def _call(argv: list[str], engine: str, name: str | None) -> int:
+    """Run argv; on Ctrl-C make sure the container it started is gone too."""
+    child = subprocess.Popen(argv)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.wait()
+        if name:
+            subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+        raise
+
+
+def _say(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr, flush=True)
