@@ -164,6 +164,17 @@ class LocalParity(LocalDTensorTestBase):
         check_transformer_parity(self, tp_mesh=mesh, ep_mesh=None, num_experts=4)
 
     @with_comms
+    def test_tp_sequence_parallel_experts(self) -> None:
+        mesh = self.build_device_mesh()
+        check_transformer_parity(self, tp_mesh=mesh, ep_mesh=None, seq_parallel=True, num_experts=4)
+
+    @with_comms
+    def test_ep_with_sequence_parallel_is_refused(self) -> None:
+        model = Transformer(tiny_args(num_experts=8))
+        with self.assertRaisesRegex(NotImplementedError, "sequence parallel with expert parallel"):
+            Transformer.parallelize(model, None, True, ep_mesh=self.build_device_mesh())
+
+    @with_comms
     def test_ep(self) -> None:
         mesh = self.build_device_mesh()
         check_transformer_parity(self, tp_mesh=None, ep_mesh=mesh, num_experts=8)

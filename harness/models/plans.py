@@ -60,12 +60,17 @@ def block_plan(
         else:
             plan["feed_forward.w1"] = ColwiseParallel()
             plan["feed_forward.w2"] = RowwiseParallel()
-    elif experts_by_tp:
-        plan["expert_layer.experts"] = (
-            TensorParallelForExpert(input_layouts=Shard(0), output_layouts=Shard(0))
-            if seq_parallel
-            else TensorParallelForExpert()
+    elif experts_by_tp and seq_parallel:
+        # The expert layer works on plain tensors: hand it this rank's sequence
+        # slice; Experts all-gather the tokens and reduce-scatter them back.
+        plan["expert_layer"] = PrepareModuleInput(
+            input_layouts=_SEQ, desired_input_layouts=_SEQ, use_local_output=True
         )
+        plan["expert_layer.experts"] = TensorParallelForExpert(
+            input_layouts=Shard(0), output_layouts=Shard(0)
+        )
+    elif experts_by_tp:
+        plan["expert_layer.experts"] = TensorParallelForExpert()
     return plan
 
 
@@ -82,6 +87,11 @@ def parallelize_transformer(
         raise TypeError(f"Transformer.parallelize needs a Transformer, got {type(module).__name__}")
     if tp_mesh is None and ep_mesh is None:
         raise ValueError("Transformer.parallelize needs tp_mesh, ep_mesh or both")
+    if ep_mesh is not None and use_seq_parallel and module.model_args.num_experts > 0:
+        raise NotImplementedError(
+            "Transformer.parallelize: sequence parallel with expert parallel is not "
+            "supported; use use_seq_parallel=False with ep_mesh, or TP+SP without ep_mesh"
+        )
 
     if tp_mesh is not None:
         parallelize_module(module, tp_mesh, root_plan(use_seq_parallel))
