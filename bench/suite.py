@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", default="upstream,harness", help="upstream,harness")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per file and side, s")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add to (or replace files in) the report already in --out, e.g. big files later",
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
@@ -253,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         "0.1 s; max_rss: largest single process (wait4 ru_maxrss)",
         "files": [],
     }
+    previous = args.out / "suite.json"
+    if args.append and previous.exists():
+        earlier = json.loads(previous.read_text())
+        report["files"] = [f for f in earlier["files"] if f["file"] not in files]
+        report["earlier_runs"] = earlier.get("earlier_runs", []) + [
+            {k: earlier[k] for k in ("command", "date", "host")}
+        ]
     try:
         for rel in files:
             runs = {}
@@ -274,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["tree_rss_ratio"] = ratio(
                     runs["harness"].tree_rss_mb, runs["upstream"].tree_rss_mb
                 )
-            report["files"].append(entry)
+            report["files"] = [f for f in report["files"] if f["file"] != rel] + [entry]
             write_reports(report, args.out)  # after every file: a long run shows progress
     finally:
         if args.keep:
@@ -322,6 +334,12 @@ def markdown(report: dict) -> str:
         f"`{report['command']}` at {report['date']}; host: "
         + ", ".join(f"{k} {v}" for k, v in report["host"].items()),
         "",
+        *(
+            f"Earlier run merged in (`--append`): `{run['command']}` at {run['date']}, "
+            f"load {run['host'].get('load_1m_at_start', '?')}"
+            for run in report.get("earlier_runs", [])
+        ),
+        "",
         f"Memory: {report['memory']}.",
         "",
         "| file | outcomes upstream p/f/s/x | outcomes harness p/f/s/x | mismatches "
@@ -331,7 +349,7 @@ def markdown(report: dict) -> str:
     ]
     totals = {s: [0.0, 0.0] for s in SIDES}
     complete = True
-    for entry in report["files"]:
+    for entry in sorted(report["files"], key=lambda e: e["file"]):
         runs = entry["runs"]
         cells = [entry["file"]]
         for side in SIDES:

@@ -1,0 +1,93 @@
+"""bench/suite.py: outcomes are read from JUnit XML and compared per test, side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("bench_suite", ROOT / "bench" / "suite.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_suite"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+OUTCOMES = """
+import pytest
+
+def test_pass():
+    pass
+
+def test_fail():
+    assert False, "boom"
+
+@pytest.mark.skip(reason="not here")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    assert False
+"""
+
+
+def test_each_outcome_is_read_from_junit(suite, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "test_outcomes.py").write_text(OUTCOMES)
+    xml = tmp_path / "out.xml"
+    run = suite.run_pytest("upstream", tmp_path / "src", "test_outcomes.py", xml, 120, [])
+    assert run.exit_code == 1 and not run.timed_out
+    assert run.outcomes == {
+        "test_outcomes::test_pass": "pass",
+        "test_outcomes::test_fail": "fail",
+        "test_outcomes::test_skip": "skip",
+        "test_outcomes::test_xfail": "xfail",
+    }
+    assert "boom" in run.messages["test_outcomes::test_fail"]
+    assert run.wall_s > 0 and run.tree_rss_mb > 0 and run.max_rss_mb > 0
+
+
+def test_a_timeout_is_reported_not_hidden(suite, tmp_path):
+    (tmp_path / "test_hang.py").write_text("import time\n\ndef test_hang():\n    time.sleep(60)\n")
+    run = suite.run_pytest("harness", tmp_path, "test_hang.py", tmp_path / "o.xml", 3, [])
+    assert run.timed_out and run.outcomes == {} and "timed out" in run.note
+
+
+def test_compare_lists_only_differences_including_missing_tests(suite):
+    up = suite.Run("upstream", "f.py", [], outcomes={"a": "pass", "b": "skip", "c": "fail"})
+    ours = suite.Run("harness", "f.py", [], outcomes={"a": "pass", "b": "pass", "d": "skip"})
+    rows = suite.compare({"upstream": up, "harness": ours})
+    assert [(r["test"], r["upstream"], r["harness"]) for r in rows] == [
+        ("b", "skip", "pass"),
+        ("c", "fail", "missing"),
+        ("d", "missing", "skip"),
+    ]
+
+
+def test_end_to_end_writes_markdown_and_json(suite, tmp_path, capsys):
+    src = tmp_path / "suite"
+    src.mkdir()
+    (src / "test_outcomes.py").write_text(OUTCOMES)
+    (src / "helper.py").write_text("X = 1\n")  # not a test file: not run
+    out = tmp_path / "out"
+    assert suite.main([str(src), "--out", str(out)]) == 0  # same outcomes both sides
+    report = json.loads((out / "suite.json").read_text())
+    (entry,) = report["files"]
+    assert entry["file"] == "test_outcomes.py" and entry["mismatches"] == []
+    assert set(entry["runs"]) == {"upstream", "harness"}
+    table = (out / "suite.md").read_text()
+    assert "| test_outcomes.py | 1/1/1/1 | 1/1/1/1 | 0 |" in table
+
+
+def test_bad_dir_is_exit_2(suite, tmp_path, capsys):
+    assert suite.main([str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
