@@ -235,3 +235,61 @@ def test_thread_and_pool_bases_have_local_twins(cls):
     name = next(n for n in vars(cls) if n.startswith("test_"))
     assert outcomes(cls, [name]) == {name: "passed"}
     assert issubclass(cls, (DTensorOpTestBase, DTensorContinuousTestBase))
+
+
+SUITE_FILE = """
+import os
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import Shard, distribute_tensor
+from harness import DTensorTestBase, with_comms
+
+
+class Plain(DTensorTestBase):
+    @with_comms
+    def test_sharded_sum(self):
+        assert self.is_local_tensor_enabled and self.world_size == 8
+        full = torch.arange(16.0)
+        dt = distribute_tensor(full, self.build_device_mesh(), [Shard(0)])
+        self.assertEqual(dt.full_tensor().sum(), full.sum())
+        print("PID", os.getpid())
+
+    @with_comms
+    def test_send_recv(self):
+        t = torch.ones(1)
+        if self.rank == 0:
+            dist.send(t, dst=1)
+        else:
+            dist.recv(t, src=0)
+"""
+
+
+def test_pytest_option_runs_a_native_file_simulated(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_suite.py").write_text(SUITE_FILE)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-s",
+            str(tmp_path / "test_suite.py"),
+            "--harness-mode=local",
+            "--harness-world-size=8",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")},
+    )
+    out = proc.stdout + proc.stderr
+    assert "1 passed, 1 skipped" in out, out
+    assert "send/recv" in out
+    assert out.count("PID") == 1  # one body, one process
