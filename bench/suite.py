@@ -25,6 +25,7 @@ import platform
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ class Run:
     max_rss_mb: float = 0.0
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
     def counts(self) -> dict[str, int]:
@@ -135,7 +137,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     run.tree_rss_mb = peak / 2**20
     run.max_rss_mb = usage.ru_maxrss / 1024 if usage else 0.0
     if xml.exists():
-        run.outcomes, run.messages = parse_junit(xml)
+        run.outcomes, run.messages, run.times = parse_junit(xml)
     else:
         run.note = "no JUnit XML: " + ("timed out" if run.timed_out else "pytest crashed")
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -150,11 +152,12 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """JUnit XML -> {test id: outcome}, {test id: first line of its message}."""
-    outcomes, messages = {}, {}
+def parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """JUnit XML -> {test id: outcome}, {test id: first line of its message}, {test id: s}."""
+    outcomes, messages, times = {}, {}, {}
     for case in ET.parse(path).getroot().iter("testcase"):
         test = f"{case.get('classname', '')}::{case.get('name', '')}"
+        times[test] = times.get(test, 0.0) + float(case.get("time") or 0.0)
         outcome, message = "pass", ""
         for child in case:
             if child.tag in ("failure", "error"):
@@ -171,7 +174,7 @@ def parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         outcomes[test] = outcome
         if message:
             messages[test] = message.strip().splitlines()[0][:300] if message.strip() else ""
-    return outcomes, messages
+    return outcomes, messages, times
 
 
 # --- the suite ------------------------------------------------------------------------------
@@ -327,6 +330,30 @@ def _counts(run: dict) -> str:
     return text + (" (timeout)" if run["timed_out"] else "") + (" (no XML)" if run["note"] else "")
 
 
+def skip_costs(report: dict) -> list[tuple[str, list[str]]]:
+    """Per file and side: how many skips, and the median seconds one cost."""
+    rows = []
+    for entry in sorted(report["files"], key=lambda e: e["file"]):
+        cells, any_skip = [], False
+        for side in SIDES:
+            run = entry["runs"].get(side)
+            times = (
+                sorted(
+                    run.get("times", {}).get(t, 0.0)
+                    for t, o in run["outcomes"].items()
+                    if o == "skip"
+                )
+                if run
+                else []
+            )
+            any_skip = any_skip or bool(times)
+            median = f"{statistics.median(times):.3f}" if times else "-"
+            cells += [str(len(times)) if run else "-", median]
+        if any_skip:
+            rows.append((entry["file"], cells))
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# PyTorch's DTensor tests: PyTorch's harness vs dtensor-harness",
@@ -390,6 +417,20 @@ def markdown(report: dict) -> str:
         for _, m in mismatches:
             msg = (m["harness_message"] or m["upstream_message"]).replace("|", "\\|")[:160]
             lines.append(f"| `{m['test']}` | {m['upstream']} | {m['harness']} | {msg} |")
+    skips = skip_costs(report)
+    if skips:
+        lines += [
+            "",
+            "## Time per skipped test",
+            "",
+            "Median of JUnit's `time` over the skipped tests: a skip decided before any rank",
+            "is spawned costs next to nothing, one decided inside the ranks costs a spawn.",
+            "",
+            "| file | skips upstream | s per skip upstream | skips harness | s per skip harness |",
+            "|---|---|---|---|---|",
+        ]
+        for file, cells in skips:
+            lines.append(f"| {file} | " + " | ".join(cells) + " |")
     kept = [line for e in report["files"] for line in e.get("kept_from_torch", [])]
     if kept:
         lines += ["", "## Names still imported from torch.testing._internal", ""]

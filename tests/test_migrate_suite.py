@@ -53,6 +53,7 @@ def test_each_outcome_is_read_from_junit(suite, tmp_path):
         "test_outcomes::test_xfail": "xfail",
     }
     assert "boom" in run.messages["test_outcomes::test_fail"]
+    assert run.times.keys() == run.outcomes.keys()
     assert run.wall_s > 0 and run.tree_rss_mb > 0 and run.max_rss_mb > 0
 
 
@@ -86,6 +87,7 @@ def test_end_to_end_writes_markdown_and_json(suite, tmp_path, capsys):
     assert set(entry["runs"]) == {"upstream", "harness"}
     table = (out / "suite.md").read_text()
     assert "| test_outcomes.py | 1/1/1/1 | 1/1/1/1 | 0 |" in table
+    assert "| test_outcomes.py | 1 | " in table.split("## Time per skipped test")[1]
 
 
 def test_bad_dir_is_exit_2(suite, tmp_path, capsys):
