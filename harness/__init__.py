@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "skip_unless_torch_gpu": "harness.bases",
     "skip_if_lt_x_gpu": "harness.bases",
     "TEST_SKIPS": "harness.bases",
+    "TestSkip": "harness.bases",
+    "run_subtests": "harness.bases",
+    "timeout_after": "harness.bases",
+    "run_tests": "harness.testcase",
     # LocalTensor mode
     "LocalTensor": "harness.local",
     "LocalTensorMode": "harness.local",
