@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from glob import glob
 from pathlib import Path
@@ -33,6 +33,8 @@ NO_ENGINE_HELP = (
     "or run natively with `-- --native`."
 )
 
+#: A field each engine's `info` has only when its daemon/runtime answers.
+INFO_FORMAT = {"docker": "{{.ServerVersion}}", "podman": "{{.Version.Version}}"}
 #: Where things live inside every image (docker/install-harness.sh makes them).
 PROJECT_DIR = "/harness/project"  # the matrix's folder, mounted read-only
 RESULTS_DIR = "/harness/results"  # <cell>/ below it is the host's results folder
@@ -66,7 +68,7 @@ def _probe(engine: str) -> str | None:
     """None when the engine's daemon answers, else the reason it does not."""
     try:
         result = subprocess.run(
-            [engine, "info", "--format", "{{.ServerVersion}}"],
+            [engine, "info", "--format", INFO_FORMAT.get(engine, "{{.ServerVersion}}")],
             capture_output=True,
             text=True,
             timeout=10,
@@ -221,15 +223,15 @@ def run_argv(
     engine: str | None = None,
     devices: Sequence[str] | None = None,
     user: str | None = None,
-    nofile: tuple[int, int] | None = None,
+    ulimits: Mapping[str, tuple[int, int]] | None = None,
     name: str | None = None,
 ) -> list[str]:
     """The exact command that runs ``harness <verb> CELL`` in the cell's image.
 
     ``matrix_file``'s folder is mounted read-only (relative suites resolve there),
     ``results`` read-write at RESULTS_DIR/<cell>. ``user`` ("uid:gid") makes the
-    reports come out owned by the caller; ``nofile`` is the caller's open-files
-    limit, which podman must not exceed.
+    reports come out owned by the caller; ``ulimits`` (the caller's, see
+    caller_limits) keep podman within what the host allows.
     """
     engine = engine or engine_for_display()
     spec = cell.container
@@ -238,12 +240,14 @@ def run_argv(
     inner_results = f"{RESULTS_DIR}/{cell.name}"
     ids = device_ids(cell, devices)
     run_flags = list(spec.get("run_flags", []))
-    argv = [engine, "run", "--rm", "--init"]
+    argv = [engine, "run", "--rm"]
+    if engine == "docker":  # reaps orphans, forwards signals; podman's needs catatonit
+        argv.append("--init")
     if name:
         argv += ["--name", name]
     if engine == "podman":
-        if nofile:
-            argv += ["--ulimit", f"nofile={nofile[0]}:{nofile[1]}"]
+        for kind, (soft, hard) in (ulimits or {}).items():
+            argv += ["--ulimit", f"{kind}={soft}:{hard}"]
         if user:  # rootless podman: map the caller's uid through, or mounts are root's
             argv += ["--userns=keep-id"]
     if user:
@@ -266,6 +270,8 @@ def run_argv(
         f"{matrix_file.parent}:{PROJECT_DIR}:ro",
         "-v",
         f"{results}:{inner_results}",
+        "-w",  # as natively, where one runs from the matrix's folder: same test ids
+        PROJECT_DIR,
         cell.image,
         verb,
         cell.name,
@@ -351,15 +357,44 @@ def caller_user() -> str | None:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def open_files_limit() -> tuple[int, int] | None:
+def check_readable_by_image_user(matrix_file: Path) -> None:
+    """Run as root, the image's own user reads the mounted project: it must be allowed to."""
+    matrix_file = Path(matrix_file).resolve()
+    for path, need in ((matrix_file.parent, 0o005), (matrix_file, 0o004)):
+        if path.stat().st_mode & need != need:
+            raise UsageError(
+                f"{path} is not readable by the image's user (uid {IMAGE_UID}), who runs the "
+                f"cell when root calls: `chmod o+rX {path}`, or run as a non-root user."
+            )
+
+
+def caller_limits() -> dict[str, tuple[int, int]]:
+    """The caller's open-files and processes limits, for podman to keep.
+
+    Rootful podman otherwise sets its own (nofile 1048576, nproc 4194304), and
+    runc fails to start the container where those exceed what the host allows
+    (here: nofile above the hard limit; nproc above kernel.pid_max).
+    """
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Linux
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = soft
-    return soft, hard
+        return {}
+    infinite = resource.RLIM_INFINITY
+    pid_max = int(_read("/proc/sys/kernel/pid_max") or 0) or None
+    limits = {}
+    for name, kind, ceiling in (
+        ("nofile", resource.RLIMIT_NOFILE, None),
+        ("nproc", resource.RLIMIT_NPROC, pid_max),
+    ):
+        soft, hard = resource.getrlimit(kind)
+        if hard == infinite:
+            if ceiling is None:
+                continue  # nothing to stay under
+            hard = ceiling
+        hard = min(hard, ceiling or hard)
+        soft = hard if soft == infinite else min(soft, hard)
+        limits[name] = (soft, hard)
+    return limits
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:

@@ -38,7 +38,7 @@ def cell_env(name: str) -> str:
     return " ".join(f"-e {k}={v}" for k, v in MATRIX.cell(name).harness_env().items())
 
 
-MOUNTS = "-v /repo:/harness/project:ro -v /tmp/results/{0}:/harness/results/{0}"
+MOUNTS = "-v /repo:/harness/project:ro -v /tmp/results/{0}:/harness/results/{0} -w /harness/project"
 TAIL = "run {0} --matrix /harness/project/matrix.toml --results /harness/results/{0}"
 
 # One native cell per accelerator, at the world size that shows its device flags.
@@ -95,11 +95,20 @@ def test_caller_identity_and_pytest_args_reach_the_container():
     assert line.endswith("--results /harness/results/cpu-2rank -- -k 'shard and not slow'")
 
 
-def test_podman_gets_the_callers_file_limit_and_keeps_its_uid():
-    line = run_line("cpu-2rank", engine="podman", user="1001:1001", nofile=(1024, 4096))
+def test_podman_keeps_the_callers_limits_and_uid():
+    limits = {"nofile": (1024, 4096), "nproc": (512, 32768)}
+    line = run_line("cpu-2rank", engine="podman", user="1001:1001", ulimits=limits)
     assert line.startswith(
-        "podman run --rm --init --ulimit nofile=1024:4096 --userns=keep-id --user 1001:1001 "
+        "podman run --rm --ulimit nofile=1024:4096 --ulimit nproc=512:32768 "
+        "--userns=keep-id --user 1001:1001 "
     )
+    assert "--ulimit" not in run_line("cpu-2rank", ulimits=limits)  # docker keeps its own
+
+
+def test_caller_limits_never_exceed_the_kernels_process_ceiling():
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    limits = containers.caller_limits()
+    assert limits["nproc"][1] <= pid_max and limits["nproc"][0] <= limits["nproc"][1]
 
 
 def test_certify_writes_to_the_same_mounted_folder():
@@ -145,7 +154,7 @@ def test_dry_runs_print_exactly_the_commands(capsys):
         results="r",
         extra=["-x"],
         user=containers.caller_user(),
-        nofile=containers.open_files_limit(),
+        ulimits=containers.caller_limits(),
     )
 
 
@@ -255,6 +264,18 @@ def test_more_devices_than_the_host_shows(fake_engine, monkeypatch, capsys):
     err = refuse(capsys, "run", "cuda-4gpu")
     assert "cell cuda-4gpu needs 4 cuda device(s); this host shows 2" in err and "-sim" in err
     assert started(fake_engine()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="root's case")
+def test_project_the_image_user_cannot_read(fake_engine, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FAKE_IMAGES", "dtensor-harness:cpu-torch2.13.0")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copy(ROOT / "matrix.toml", private / "matrix.toml")
+    code = main(["container", "run", "cpu-2rank", "--matrix", str(private / "matrix.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"chmod o+rX {private}" in err and "uid 1000" in err
+    assert started(fake_engine()) == [] and not Path("results").exists()
 
 
 def test_base_image_that_cannot_be_pulled_names_the_local_recipe(fake_engine, capsys):

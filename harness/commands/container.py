@@ -101,7 +101,7 @@ def run_cell(args) -> int:
         "extra": args.passthrough,
         "devices": devices,
         "user": user,
-        "nofile": containers.open_files_limit(),
+        "ulimits": containers.caller_limits(),
     }
     if args.dry_run:
         print(shlex.join(containers.run_argv(cell, **common)))
@@ -109,6 +109,9 @@ def run_cell(args) -> int:
 
     engine = containers.require_engine()
     containers.check_host_devices(cell, containers.device_ids(cell, devices))
+    as_root = user is None and hasattr(os, "getuid") and os.getuid() == 0
+    if as_root:
+        containers.check_readable_by_image_user(matrix.path)
     if not containers.image_present(engine, cell.image):
         if not args.build_missing:
             raise UsageError(
@@ -123,7 +126,6 @@ def run_cell(args) -> int:
     name = f"harness-{cell.name}-{os.getpid()}"
     argv = containers.run_argv(cell, engine=engine, name=name, **common)
     results.mkdir(parents=True, exist_ok=True)
-    as_root = user is None and hasattr(os, "getuid") and os.getuid() == 0
     if as_root:  # the image's user writes the reports; they are handed back after
         containers.chown_tree(results, containers.IMAGE_UID, containers.IMAGE_UID)
     _say(f"{cell.name} in {cell.image} ({engine}); reports -> {results}\n$ {shlex.join(argv)}")
