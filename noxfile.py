@@ -36,3 +36,8 @@ def lint(session):
     python = ensure_dev_venv(session)
     session.run(python, "-m", "ruff", "check", ".", external=True)
     session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
+    session.run(
+        str(Path(python).parent / "hadolint"),
+        *sorted(map(str, Path("docker").glob("*.Dockerfile"))),
+        external=True,
+    )
