@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver as _forkserver
+import os
 import sys
 
 # Modules every rank needs; harness.devices is left out on purpose: it reads the
@@ -19,6 +20,7 @@ BASE_PRELOAD = (
     "torch",
     "torch.distributed",
     "torch.distributed.tensor",
+    "harness.ranks.preload",
     "harness.testcase",
     "harness.ranks.worker",
 )
@@ -29,15 +31,33 @@ def _server_running() -> bool:
     return getattr(server, "_forkserver_pid", None) is not None
 
 
+def _no_accelerator() -> bool:
+    from harness import devices  # the parent may touch the driver; it never forks
+
+    return devices.detected_accelerator() is None
+
+
+def start_method() -> str:
+    """``forkserver`` (fast), or ``spawn`` via HARNESS_START_METHOD (a fresh interpreter per rank)."""
+    method = os.environ.get("HARNESS_START_METHOD", "forkserver").strip() or "forkserver"
+    if method not in ("forkserver", "spawn"):
+        raise ValueError(f"HARNESS_START_METHOD={method!r}: use 'forkserver' or 'spawn'")
+    return method
+
+
 def context(test_module: str | None = None):
     """The fork-server context; the first call decides what the server preloads."""
+    if start_method() == "spawn":
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     if not _server_running():
         preload = list(BASE_PRELOAD)
         main = sys.modules.get("__main__")
-        if getattr(main, "__file__", None):
+        if getattr(main, "__file__", None) and _no_accelerator():
             preload.insert(0, "__main__")  # imported once, not once per rank
-        if test_module and test_module != "__main__":
+        if test_module and test_module != "__main__" and _no_accelerator():
+            # a test module imports harness.devices, which asks the driver for
+            # devices; after that, forked ranks could not use CUDA
             preload.append(test_module)
         ctx.set_forkserver_preload(preload)
     return ctx

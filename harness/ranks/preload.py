@@ -1,0 +1,23 @@
+"""Imported once by the fork server, so that no rank pays for it.
+
+DTensor imports torch._dynamo and friends on its first operation (seconds of
+CPU per rank). None of these touch an accelerator at import, which keeps the
+fork server safe to fork from on GPU hosts.
+"""
+
+import importlib
+
+LAZY_BY_DTENSOR = (
+    "torch._dynamo",
+    "torch._inductor.config",
+    "torch.distributed.tensor.parallel",
+    "torch.distributed.fsdp",
+    "torch.distributed._functional_collectives",
+    "numpy.random",
+)
+
+for _name in LAZY_BY_DTENSOR:
+    try:
+        importlib.import_module(_name)
+    except Exception:  # an optional piece missing costs speed, not correctness
+        pass
