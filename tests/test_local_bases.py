@@ -82,6 +82,14 @@ class NativeCase(Shared, DTensorTestBase):
     __test__ = False
 
 
+class NativePool(Shared, DTensorContinuousTestBase):
+    __test__ = False
+
+
+class NativeOps(Shared, DTensorOpTestBase):
+    __test__ = False
+
+
 LocalCase = create_local_tensor_test_class(NativeCase)
 
 EXPECTED = {
@@ -133,12 +141,15 @@ def test_process_and_local_modes_agree_at_world_size_4():
     assert PIDS == [os.getpid()]  # the simulated body ran once, here
 
 
-@pytest.mark.parametrize("size", [8, 16])
-def test_mode_override_runs_unchanged_classes_at(size, monkeypatch):
+@pytest.mark.parametrize(
+    "cls, size", [(NativeCase, 8), (NativeCase, 16), (NativePool, 8), (NativeOps, 8)]
+)
+def test_mode_override_runs_unchanged_classes(cls, size, monkeypatch):
     monkeypatch.setenv("HARNESS_MODE", "local")  # what a cpu-<N>sim cell sets
     monkeypatch.setattr(Shared, "size", size)
-    assert outcomes(NativeCase) == EXPECTED
+    assert outcomes(cls) == EXPECTED
     assert PIDS == [os.getpid()]
+    assert not dist.is_initialized()
 
 
 def test_skipped_tests_are_reported_with_the_reason():
