@@ -33,6 +33,7 @@ from harness.devices import (  # noqa: F401 (re-exported: upstream's module has 
     NUM_DEVICES,
     PG_BACKEND,
 )
+from harness.ranks import external
 from harness.skips import (  # noqa: F401 (re-exported)
     TEST_SKIPS,
     TestSkip,
@@ -107,6 +108,8 @@ def _dispatch(test: Any, method: str) -> Any:
     import unittest
 
     mode = effective_mode(test)
+    if mode != "local" and external.launched() is not None:
+        return external.run_test(test, method)  # this process is one torchrun/Slurm rank
     reason = requirement_skip(test, method, local=(mode == "local"))
     if reason is not None:
         raise unittest.SkipTest(reason)

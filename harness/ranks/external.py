@@ -1,0 +1,381 @@
+"""External mode: this process is already one rank of torchrun or Slurm.
+
+Nothing is spawned. Every rank runs the same pytest session; a test body runs
+here, on this rank only, against one process group made once per process from
+the launcher's store. After each test the ranks agree on its outcome through
+that store -- not through the process group, which a failing test may have left
+mid-collective -- so one rank's skip is a skip everywhere, one rank's failure
+fails the test on every rank with that rank's traceback, and no rank starts the
+next test while another is still in this one. A heartbeat tells a slow rank from
+a dead one: a rank that stops beating ends the job with its number, not a hang.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import unittest
+from datetime import timedelta
+from typing import Any
+
+from harness.ranks.launch import Launch, detect
+from harness.ranks.outcome import RankOutcome, verdict
+
+POLL_S = 0.05
+BEAT_S = 1.0
+# A rank whose heartbeat has not moved for this long is taken for dead.
+DEFAULT_LOST_AFTER_S = 30.0
+
+
+def lost_after() -> float:
+    raw = os.environ.get("HARNESS_HEARTBEAT_TIMEOUT", "").strip()
+    try:
+        return max(2.0, float(raw)) if raw else DEFAULT_LOST_AFTER_S
+    except ValueError:
+        return DEFAULT_LOST_AFTER_S
+
+
+class Session:
+    """One rank's link to the others: the store, the heartbeat, the process group."""
+
+    def __init__(self, launch: Launch) -> None:
+        self.launch = launch
+        self.seq = 0  # tests agreed on so far; the same on every rank
+        self.generation = 0  # bumped on every rank when a test may have broken the group
+        self.group_generation: int | None = None
+        self.lost: dict[int, str] = {}
+        self.lost_during = ""
+        self._store: Any = None
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- the store ---------------------------------------------------------
+    def _connect(self) -> Any:
+        import torch.distributed as dist
+
+        launch = self.launch
+        # torchrun's agent serves a store already; otherwise rank 0 serves it.
+        host = launch.rank == 0 and not launch.agent_store
+        store = dist.TCPStore(
+            launch.master_addr,
+            launch.master_port,
+            launch.world_size,
+            is_master=host,
+            timeout=timedelta(seconds=max(60.0, lost_after())),
+            wait_for_workers=False,
+            multi_tenant=True,
+        )
+        return dist.PrefixStore(f"harness/{launch.run_id}/{launch.restart}/", store)
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = self._connect()
+            self._start_heartbeat()
+        return self._store
+
+    def _start_heartbeat(self) -> None:
+        beats = self._connect()  # its own connection: the main thread may be blocked
+        key = f"beat/{self.launch.rank}"
+
+        def beat() -> None:
+            while not self._stop.is_set():
+                try:
+                    beats.add(key, 1)
+                except Exception:  # the store went away: the waiters will say so
+                    return
+                self._stop.wait(BEAT_S)
+
+        self._beat = threading.Thread(target=beat, name="harness-heartbeat", daemon=True)
+        self._beat.start()
+
+    def collect(self, prefix: str, limit: float) -> tuple[dict[int, bytes], dict[int, str]]:
+        """Every other live rank's value under ``prefix<rank>``, and why any is missing."""
+        store, me = self.store, self.launch.rank
+        waiting = [r for r in range(self.launch.world_size) if r != me and r not in self.lost]
+        found: dict[int, bytes] = {}
+        missing: dict[int, str] = {}
+        started = time.monotonic()
+        seen = {r: (None, started) for r in waiting}
+        stale = lost_after()
+        try:
+            while waiting:
+                for r in list(waiting):
+                    if store.check([f"{prefix}{r}"]):
+                        found[r] = store.get(f"{prefix}{r}")
+                        waiting.remove(r)
+                if not waiting:
+                    break
+                now = time.monotonic()
+                for r in list(waiting):
+                    if store.check([f"done/{r}"]):
+                        missing[r] = (
+                            "it finished its session without this step: the ranks ran different tests"
+                        )
+                        waiting.remove(r)
+                        continue
+                    beat = store.add(f"beat/{r}", 0)
+                    if beat != seen[r][0]:
+                        seen[r] = (beat, now)
+                    elif now - seen[r][1] > stale:
+                        missing[r] = (
+                            f"no heartbeat for {stale:g} s: it was killed or crashed, or its "
+                            f"node is gone (its launcher's log has the exit)"
+                        )
+                        waiting.remove(r)
+                if now - started > limit:
+                    for r in waiting:
+                        missing[r] = f"alive, but it did not get here within {limit:g} s"
+                    break
+                time.sleep(POLL_S)
+        except RuntimeError as exc:  # DistNetworkError: the store's host is gone
+            where = f"{self.launch.master_addr}:{self.launch.master_port}"
+            for r in waiting:
+                missing[r] = f"the store at {where} went away ({str(exc).splitlines()[0]})"
+        return found, missing
+
+    # -- the process group ---------------------------------------------------
+    def ensure_group(self) -> None:
+        """(Re)make the default group; every rank calls this at the same test."""
+        import torch.distributed as dist
+
+        if self.group_generation == self.generation and dist.is_initialized():
+            return
+        self.drop_group()
+        from harness import devices
+        from harness.ranks.run import pg_timeout_for
+
+        launch = self.launch
+        device = devices.DEVICE_TYPE
+        if device != "cpu" and devices.host_device_count(device) > 0:
+            import torch
+
+            torch.accelerator.set_device_index(launch.local_rank)
+        dist.init_process_group(
+            backend=devices.PG_BACKEND,
+            store=_prefixed(self.store, f"pg/{self.generation}/"),
+            rank=launch.rank,
+            world_size=launch.world_size,
+            timeout=timedelta(seconds=pg_timeout_for(devices.default_timeout())),
+        )
+        self.group_generation = self.generation
+
+    def drop_group(self) -> None:
+        """Leave the group at once, so peers blocked in a collective fail fast."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                pass
+        self.group_generation = None
+
+    # -- agreeing on a test ------------------------------------------------
+    def agree(self, test: str, mine: RankOutcome, limit: float) -> list[RankOutcome]:
+        """Post this rank's outcome of ``test``; return every rank's."""
+        seq, self.seq = self.seq, self.seq + 1
+        prefix = f"outcome/{seq}/"
+        self.store.set(f"{prefix}{self.launch.rank}", json.dumps(_encode(test, mine)))
+        found, missing = self.collect(prefix, limit)
+        outcomes = [mine]
+        for r, raw in found.items():
+            data = json.loads(raw)
+            if data.get("test") != test:
+                missing[r] = (
+                    f"it ran {data.get('test')!r} at this step: the ranks collected different "
+                    f"tests (same files, same -k, same plugins on every node?)"
+                )
+                continue
+            outcomes.append(_decode(r, data))
+        for r, why in sorted(missing.items()):
+            self.lost[r] = why
+            outcomes.append(
+                RankOutcome(r, "failed", texts=[f"RankLost: rank {r} sent no outcome: {why}"])
+            )
+        if missing and not self.lost_during:
+            self.lost_during = test
+        return sorted(outcomes, key=lambda o: o.rank)
+
+    def finish(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.set(f"done/{self.launch.rank}", "1")
+            except RuntimeError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def stop_message(self) -> str:
+        ranks = ", ".join(str(r) for r in sorted(self.lost))
+        return (
+            f"the job lost rank(s) {ranks} of {self.launch.world_size} during "
+            f"{self.lost_during}; stopping here: the rest of the session needs every rank"
+        )
+
+
+def _prefixed(store: Any, prefix: str) -> Any:
+    import torch.distributed as dist
+
+    return dist.PrefixStore(prefix, store)
+
+
+def _encode(test: str, o: RankOutcome) -> dict[str, Any]:
+    return {
+        "test": test,
+        "status": o.status,
+        "reason": o.reason,
+        "texts": o.texts,
+        "assertion": o.assertion,
+        "order": o.order,
+        "seconds": o.seconds,
+    }
+
+
+def _decode(rank: int, data: dict[str, Any]) -> RankOutcome:
+    return RankOutcome(
+        rank,
+        data["status"],
+        reason=data.get("reason", ""),
+        texts=list(data.get("texts", [])),
+        assertion=bool(data.get("assertion")),
+        order=float(data.get("order") or 0.0),
+        seconds=float(data.get("seconds") or 0.0),
+    )
+
+
+_SESSION: Session | None = None
+_CHECKED = False
+
+
+def launched() -> Launch | None:
+    """This process's launch (cached), or None when no launcher made it a rank."""
+    global _CHECKED, _LAUNCH
+    if not _CHECKED:
+        _LAUNCH, _CHECKED = detect(), True
+    return _LAUNCH
+
+
+_LAUNCH: Launch | None = None
+
+
+def session() -> Session:
+    global _SESSION
+    if _SESSION is None:
+        launch = launched()
+        if launch is None:
+            raise RuntimeError("external mode outside a launcher: no torchrun or Slurm rank here")
+        _SESSION = Session(launch)
+    return _SESSION
+
+
+def current_session() -> Session | None:
+    return _SESSION
+
+
+# -- the bases' entry ----------------------------------------------------------
+def run_test(test: Any, method: str) -> None:
+    """Run ``method`` of ``test`` on this rank, agree with the others, raise the verdict."""
+    __tracebackhide__ = True
+    from harness import bases
+    from harness.skips import requirement_skip
+
+    s = session()
+    launch = s.launch
+    name = f"{type(test).__qualname__}.{method}"
+    timeout = bases.effective_timeout(test, method)
+    if s.lost:
+        raise unittest.SkipTest(f"not run: {s.stop_message()}")
+    s.ensure_group()
+    started = time.monotonic()
+    world = int(test.world_size)
+    reason = requirement_skip(test, method)
+    if reason is None and world != launch.world_size:
+        reason = (
+            f"needs world size {world}; under {launch.launcher} every test runs on all "
+            f"{launch.world_size} ranks"
+        )
+    if reason is not None:
+        mine = RankOutcome(launch.rank, "skipped", reason=reason)
+    else:
+        mine = _run_body(test, method, s, timeout)
+    mine.seconds = time.monotonic() - started
+    outcomes = s.agree(f"{type(test).__module__}.{name}", mine, limit=timeout + lost_after())
+    if any(o.status != "passed" for o in outcomes) and not s.lost:
+        s.generation += 1  # every rank saw the same outcomes, so every rank rebuilds
+    result = verdict(
+        outcomes,
+        world_size=launch.world_size,
+        test_name=name,
+        timeout=timeout,
+        timed_out=False,
+        rerun=rerun_command(bases.rerun_command(test, method)),
+    )
+    result.raise_if_not_passed()
+
+
+def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome:
+    from harness.skips import skip_reason_for_exit_code
+
+    rank = s.launch.rank
+    test.rank = rank
+    # The group belongs to the session: with_comms must neither make nor destroy it,
+    # but after an error it leaves the group so peers in a collective fail fast.
+    shadows = {
+        "init_pg": lambda *a, **k: None,
+        "destroy_pg": lambda *a, **k: None,
+        "_pg_after_error": s.drop_group,
+    }
+    vars(test).update(shadows)
+    test._harness_direct = True
+    # A hang past the timeout ends this rank with every thread's stack; the
+    # others then see its heartbeat stop and fail the test naming it.
+    faulthandler.dump_traceback_later(timeout + 5.0, exit=True, file=sys.__stderr__)
+    mine = RankOutcome(rank, "passed")
+    try:
+        getattr(test, method)()
+    except unittest.SkipTest as exc:
+        s.drop_group()
+        mine = RankOutcome(rank, "skipped", reason=str(exc))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        s.drop_group()  # peers waiting in a collective for this rank fail now, not at timeout
+        skip = skip_reason_for_exit_code(exc.code) if isinstance(exc, SystemExit) else None
+        if skip is not None:
+            mine = RankOutcome(rank, "skipped", reason=skip)
+        else:
+            mine = RankOutcome(
+                rank,
+                "failed",
+                texts=["".join(traceback.format_exception(type(exc), exc, exc.__traceback__))],
+                assertion=isinstance(exc, test.failureException),
+                order=getattr(exc, "_harness_failed_at", None) or time.time(),
+            )
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        test._harness_direct = False
+        for key in shadows:
+            vars(test).pop(key, None)
+    outcome = getattr(test, "_outcome", None)
+    if mine.status == "passed" and outcome is not None and not getattr(outcome, "success", True):
+        mine = RankOutcome(
+            rank, "failed", texts=[f"SubTestFailure: a subTest failed on rank {rank}"]
+        )
+        mine.order = time.time()
+    return mine
+
+
+def rerun_command(local: str) -> str:
+    """The launch command that reruns one test: ``harness run`` sets its prefix."""
+    target = local.removeprefix("pytest ").strip()
+    prefix = os.environ.get("HARNESS_RERUN", "").strip()
+    if prefix:
+        return f"{prefix} -- {target}   (on every node)"
+    return f"torchrun <your launch flags> -m harness.ranks.external_main {target}"

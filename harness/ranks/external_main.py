@@ -1,0 +1,115 @@
+"""What each launcher rank runs: ``python -m harness.ranks.external_main [pytest args]``.
+
+torchrun or srun starts one of these per rank. Each runs the same pytest
+session in external mode; rank 0 keeps the console, the others write
+``<results>/ranks/rank<N>.log``. At the end every rank hands its JUnit XML to
+rank 0 through the launcher's store (nodes need not share a disk), and rank 0
+writes the merged file where ``HARNESS_JUNIT`` points.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UsageError
+from harness.ranks import external, junit_merge
+from harness.ranks.launch import Launch, detect
+
+# How long rank 0 waits for the other ranks' reports after its own session ends.
+GATHER_S = 600.0
+
+
+class _ExternalHooks:
+    """Stops the session once a rank is lost; names this rank in the header."""
+
+    def __init__(self, launch: Launch) -> None:
+        self.launch = launch
+        self.session = None
+
+    def pytest_sessionstart(self, session) -> None:
+        self.session = session
+
+    def pytest_report_header(self) -> str:
+        return f"harness: external {self.launch.describe()}"
+
+    def pytest_runtest_logfinish(self) -> None:
+        s = external.current_session()
+        if s is not None and s.lost and self.session is not None:
+            self.session.shouldstop = s.stop_message()
+
+
+def _redirect(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        launch = detect()
+    except UsageError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    if launch is None:
+        print(
+            "harness: error: this process was not started by a launcher; run it under "
+            "torchrun, or under srun with HARNESS_LAUNCHER=slurm (see docs/multi-node.md).",
+            file=sys.stderr,
+        )
+        return 2
+    # The launcher's world is the world: tests size themselves from it.
+    os.environ["HARNESS_WORLD_SIZE"] = str(launch.world_size)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    final = os.environ.get("HARNESS_JUNIT", "").strip()
+    mine = None
+    if final:
+        folder = Path(final).parent / "ranks"
+        mine = folder / f"junit-rank{launch.rank}.xml"
+        args.append(f"--junitxml={mine}")
+        if launch.rank != 0:
+            _redirect(folder / f"rank{launch.rank}.log")
+    code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))
+    s = external.session()
+    if final and mine is not None:
+        code = _hand_in(s, launch, mine, Path(final), code)
+    s.finish()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    s.close()
+    # Skip interpreter teardown: a group whose peers are gone can block in its destructor.
+    os._exit(code)
+
+
+def _hand_in(s: external.Session, launch: Launch, mine: Path, final: Path, code: int) -> int:
+    data = mine.read_bytes() if mine.is_file() else b""
+    if launch.rank != 0:
+        s.store.set(f"junit/{launch.rank}", data)
+        return code
+    found, missing = s.collect("junit/", GATHER_S)
+    missing.update(s.lost)
+    per_rank = {0: data, **{r: v for r, v in found.items() if v}}
+    missing.update({r: "it wrote no JUnit XML" for r, v in found.items() if not v})
+    suite = os.environ.get("HARNESS_CELL", "harness")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.write_bytes(junit_merge.merge(per_rank, missing, suite_name=suite))
+    have = len(per_rank)
+    print(f"harness: merged the JUnit XML of {have} of {launch.world_size} ranks -> {final}")
+    for r, why in sorted(missing.items()):
+        print(f"harness: rank {r}: {why}")
+    if missing:
+        print(f"harness: {s.stop_message() if s.lost else 'the merged report is incomplete'}")
+        return code or 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
