@@ -131,8 +131,9 @@ def run_locally(case: Any, method_name: str) -> Any:
     exception is the test's own failure and propagates unchanged.
     """
     __tracebackhide__ = True
-    original = type(case)
+    original, direct = type(case), getattr(case, "_harness_direct", False)
     case.__class__ = local_variant(original)
+    case._harness_direct = True  # the body itself, not the bases' dispatch again
     try:
         with simulate(case.world_size, case.device_type):
             try:
@@ -144,6 +145,7 @@ def run_locally(case: Any, method_name: str) -> Any:
                 raise NotSimulable(reason) from exc
     finally:
         case.__class__ = original
+        case._harness_direct = direct
 
 
 def create_local_tensor_test_class(
