@@ -1,0 +1,86 @@
+"""Requirement skips are decided in the parent, before any rank is spawned.
+
+Every test here makes spawning fail loudly, so a skip that needed a rank
+would show up as an error instead of a skip.
+"""
+
+from __future__ import annotations
+
+import unittest
+
+import pytest
+
+import harness.bases as bases
+from harness import TEST_SKIPS
+from harness.devices import detected_accelerator
+
+import data.ranks.skip_cases as cases  # a module, so pytest does not collect its classes
+
+pytestmark = pytest.mark.skipif(detected_accelerator() is not None, reason="CPU-only host checks")
+
+
+class _Spawned(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_spawning(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise _Spawned("a rank was spawned")
+
+    monkeypatch.setattr(bases.ranks, "run_in_processes", refuse)
+    monkeypatch.setattr(bases.ranks, "pool_for", refuse)
+
+
+def run(cls: type, name: str) -> unittest.TestResult:
+    result = unittest.TestResult()
+    cls(name).run(result)
+    return result
+
+
+def skip_reason(cls: type, name: str) -> str:
+    result = run(cls, name)
+    assert not result.errors and not result.failures, result.errors or result.failures
+    assert len(result.skipped) == 1, "expected a skip"
+    return result.skipped[0][1]
+
+
+def test_skip_if_lt_x_gpu_skips_without_spawning():
+    assert skip_reason(cases.Gpu2, "test_needs_two") == TEST_SKIPS["multi-gpu-2"].message
+
+
+def test_skip_unless_torch_gpu_follows_the_subclass_world_size():
+    assert skip_reason(cases.Gpu2, "test_one_per_rank") == TEST_SKIPS["multi-gpu-2"].message
+    assert skip_reason(cases.Gpu3, "test_one_per_rank") == TEST_SKIPS["multi-gpu-3"].message
+
+
+def test_allow_cpu_runs_on_a_cpu_host():
+    result = run(cases.Gpu2, "test_cpu_allowed")
+    assert not result.skipped
+    assert "a rank was spawned" in result.errors[0][1]
+
+
+def test_backend_not_built_is_a_skip():
+    reason = skip_reason(cases.NcclOnly, "test_collective")
+    assert "not available" in reason and "nccl" in reason
+
+
+def test_world_size_above_the_cell_is_a_skip(monkeypatch):
+    monkeypatch.setenv("HARNESS_WORLD_SIZE", "4")
+    monkeypatch.setenv("HARNESS_CELL", "cpu-4rank")
+    assert skip_reason(cases.BigPool, "test_anything") == "needs world size 8; the cell cpu-4rank grants 4"
+
+
+def test_skip_decorators_still_skip_when_called_in_a_rank():
+    test = cases.Gpu2("test_needs_two")
+    test._harness_direct = True  # what a rank (or LocalTensor mode) does
+    with pytest.raises(unittest.SkipTest, match="Need at least 2"):
+        test.test_needs_two()
+
+
+def test_rank_sys_exit_codes_map_to_reasons():
+    from harness.skips import skip_reason_for_exit_code
+
+    assert skip_reason_for_exit_code(TEST_SKIPS["multi-gpu-4"].exit_code) == TEST_SKIPS["multi-gpu-4"].message
+    assert skip_reason_for_exit_code(1) is None
+    assert len({s.exit_code for s in TEST_SKIPS.values()}) == len(TEST_SKIPS)
