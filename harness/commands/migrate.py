@@ -8,9 +8,9 @@ from harness.errors import UsageError
 
 
 def add_parser(sub, parents) -> None:
+    del parents  # --matrix means nothing here
     parser = sub.add_parser(
         "migrate",
-        parents=parents,
         help="rewrite imports of torch.testing._internal DTensor helpers to harness",
         description=(
             "Rewrite imports of PyTorch's private DTensor test helpers (common_dtensor, and "
