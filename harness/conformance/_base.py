@@ -18,11 +18,14 @@ from harness import DTensorContinuousTestBase
 T = TypeVar("T")
 
 
-def needs(*, ranks: int = 1, even: bool = False, divides: int | None = None, local: bool = True):
+def needs(
+    *, ranks: int = 1, even: bool = False, divides: int | None = None, local: bool | str = True
+):
     """Mark a test with what it needs of the world size (checked before it runs).
 
     ``divides``: the world size must divide this number (e.g. heads of a model).
-    ``local=False``: the test has no meaning when one process simulates the ranks.
+    ``local=False`` (or the reason, as a string): the test has no meaning when one
+    process simulates the ranks.
     """
 
     def decorator(func: T) -> T:
@@ -44,8 +47,9 @@ def unmet(need: dict | None, world: int, simulated: bool) -> str | None:
         return f"needs an even world size; the cell has {world}"
     if need["divides"] and need["divides"] % world:
         return f"needs a world size that divides {need['divides']}; the cell has {world}"
-    if simulated and not need["local"]:
-        return "not simulated in LocalTensor mode: needs one process per rank"
+    if simulated and need["local"] is not True:
+        why = need["local"] or "needs one process per rank"
+        return f"not simulated in LocalTensor mode: {why}"
     return None
 
 

@@ -138,7 +138,7 @@ class CollectivesTest(ConformanceTestBase):
                 expected = self.per_rank(lambda r, d=dtype: (torch.arange(world) * 10 + r).to(d))
                 self.assertEqual(recv.cpu(), expected)
 
-    @needs(local=False)  # each rank receives a different size: no one program for all
+    @needs(local="each rank receives a different size, which one program cannot express")
     @with_comms
     def test_all_to_all_uneven_splits(self):
         world = self.world_size
@@ -164,7 +164,7 @@ class CollectivesTest(ConformanceTestBase):
         dist.barrier()
         dist.barrier()
 
-    @needs(ranks=2, local=False)
+    @needs(ranks=2, local="send/recv pairs need one process per rank")
     @with_comms
     def test_send_recv_ring(self):
         world, rank = self.world_size, int(self.rank)
