@@ -8,4 +8,4 @@ class T(cd.DTensorTestBase):
     def test_it(self):
         common_utils.run_tests
         common_distributed.TEST_SKIPS
-        common_dtensor.redistribute
+        common_dtensor.make_wrapped
