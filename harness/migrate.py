@@ -28,12 +28,6 @@ PACKAGES = {
     COMMON_DISTRIBUTED: "torch.testing._internal",
 }
 TARGET = "harness"
-# upstream helper -> the kit's name for the same call (same signature); the
-# migration imports it under the upstream name, so call sites stay as written
-RENAMES = {
-    "redistribute": "redistribute_with_shard_order",
-    "patched_distribute_tensor": "distribute_with_shard_order",
-}
 
 
 def provided_names() -> frozenset[str]:
@@ -220,30 +214,17 @@ def _from_import(node, text, provided, result, tree):
             Kept(node.lineno, "*", module, "star import: name what you use, then migrate")
         )
         return None
-    renamed = {
-        a.name: RENAMES[a.name]
-        for a in node.names
-        if a.name not in provided and RENAMES.get(a.name) in provided
-    }
-    moves = [a for a in node.names if a.name in provided or a.name in renamed]
-    stays = [a for a in node.names if a not in moves]
+    moves = [a for a in node.names if a.name in provided]
+    stays = [a for a in node.names if a.name not in provided]
     for alias in stays:
         result.kept.append(Kept(alias.lineno, alias.name, module, "not provided by harness"))
     result.moved.extend((a.lineno, a.name) for a in moves)
     if not moves:
         return None
     start, end = text.span(node)
-    if not stays and not renamed:
-        return _rename_module(node, text, start, end)
-
-    def spelled(alias):
-        if alias.name not in renamed:
-            return None
-        return f"{renamed[alias.name]} as {alias.asname or alias.name}"
-
-    moved = _render(node, text, moves, TARGET, spelled)
     if not stays:
-        return start, end, moved
+        return _rename_module(node, text, start, end)
+    moved = _render(node, text, moves, TARGET)
     kept = _render(node, text, stays, module)
     return start, end, moved + text.separator(start) + kept
 
@@ -260,10 +241,10 @@ def _rename_module(node, text, start, end):
     return start, end, source[start:a] + TARGET + source[b:end]
 
 
-def _render(node, text, aliases, module, spelled=lambda alias: None):
+def _render(node, text, aliases, module):
     """``from MODULE import aliases`` in the statement's own layout, with its comments."""
     start, end = text.span(node)
-    alias_text = [spelled(a) or text.source[slice(*text.span(a))] for a in aliases]
+    alias_text = [text.source[slice(*text.span(a))] for a in aliases]
     comments = _comments_by_alias(node, text, start, end)
     vertical = "(" in text.source[start:end] and node.names[0].lineno != node.lineno
     if not vertical or text.separator(start).startswith(";"):

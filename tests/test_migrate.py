@@ -15,7 +15,6 @@ from harness.cli import main
 from harness.migrate import (
     COMMON_DISTRIBUTED,
     COMMON_DTENSOR,
-    RENAMES,
     migrate_file,
     migrate_source,
 )
@@ -58,8 +57,6 @@ def test_same_names_bound_and_only_provided_ones_move(name):
             continue  # whole-module aliases: test_module_aliases_move_only_when...
         if module in (COMMON_DTENSOR, COMMON_DISTRIBUTED) and imported in _EXPORTS:
             assert after[local] == f"harness:{imported}", local
-        elif module == COMMON_DTENSOR and imported in RENAMES:
-            assert after[local] == f"harness:{RENAMES[imported]}", local
         else:
             assert after[local] == origin, f"{local} must stay with {module}"
     compile(migration.new, name, "exec")
@@ -116,25 +113,6 @@ def test_the_table_decides_what_moves():
         f"from harness import with_comms\nfrom {COMMON_DTENSOR} import DTensorTestBase\n"
     )
     assert [k.name for k in migration.kept] == ["DTensorTestBase"]
-
-
-def test_renamed_helpers_keep_their_local_names():
-    source = (
-        f"from {COMMON_DTENSOR} import (\n"
-        "    patched_distribute_tensor as _distribute_tensor,\n"
-        "    redistribute,\n"
-        ")\n"
-    )
-    kit = set(_EXPORTS) - set(RENAMES)  # a kit that has the helpers only under new names
-    migration = migrate_source(source, names=kit)
-    assert migration.new == (
-        "from harness import (\n"
-        "    distribute_with_shard_order as _distribute_tensor,\n"
-        "    redistribute_with_shard_order as redistribute,\n"
-        ")\n"
-    )
-    assert set(RENAMES.values()) <= set(_EXPORTS)
-    assert migration.kept == []
 
 
 def test_star_import_is_listed_not_rewritten():
