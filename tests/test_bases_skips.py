@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import unittest
 
+import data.ranks.skip_cases as cases  # a module, so pytest does not collect its classes
 import pytest
 
 import harness.bases as bases
 from harness import TEST_SKIPS
 from harness.devices import detected_accelerator
-
-import data.ranks.skip_cases as cases  # a module, so pytest does not collect its classes
 
 pytestmark = pytest.mark.skipif(detected_accelerator() is not None, reason="CPU-only host checks")
 
@@ -68,7 +67,10 @@ def test_backend_not_built_is_a_skip():
 def test_world_size_above_the_cell_is_a_skip(monkeypatch):
     monkeypatch.setenv("HARNESS_WORLD_SIZE", "4")
     monkeypatch.setenv("HARNESS_CELL", "cpu-4rank")
-    assert skip_reason(cases.BigPool, "test_anything") == "needs world size 8; the cell cpu-4rank grants 4"
+    assert (
+        skip_reason(cases.BigPool, "test_anything")
+        == "needs world size 8; the cell cpu-4rank grants 4"
+    )
 
 
 def test_skip_decorators_still_skip_when_called_in_a_rank():
@@ -81,6 +83,9 @@ def test_skip_decorators_still_skip_when_called_in_a_rank():
 def test_rank_sys_exit_codes_map_to_reasons():
     from harness.skips import skip_reason_for_exit_code
 
-    assert skip_reason_for_exit_code(TEST_SKIPS["multi-gpu-4"].exit_code) == TEST_SKIPS["multi-gpu-4"].message
+    assert (
+        skip_reason_for_exit_code(TEST_SKIPS["multi-gpu-4"].exit_code)
+        == TEST_SKIPS["multi-gpu-4"].message
+    )
     assert skip_reason_for_exit_code(1) is None
     assert len({s.exit_code for s in TEST_SKIPS.values()}) == len(TEST_SKIPS)

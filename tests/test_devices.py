@@ -13,7 +13,13 @@ import harness.devices as devices
 @pytest.fixture
 def reload(monkeypatch):
     """Re-import harness.devices under the environment a test sets."""
-    for var in ("HARNESS_DEVICE", "HARNESS_BACKEND", "HARNESS_WORLD_SIZE", "HARNESS_MODE", "HARNESS_TIMEOUT"):
+    for var in (
+        "HARNESS_DEVICE",
+        "HARNESS_BACKEND",
+        "HARNESS_WORLD_SIZE",
+        "HARNESS_MODE",
+        "HARNESS_TIMEOUT",
+    ):
         monkeypatch.delenv(var, raising=False)
     yield lambda: importlib.reload(devices)
     monkeypatch.undo()
