@@ -241,8 +241,9 @@ def run_argv(
     ids = device_ids(cell, devices)
     run_flags = list(spec.get("run_flags", []))
     argv = [engine, "run", "--rm"]
-    if engine == "docker":  # reaps orphans, forwards signals; podman's needs catatonit
-        argv.append("--init")
+    if engine == "docker":  # tini reaps orphans and passes Ctrl-C to every process of
+        # the cell, ranks included, not only to its first (podman's init needs catatonit)
+        argv += ["--init", "-e", "TINI_KILL_PROCESS_GROUP=1"]
     if name:
         argv += ["--name", name]
     if engine == "podman":

@@ -38,25 +38,26 @@ def cell_env(name: str) -> str:
     return " ".join(f"-e {k}={v}" for k, v in MATRIX.cell(name).harness_env().items())
 
 
+RUN = "docker run --rm --init -e TINI_KILL_PROCESS_GROUP=1"
 MOUNTS = "-v /repo:/harness/project:ro -v /tmp/results/{0}:/harness/results/{0} -w /harness/project"
 TAIL = "run {0} --matrix /harness/project/matrix.toml --results /harness/results/{0}"
 
 # One native cell per accelerator, at the world size that shows its device flags.
 PINNED = {
-    "cpu-2rank": "docker run --rm --init --shm-size=2g {env} "
+    "cpu-2rank": "{run} --shm-size=2g {env} "
     "-e HARNESS_IMAGE=dtensor-harness:cpu-torch2.13.0 {mounts} "
     "dtensor-harness:cpu-torch2.13.0 {tail}",
-    "cuda-4gpu": "docker run --rm --init --ipc=host --ulimit memlock=-1 --ulimit stack=67108864 "
+    "cuda-4gpu": "{run} --ipc=host --ulimit memlock=-1 --ulimit stack=67108864 "
     "--gpus '\"device=0,1,2,3\"' {env} -e HARNESS_IMAGE=dtensor-harness:cuda-torch2.13.0 "
     "{mounts} dtensor-harness:cuda-torch2.13.0 {tail}",
-    "rocm-2gpu": "docker run --rm --init --device=/dev/kfd --device=/dev/dri --group-add video "
+    "rocm-2gpu": "{run} --device=/dev/kfd --device=/dev/dri --group-add video "
     "--ipc=host --security-opt seccomp=unconfined {env} -e HIP_VISIBLE_DEVICES=0,1 "
     "-e HARNESS_IMAGE=dtensor-harness:rocm-torch2.13.0 {mounts} "
     "dtensor-harness:rocm-torch2.13.0 {tail}",
-    "xpu-4gpu": "docker run --rm --init --device=/dev/dri --ipc=host {env} "
+    "xpu-4gpu": "{run} --device=/dev/dri --ipc=host {env} "
     "-e ZE_AFFINITY_MASK=0,1,2,3 -e HARNESS_IMAGE=dtensor-harness:xpu-torch2.13.0 {mounts} "
     "dtensor-harness:xpu-torch2.13.0 {tail}",
-    "gaudi-8hpu": "docker run --rm --init --runtime=habana --cap-add=sys_nice --ipc=host "
+    "gaudi-8hpu": "{run} --runtime=habana --cap-add=sys_nice --ipc=host "
     "--net=host {env} -e HABANA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 "
     "-e HARNESS_IMAGE=dtensor-harness:gaudi-torch2.13.0 {mounts} "
     "dtensor-harness:gaudi-torch2.13.0 {tail}",
@@ -66,7 +67,7 @@ PINNED = {
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_run_command_line_is_pinned_per_accelerator(name):
     expected = PINNED[name].format(
-        env=cell_env(name), mounts=MOUNTS.format(name), tail=TAIL.format(name)
+        run=RUN, env=cell_env(name), mounts=MOUNTS.format(name), tail=TAIL.format(name)
     )
     assert run_line(name) == expected
 

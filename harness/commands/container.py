@@ -137,14 +137,20 @@ def run_cell(args) -> int:
 
 
 def _call(argv: list[str], engine: str, name: str | None) -> int:
-    """Run argv; on Ctrl-C make sure the container it started is gone too."""
+    """Run argv; on Ctrl-C give the cell a moment to stop, then remove its container."""
     child = subprocess.Popen(argv)
     try:
         return child.wait()
     except KeyboardInterrupt:
-        child.wait()
-        if name:
-            subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+        try:
+            child.wait(timeout=10)  # the engine passed Ctrl-C in; let pytest wind down
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+        finally:
+            if child.poll() is None:
+                if name:  # --rm goes with it
+                    subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
+                child.wait()
         raise
 
 
