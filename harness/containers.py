@@ -287,14 +287,18 @@ def run_argv(
 
 
 def session_argv(cell: Cell, command: Sequence[str], posargs: Sequence[str]) -> list[str]:
-    """What a nox cell session runs: ``harness container run``, building a missing image.
+    """What a nox session runs: ``harness container run`` (building a missing image first).
 
-    ``command`` is the native command (``["run", CELL, "--matrix", PATH]``); its
-    verb and matrix carry over, so the container runs the same thing.
+    ``command`` is the native command (``["run", CELL, "--matrix", PATH]``, or
+    ``certify``); its verb and matrix carry over, so the container runs the same
+    thing. ``["build", CELL, "--matrix", PATH]`` gives ``harness container build``,
+    whose checks (engine, base image) a bare ``build_argv`` skips.
     """
     verb, _, *rest = command
-    argv = [sys.executable, "-m", "harness", "container", "run", cell.name, *rest]
-    argv.append("--build-missing")
+    argv = [sys.executable, "-m", "harness", "container"]
+    if verb == "build":
+        return [*argv, "build", cell.name, *rest, *posargs]
+    argv += ["run", cell.name, *rest, "--build-missing"]
     if verb != "run":
         argv += ["--verb", verb]
     if posargs:

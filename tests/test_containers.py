@@ -168,6 +168,8 @@ def test_session_runs_the_cli_which_builds_a_missing_image():
     ]  # fmt: skip
     certify = containers.session_argv(cell, ["certify", *command[1:]], [])
     assert certify[-2:] == ["--verb", "certify"]
+    build = containers.session_argv(cell, ["build", *command[1:]], [])
+    assert build[3:] == ["container", "build", "cpu-2rank", "--matrix", "/m/matrix.toml"]
 
 
 # --- refusals: one line, exit 2, nothing started -----------------------------------
