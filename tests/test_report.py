@@ -289,3 +289,25 @@ def test_signature_proves_who_signed(folder, tmp_path, capsys):
 def test_sign_bad_key_is_usage_error(folder, tmp_path, capsys):
     assert main(["report", "sign", str(folder), "--key", str(tmp_path / "none")]) == 2
     assert "signing key" in capsys.readouterr().err
+
+
+def test_build_reports_a_junit_from_harness_run(tmp_path, capsys):
+    """JUnit written without the certify plugin: capabilities come from module names."""
+    matrix = Path(__file__).parent / "data" / "certify" / "matrix.toml"
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    assert (
+        main(["report", "build", str(tmp_path), "--cell", "cpu-1rank", "--matrix", str(matrix)])
+        == 1
+    )
+    report = bundle.load(tmp_path)
+    assert report["cell"]["name"] == "cpu-1rank" and report["verdict"] == "fail"
+    assert {c["name"] for c in report["capabilities"]} == {
+        "collectives",
+        "device_mesh",
+        "dtensor_api",
+        "random",
+    }
+    assert bundle.verify(tmp_path).ok
+    assert "verdict fail" in capsys.readouterr().out
+    assert main(["report", "build", str(tmp_path / "none"), "--cell", "cpu-1rank",
+                 "--matrix", str(matrix)]) == 2  # fmt: skip

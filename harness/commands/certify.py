@@ -124,13 +124,14 @@ def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: 
     command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
     if args.passthrough:
         command += ["--", *args.passthrough]
+    results = junit.parse(out / "junit.xml")  # bad input fails before torch is imported
     cell_info = cell.to_dict()
     cell_info.pop("results_dir", None)
     return schema.build(
         cell=cell_info,
         matrix={"path": str(matrix.path), "sha256": bundle.file_sha256(Path(matrix.path))},
         fingerprint=fingerprint.collect(cell.device, cell.backend),
-        results=junit.parse(out / "junit.xml"),
+        results=results,
         run={
             "command": shlex.join(command),
             "pytest_args": list(args.passthrough),
