@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,15 @@ def test_build_reports_a_junit_from_harness_run(tmp_path, capsys):
     assert "verdict fail" in capsys.readouterr().out
     assert main(["report", "build", str(tmp_path / "none"), "--cell", "cpu-1rank",
                  "--matrix", str(matrix)]) == 2  # fmt: skip
+
+
+def test_report_side_needs_neither_torch_nor_the_rank_runner():
+    """A reader verifies a report where torch is not installed; report -/-> ranks."""
+    code = (
+        "import sys\n"
+        "import harness.report.bundle, harness.report.merge, harness.report.progress\n"
+        "import harness.report.pytest_progress, harness.commands.report\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('harness.ranks')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
