@@ -25,7 +25,11 @@ def find_reports(paths: Iterable[str | Path]) -> list[Path]:
         if (path / bundle.REPORT).is_file():
             found.append(path)
             continue
-        below = sorted(p.parent for p in path.glob(f"*/{bundle.REPORT}"))
+        below = sorted(  # a matrix report beside the cells (an earlier merge) is not a cell
+            p.parent
+            for p in path.glob(f"*/{bundle.REPORT}")
+            if bundle.load(p.parent).get("kind") == "cell"
+        )
         if not below:
             raise UsageError(
                 f"{path} holds no {bundle.REPORT}, nor do its subfolders; "
