@@ -117,6 +117,7 @@ h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
 table { border-collapse: collapse; margin: .5rem 0; }
 th, td { border: 1px solid #d1d9e0; padding: .35rem .6rem; text-align: left; vertical-align: top; }
 thead th { background: #f6f8fa; }
+tbody th { white-space: nowrap; }
 td.outcome, td.verdict, span.verdict { font-weight: 600; white-space: nowrap; }
 .pass { background: var(--pass-bg); color: var(--pass); }
 .fail { background: var(--fail-bg); color: var(--fail); }
