@@ -52,6 +52,7 @@ class Shared:
         """Handled gap: dist.get_rank() under the fake group."""
         t = torch.ones(2) * dist.get_rank()
         self.assertEqual(t, torch.ones(2) * self.rank)
+        self.assertEqualOnRank(t, torch.full((2,), 2.0), rank=2)
         dist.all_reduce(t)
         total = self.world_size * (self.world_size - 1) / 2
         self.assertEqual(t, torch.full((2,), total))
@@ -189,6 +190,29 @@ class Gaps(LocalDTensorTestBase):
     def test_real_bug_still_fails(self):
         dt = distribute_tensor(torch.ones(4, 4), self.build_device_mesh(), [Shard(0)])
         dt @ distribute_tensor(torch.ones(5, 5), self.build_device_mesh(), [Shard(0)])
+
+
+class OnRank(LocalDTensorTestBase):
+    __test__ = False
+
+    @property
+    def world_size(self) -> int:
+        return 4
+
+    def test_wrong_value_on_rank_one(self):
+        self.assertEqualOnRank(torch.ones(1) * self.rank, torch.zeros(1), rank=1)
+
+    def test_other_ranks_differ(self):
+        self.assertEqualOnRank(torch.ones(1) * self.rank, torch.zeros(1), rank=0)
+        self.assertNotEqualOnRank(torch.ones(1) * self.rank, torch.zeros(1), rank=3)
+
+
+def test_checks_on_one_rank_are_not_silent_passes():
+    """``self.rank == 1`` is False for all simulated ranks; the check must still run."""
+    assert outcomes(OnRank, ["test_wrong_value_on_rank_one", "test_other_ranks_differ"]) == {
+        "test_wrong_value_on_rank_one": "failed",
+        "test_other_ranks_differ": "passed",
+    }
 
 
 def test_gaps_are_skips_with_their_reason():

@@ -72,6 +72,29 @@ class _LocalMixin:
     def join_or_run(self, fn: Callable[[], Any]) -> Callable[..., Any]:
         return lambda *_: fn()
 
+    # ``if self.rank == rank`` is False for every simulated rank at once, which
+    # would turn these checks into silent passes: compare that rank's values.
+    def assertEqualOnRank(self, x: Any, y: Any, msg: Any = None, *, rank: int = 0) -> None:  # noqa: N802
+        self.assertEqual(_on_rank(x, rank), _on_rank(y, rank), msg=msg)
+
+    def assertNotEqualOnRank(self, x: Any, y: Any, msg: Any = None, *, rank: int = 0) -> None:  # noqa: N802
+        self.assertNotEqual(_on_rank(x, rank), _on_rank(y, rank), msg=msg)
+
+
+def _on_rank(value: Any, rank: int) -> Any:
+    """``value`` as simulated rank ``rank`` holds it (LocalTensors, per-rank ints)."""
+    local_tensors = getattr(value, "_local_tensors", None)
+    if isinstance(local_tensors, dict):
+        return local_tensors[rank]
+    local_ints = getattr(getattr(value, "node", None), "_local_ints", None)
+    if isinstance(local_ints, dict):
+        return local_ints[rank]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_rank(v, rank) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_rank(v, rank) for k, v in value.items()}
+    return value
+
 
 def _mode_disabled() -> contextlib.AbstractContextManager:
     return compat.local_tensor_module().maybe_disable_local_tensor_mode()
