@@ -57,12 +57,27 @@ def exit_description(code: int | None) -> str:
 
 
 def cause(text: str) -> str:
-    """The exception line of a formatted traceback."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        if not line.startswith(" ") and ("Error" in line or "Exception" in line or ":" in line):
+    """The exception line of a formatted traceback (its first line, for long messages)."""
+    lines = text.rstrip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  File ")), default=-1)
+    for line in lines[last_frame + 1 :]:
+        if line.strip() and not line.startswith((" ", "\t")):
             return line.strip()
     return lines[-1].strip() if lines else "(no message)"
+
+
+# What a rank says when a peer failed first and its collective lost the peer.
+_PEER_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "process group has been destroyed",
+)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -111,22 +126,37 @@ def verdict(
     hung = [o for o in outcomes if o.status == "hung"]
     stopped = [o for o in outcomes if o.status == "stopped"]
 
+    ordered = sorted(failed + crashed, key=lambda o: o.order)
+    first = ordered[0] if ordered else None
+    # Ranks whose collective broke because a peer had already failed: one line each.
+    secondary = [
+        o
+        for o in ordered[1:]
+        if o.status == "failed" and o.texts and any(p in o.texts[-1] for p in _PEER_LOST)
+    ]
+    primary = [o for o in ordered if o not in secondary]
+
     summary: list[str] = []
-    for o in sorted(failed + crashed, key=lambda o: o.order):
+    by_cause: dict[str, list[int]] = {}
+    for o in primary:
         if o.status == "crashed":
-            summary.append(f"rank {o.rank} crashed: {exit_description(o.exitcode)}")
+            line = f"crashed: {exit_description(o.exitcode)}"
         else:
-            text = cause(o.texts[-1]) if o.texts else "no traceback"
-            summary.append(
-                f"rank {o.rank} failed: {text if len(text) < 160 else text[:157] + '...'}"
-            )
+            line = f"failed: {_short(cause(o.texts[-1]) if o.texts else 'no traceback')}"
+        by_cause.setdefault(line, []).append(o.rank)
+    for line, where in by_cause.items():  # in order of the first rank to fail that way
+        summary.append(f"{_ranks(where)} {line}")
+    if secondary and first is not None:
+        summary.append(
+            f"{_ranks([o.rank for o in secondary])} then failed in a collective that lost "
+            f"rank {first.rank}: {_short(cause(secondary[0].texts[-1]), 100)}"
+        )
     if hung:
         summary.append(
             f"{_ranks([o.rank for o in hung])} still running at the {timeout:g} s per-test timeout"
         )
     if stopped:
-        first = min(failed + crashed, key=lambda o: o.order).rank if (failed or crashed) else None
-        why = f"after rank {first} failed" if first is not None else "early"
+        why = f"after rank {first.rank} failed" if first is not None else "early"
         summary.append(f"{_ranks([o.rank for o in stopped])} stopped {why}")
 
     head = f"{test_name} failed on {len(failed) + len(crashed) + len(hung)} of {world_size} ranks"
@@ -135,7 +165,7 @@ def verdict(
     lines = [head + ":", *(f"  {s}" for s in summary), ""]
 
     seen: dict[str, int] = {}
-    for o in sorted(failed + crashed, key=lambda o: o.order):
+    for o in primary:
         if o.status == "crashed":
             lines.append(f"--- rank {o.rank} crashed: {exit_description(o.exitcode)} ---")
             if o.stack.strip():
