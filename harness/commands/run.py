@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.commands import launchers
 from harness.errors import UsageError
 from harness.matrix import Cell, load_matrix
 
@@ -23,6 +24,7 @@ def add_parser(sub, parents) -> None:
     parser.add_argument("cell", help="cell name, with or without its test- prefix")
     parser.add_argument("--results", metavar="DIR", help="results folder (default: the cell's)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    launchers.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -32,6 +34,8 @@ def run(args) -> int:
     results = Path(args.results) if args.results else cell.results_dir
     argv = pytest_argv(cell, results, args.passthrough)
     env = {**cell.harness_env(), "HARNESS_MATRIX": str(matrix.path.resolve())}
+    if launchers.wanted(args):  # torchrun / Slurm ranks: see harness/commands/launchers.py
+        return launchers.run(args, cell, results, env)
     if args.dry_run:
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv))
         return 0

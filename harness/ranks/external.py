@@ -29,7 +29,7 @@ from harness.ranks.outcome import RankOutcome, verdict
 POLL_S = 0.05
 BEAT_S = 1.0
 # A rank whose heartbeat has not moved for this long is taken for dead.
-DEFAULT_LOST_AFTER_S = 30.0
+DEFAULT_LOST_AFTER_S = 60.0
 
 
 def lost_after() -> float:
@@ -53,6 +53,7 @@ class Session:
         self._store: Any = None
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
+        self._seen: dict[int, tuple[int | None, float]] = {}
 
     # -- the store ---------------------------------------------------------
     def _connect(self) -> Any:
@@ -94,14 +95,21 @@ class Session:
         self._beat = threading.Thread(target=beat, name="harness-heartbeat", daemon=True)
         self._beat.start()
 
-    def collect(self, prefix: str, limit: float) -> tuple[dict[int, bytes], dict[int, str]]:
+    def collect(
+        self, prefix: str, limit: float, ranks: list[int] | None = None
+    ) -> tuple[dict[int, bytes], dict[int, str]]:
         """Every other live rank's value under ``prefix<rank>``, and why any is missing."""
         store, me = self.store, self.launch.rank
-        waiting = [r for r in range(self.launch.world_size) if r != me and r not in self.lost]
+        everyone = range(self.launch.world_size) if ranks is None else ranks
+        waiting = [r for r in everyone if r != me and r not in self.lost]
         found: dict[int, bytes] = {}
         missing: dict[int, str] = {}
         started = time.monotonic()
-        seen = {r: (None, started) for r in waiting}
+        # (beat count, when it last moved), kept across calls: a rank that died
+        # during the last wait is not given a fresh grace period in the next
+        seen = self._seen
+        for r in waiting:
+            seen.setdefault(r, (None, started))
         stale = lost_after()
         try:
             while waiting:
@@ -163,10 +171,13 @@ class Session:
             world_size=launch.world_size,
             timeout=timedelta(seconds=pg_timeout_for(devices.default_timeout())),
         )
+        # gloo's init returns before every peer has finished connecting; a rank that
+        # skipped at once would otherwise shut connections still being made.
+        dist.barrier()
         self.group_generation = self.generation
 
     def drop_group(self) -> None:
-        """Leave the group at once, so peers blocked in a collective fail fast."""
+        """Destroy this process's group (it is remade at the next test)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -175,6 +186,25 @@ class Session:
             except Exception:
                 pass
         self.group_generation = None
+
+    def leave_collectives(self) -> None:
+        """This rank failed or skipped: make peers blocked in a collective fail now.
+
+        Destroying the group is not enough: meshes and DTensor's caches keep it
+        alive, and gloo has no abort. So the group is aborted where the backend
+        can (NCCL), and this rank's peer connections are shut, as its exit would
+        shut them; each peer that fails then does the same, so all fail within a
+        second instead of at the collective timeout. The store's connections stay.
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.group.WORLD.abort()
+            except Exception:
+                pass
+            shut_peer_connections(keep_port=self.launch.master_port)
+        self.drop_group()
 
     # -- agreeing on a test ------------------------------------------------
     def agree(self, test: str, mine: RankOutcome, limit: float) -> list[RankOutcome]:
@@ -218,6 +248,43 @@ class Session:
             f"the job lost rank(s) {ranks} of {self.launch.world_size} during "
             f"{self.lost_during}; stopping here: the rest of the session needs every rank"
         )
+
+
+def shut_peer_connections(keep_port: int) -> int:
+    """Shut this process's established TCP connections, except those on ``keep_port``."""
+    import socket
+
+    sockets: dict[str, int] = {}
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                sockets[target[8:-1]] = int(fd)
+    except OSError:  # no /proc: not Linux
+        return 0
+    shut = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+            ports = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
+            if inode not in sockets or state != "01" or keep_port in ports:  # 01: established
+                continue
+            try:
+                with socket.socket(fileno=os.dup(sockets[inode])) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+                shut += 1
+            except OSError:
+                pass
+    return shut
 
 
 def _prefixed(store: Any, prefix: str) -> Any:
@@ -292,7 +359,6 @@ def run_test(test: Any, method: str) -> None:
     timeout = bases.effective_timeout(test, method)
     if s.lost:
         raise unittest.SkipTest(f"not run: {s.stop_message()}")
-    s.ensure_group()
     started = time.monotonic()
     world = int(test.world_size)
     reason = requirement_skip(test, method)
@@ -301,10 +367,16 @@ def run_test(test: Any, method: str) -> None:
             f"needs world size {world}; under {launch.launcher} every test runs on all "
             f"{launch.world_size} ranks"
         )
-    if reason is not None:
-        mine = RankOutcome(launch.rank, "skipped", reason=reason)
+    try:
+        s.ensure_group()  # before any per-rank decision: every rank takes part
+    except Exception as exc:
+        s.drop_group()
+        mine = _failed(launch.rank, exc, note="making the process group failed")
     else:
-        mine = _run_body(test, method, s, timeout)
+        if reason is not None:
+            mine = RankOutcome(launch.rank, "skipped", reason=reason)
+        else:
+            mine = _run_body(test, method, s, timeout)
     mine.seconds = time.monotonic() - started
     outcomes = s.agree(f"{type(test).__module__}.{name}", mine, limit=timeout + lost_after())
     if any(o.status != "passed" for o in outcomes) and not s.lost:
@@ -330,7 +402,7 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
     shadows = {
         "init_pg": lambda *a, **k: None,
         "destroy_pg": lambda *a, **k: None,
-        "_pg_after_error": s.drop_group,
+        "_pg_after_error": s.leave_collectives,
     }
     vars(test).update(shadows)
     test._harness_direct = True
@@ -341,23 +413,17 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
     try:
         getattr(test, method)()
     except unittest.SkipTest as exc:
-        s.drop_group()
+        s.leave_collectives()
         mine = RankOutcome(rank, "skipped", reason=str(exc))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        s.drop_group()  # peers waiting in a collective for this rank fail now, not at timeout
+        s.leave_collectives()  # peers waiting in a collective for this rank fail now
         skip = skip_reason_for_exit_code(exc.code) if isinstance(exc, SystemExit) else None
         if skip is not None:
             mine = RankOutcome(rank, "skipped", reason=skip)
         else:
-            mine = RankOutcome(
-                rank,
-                "failed",
-                texts=["".join(traceback.format_exception(type(exc), exc, exc.__traceback__))],
-                assertion=isinstance(exc, test.failureException),
-                order=getattr(exc, "_harness_failed_at", None) or time.time(),
-            )
+            mine = _failed(rank, exc, assertion=isinstance(exc, test.failureException))
     finally:
         faulthandler.cancel_dump_traceback_later()
         test._harness_direct = False
@@ -370,6 +436,17 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
         )
         mine.order = time.time()
     return mine
+
+
+def _failed(rank: int, exc: BaseException, assertion: bool = False, note: str = "") -> RankOutcome:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return RankOutcome(
+        rank,
+        "failed",
+        texts=[f"{note}\n{text}" if note else text],
+        assertion=assertion,
+        order=getattr(exc, "_harness_failed_at", None) or time.time(),
+    )
 
 
 def rerun_command(local: str) -> str:

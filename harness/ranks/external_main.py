@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         args.append(f"--junitxml={mine}")
         if launch.rank != 0:
             _redirect(folder / f"rank{launch.rank}.log")
+    # the entry point imported harness before pytest could rewrite it; that is fine
+    args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))
     s = external.session()
     if final and mine is not None:
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 def _hand_in(s: external.Session, launch: Launch, mine: Path, final: Path, code: int) -> int:
     data = mine.read_bytes() if mine.is_file() else b""
     if launch.rank != 0:
+        # Wait for rank 0's merge: torchrun stops a node's ranks when one exits non-zero.
         s.store.set(f"junit/{launch.rank}", data)
+        s.collect("merged/", GATHER_S, ranks=[0])
         return code
     found, missing = s.collect("junit/", GATHER_S)
     missing.update(s.lost)
@@ -101,6 +105,7 @@ def _hand_in(s: external.Session, launch: Launch, mine: Path, final: Path, code:
     suite = os.environ.get("HARNESS_CELL", "harness")
     final.parent.mkdir(parents=True, exist_ok=True)
     final.write_bytes(junit_merge.merge(per_rank, missing, suite_name=suite))
+    s.store.set("merged/0", str(final))
     have = len(per_rank)
     print(f"harness: merged the JUnit XML of {have} of {launch.world_size} ranks -> {final}")
     for r, why in sorted(missing.items()):

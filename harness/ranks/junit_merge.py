@@ -55,7 +55,9 @@ def merge(
         counts["skipped"] += outcome == "skipped"
         total += float(case.get("time") or 0.0)
     for rank, why in sorted(unreadable.items()):
-        case = ET.SubElement(suite, "testcase", classname="harness.external", name=f"rank {rank}")
+        case = ET.SubElement(
+            suite, "testcase", classname="harness.external", name=f"rank {rank}", time="0"
+        )
         ET.SubElement(case, "error", message=f"rank {rank} sent no report: {why}").text = why
         counts["tests"] += 1
         counts["errors"] += 1

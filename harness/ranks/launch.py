@@ -111,6 +111,7 @@ def _torchrun(env: Mapping[str, str]) -> Launch:
 
 def _slurm(env: Mapping[str, str]) -> Launch:
     fix = "run this under srun (see deploy/slurm/), or drop --launcher slurm."
+    rank = _int(env, "SLURM_PROCID", fix)
     job = _int(env, "SLURM_JOB_ID", fix, default=0)
     addr = env.get("MASTER_ADDR", "").strip()
     if not addr:
@@ -124,7 +125,7 @@ def _slurm(env: Mapping[str, str]) -> Launch:
     tasks_per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
     return Launch(
         launcher="slurm",
-        rank=_int(env, "SLURM_PROCID", fix),
+        rank=rank,
         world_size=_int(env, "SLURM_NTASKS", fix, default=_int(env, "SLURM_NPROCS", fix, 0) or 1),
         local_rank=_int(env, "SLURM_LOCALID", fix, default=0),
         local_world_size=_int({"n": tasks_per_node or ""}, "n", fix, default=1),
