@@ -159,11 +159,11 @@ class Session:
         from harness.ranks.run import pg_timeout_for
 
         launch = self.launch
-        device = devices.DEVICE_TYPE
-        if device != "cpu" and devices.host_device_count(device) > 0:
+        index = local_device_index(launch)
+        if index is not None:
             import torch
 
-            torch.accelerator.set_device_index(launch.local_rank)
+            torch.accelerator.set_device_index(index)
         dist.init_process_group(
             backend=devices.PG_BACKEND,
             store=_prefixed(self.store, f"pg/{self.generation}/"),
@@ -248,6 +248,33 @@ class Session:
             f"the job lost rank(s) {ranks} of {self.launch.world_size} during "
             f"{self.lost_during}; stopping here: the rest of the session needs every rank"
         )
+
+
+def local_device_index(launch: Launch) -> int | None:
+    """This rank's device on its node: LOCAL_RANK, or 0 when the launcher gave it one.
+
+    ``srun --gpus-per-task=1`` (or CUDA_VISIBLE_DEVICES per rank) leaves each rank a
+    single visible device; otherwise a node's ranks share its devices by local rank.
+    """
+    from harness import devices
+
+    device = devices.DEVICE_TYPE
+    count = devices.host_device_count(device) if device != "cpu" else 0
+    if count <= 0:
+        return None
+    return launch.local_rank % count
+
+
+def accelerator_budget(host_count: int) -> int | None:
+    """Accelerators the job grants a test: the whole world when each rank has its own.
+
+    For :func:`harness.skips.accelerator_budget`, which counts one host's devices;
+    None outside a launcher.
+    """
+    launch = launched()
+    if launch is None:
+        return None
+    return launch.world_size if host_count >= launch.local_world_size else host_count
 
 
 def shut_peer_connections(keep_port: int) -> int:

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     # The launcher's world is the world: tests size themselves from it.
+    os.environ.update(launch.torch_env())
     os.environ["HARNESS_WORLD_SIZE"] = str(launch.world_size)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     final = os.environ.get("HARNESS_JUNIT", "").strip()

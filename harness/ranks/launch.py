@@ -40,6 +40,17 @@ class Launch:
     run_id: str = "harness"
     restart: int = 0
 
+    def torch_env(self) -> dict[str, str]:
+        """The variables torch and test code read (srun sets SLURM_* names instead)."""
+        return {
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_WORLD_SIZE": str(self.local_world_size),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+        }
+
     def describe(self) -> str:
         return (
             f"rank {self.rank} of {self.world_size} ({self.launcher}, node {self.node_rank}, "

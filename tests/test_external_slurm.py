@@ -1,0 +1,69 @@
+"""The Slurm template, run for real with a stand-in ``srun`` that starts tasks locally.
+
+Under Slurm no agent serves a store: rank 0 does. The template's own commands
+(scontrol for the first node, srun, ``harness run --launcher slurm``) run as
+they would on a cluster with RUNTIME=none; only srun and scontrol are fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SBATCH = ROOT / "deploy" / "slurm" / "dtensor-harness.sbatch"
+
+FAKE_SRUN = """#!/bin/bash
+# srun for one node: start $FAKE_NTASKS copies of the command with Slurm's task variables
+n=${FAKE_NTASKS:-2}
+pids=()
+for ((i = 0; i < n; i++)); do
+    SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NODEID=0 SLURM_NTASKS=$n \\
+        SLURM_TASKS_PER_NODE=$n "$@" &
+    pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
+def test_the_sbatch_template_runs_a_cell_on_slurm_tasks(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    results = tmp_path / "results"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CELL": "cpu-2rank",
+        "RUNTIME": "none",
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "MATRIX": str(ROOT / "tests" / "data" / "external" / "matrix.toml"),
+        "RESULTS": str(results),
+    }
+    env.pop("MASTER_PORT", None)
+    proc = subprocess.run(
+        ["bash", str(SBATCH), "-k", "collective or fails_on_one_rank or plain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cases = {}
+    for case in ET.parse(results / "cpu-2rank" / "junit.xml").getroot().iter("testcase"):
+        kids = [k for k in case if k.tag != "properties"]
+        cases[case.get("name")] = (kids[0].tag, kids[0].get("message", "")) if kids else None
+    assert cases["test_collective"] is None
+    tag, message = cases["test_fails_on_one_rank"]
+    assert tag == "failure" and "rank 1 failed: AssertionError: planted failure" in message
+    assert cases["test_plain_fails_on_rank_1"][1].startswith("on rank 1 of ranks 0, 1")
+    assert "merged the JUnit XML of 2 of 2 ranks" in proc.stdout
