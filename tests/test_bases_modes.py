@@ -145,3 +145,33 @@ def test_ctrl_c_leaves_no_rank_behind(tmp_path):
     while _alive(recorded) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(recorded)
+
+
+def test_pytest_x_leaves_no_pool_rank_behind(tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "SCENARIO_PIDS": str(pids), "OMP_NUM_THREADS": "1"}
+    env.pop("HARNESS_MODE", None)
+    scenarios = Path(cases.__file__).with_name("scenarios.py")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-x",
+            str(scenarios),
+            "-k",
+            "Pool2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "stopping after 1 failures" in proc.stdout, proc.stdout[-2000:]
+    recorded = [int(p.stem) for p in pids.iterdir()]
+    assert len(recorded) == 2  # the pool's two ranks ran the first (failing) test
+    assert not _alive(recorded)
