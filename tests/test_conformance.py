@@ -6,6 +6,7 @@ it; the four reports then merge into one matrix report.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -90,9 +91,13 @@ def test_skips_name_what_the_cell_lacks(certified):
         )
         assert by_cap["parallel"]["passed"] == 4  # TP, SP, EP and EP+TP at 8 ranks
     if cell in ("cpu-2rank", "cpu-4rank"):
-        assert by_cap["checkpoint"]["passed"] >= 1 and by_cap["collectives"]["skipped"] == 0
+        assert by_cap["collectives"]["skipped"] == 0
+        if importlib.util.find_spec("numpy") is not None:
+            assert by_cap["checkpoint"]["passed"] == 2
+        else:  # torch's object collectives, which checkpointing uses, need numpy
+            assert "pip install numpy" in skips["test_save_and_load_with_resharding"]
     if cell == "cpu-4rank":
-        assert set(skips) <= {"test_dropout_masks_differ_between_shards",
+        assert set(skips) - {"test_save_and_load_with_resharding", "test_load_across_meshes"} <= {"test_dropout_masks_differ_between_shards",
                               "test_same_seed_same_random_dtensor"}  # fmt: skip
 
 

@@ -325,3 +325,12 @@ def test_report_side_needs_neither_torch_nor_the_rank_runner():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_reason_of_a_rank_failure_names_the_cause():
+    message = "RankError: T.test_x failed on 1 of 4 ranks:\n  rank 2 failed: ValueError: bad\n\ntb"
+    assert junit.one_line(message) == (
+        "RankError: T.test_x failed on 1 of 4 ranks: rank 2 failed: ValueError: bad"
+    )
+    assert junit.one_line("AssertionError: x\nmore") == "AssertionError: x"
+    assert junit.one_line("y" * 400).endswith("\u2026") and len(junit.one_line("y" * 400)) == 300

@@ -14,6 +14,7 @@ import platform
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def collect(device: str = "cpu", backend: str = "gloo") -> dict[str, Any]:
         "packages": _packages(),
         "container": _container(),
     }
-    info["torch"] = _torch(device, backend)
+    with warnings.catch_warnings():  # torch's import-time warnings are not the report's
+        warnings.simplefilter("ignore")
+        info["torch"] = _torch(device, backend)
     return _drop_empty(info)
 
 

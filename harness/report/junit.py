@@ -78,9 +78,20 @@ def _result(case: ET.Element) -> CaseResult:
 
 
 def _one_line(text: str) -> str:
+    return one_line(text, _REASON_CHARS)
+
+
+def one_line(text: str, limit: int = _REASON_CHARS) -> str:
+    """The reason in one line: the first line, and the next when the first ends in ':'.
+
+    A rank failure reads "X failed on 1 of 4 ranks:" then "rank 2 failed: <cause>";
+    the cause is what a reader needs.
+    """
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     line = lines[0] if lines else ""
-    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 1] + "\u2026"
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[1]}"
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
 def _tail(text: str) -> str:

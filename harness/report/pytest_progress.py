@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 from harness.report import capabilities
+from harness.report.junit import one_line
 
 ENV = "HARNESS_PROGRESS_FILE"
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
@@ -99,5 +100,4 @@ def _reason(report) -> str:
     else:
         crash = getattr(longrepr, "reprcrash", None)
         text = getattr(crash, "message", None) or str(longrepr or "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""
+    return one_line(text)
