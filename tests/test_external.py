@@ -185,7 +185,8 @@ def test_ranks_that_ran_different_tests_are_told_so(monkeypatch):
         t.start()
         out = sessions[0].agree("t", RankOutcome(0, "passed"), 30)
         t.join(60)
-        assert "ranks collected different tests" in out[1].texts[0]
+        assert "'other_test' instead" in out[1].texts[0]
+        assert "the ranks collected different tests" in out[1].texts[0]
     finally:
         for s in sessions:
             s.close()
@@ -219,6 +220,8 @@ def test_merge_keeps_agreed_outcomes_and_names_a_one_rank_failure():
     assert failure.get("message") == "on rank 1 of ranks 0, 1: boom"
     assert "--- rank 1 ---\ntb" in failure.text
     assert cases["skip"].find("skipped").get("message") == "why"
+    assert junit_merge.failed(junit_merge.merge(per_rank, {}))
+    assert not junit_merge.failed(junit_merge.merge({0: _junit(_case("agreed"))}, {}))
 
 
 def test_merge_reports_a_rank_that_sent_nothing():

@@ -218,8 +218,9 @@ class Session:
             data = json.loads(raw)
             if data.get("test") != test:
                 missing[r] = (
-                    f"it ran {data.get('test')!r} at this step: the ranks collected different "
-                    f"tests (same files, same -k, same plugins on every node?)"
+                    f"it was at {data.get('test')!r} instead: either its setUp failed or "
+                    f"skipped there (see its log), or the ranks collected different tests "
+                    f"(same files, -k and plugins on every node?)"
                 )
                 continue
             outcomes.append(_decode(r, data))

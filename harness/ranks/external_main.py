@@ -105,7 +105,10 @@ def _hand_in(s: external.Session, launch: Launch, mine: Path, final: Path, code:
     missing.update({r: "it wrote no JUnit XML" for r, v in found.items() if not v})
     suite = os.environ.get("HARNESS_CELL", "harness")
     final.parent.mkdir(parents=True, exist_ok=True)
-    final.write_bytes(junit_merge.merge(per_rank, missing, suite_name=suite))
+    merged = junit_merge.merge(per_rank, missing, suite_name=suite)
+    final.write_bytes(merged)
+    if code == 0 and junit_merge.failed(merged):  # a plain test failed on another rank only
+        code = 1
     s.store.set("merged/0", str(final))
     have = len(per_rank)
     print(f"harness: merged the JUnit XML of {have} of {launch.world_size} ranks -> {final}")

@@ -70,6 +70,12 @@ def merge(
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
+def failed(merged: bytes) -> bool:
+    """Whether a merged document holds a failure or an error."""
+    suite = ET.fromstring(merged).find("testsuite")
+    return suite is not None and (suite.get("failures"), suite.get("errors")) != ("0", "0")
+
+
 def _merged_case(by_rank: dict[int, ET.Element]) -> ET.Element:
     outcomes = {rank: _outcome(case) for rank, case in by_rank.items()}
     worst = max(outcomes.values(), key=_RANK.__getitem__)
