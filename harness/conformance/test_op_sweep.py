@@ -61,11 +61,23 @@ def samples():
 
 
 class OpSweepTest(ConformanceTestBase):
+    """One test per op, so a report names each op that fails."""
+
+
+def _op_test(index: int):
     @with_comms
-    def test_ops_on_every_layout(self):
+    def test(self):
+        _, op, args, kwargs = samples()[index]
         mesh = self.mesh((self.world_size,))
-        device = self.device_type
-        for name, op, args, kwargs in samples():
-            with self.subTest(op=name):
-                args = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in args)
-                self._test_op(mesh, op, *args, **kwargs)
+        args = tuple(x.to(self.device_type) if isinstance(x, torch.Tensor) else x for x in args)
+        self._test_op(mesh, op, *args, **kwargs)
+
+    return test
+
+
+for _index, (_name, *_) in enumerate(samples()):
+    _method = _op_test(_index)
+    _method.__name__ = "test_" + _name.replace(" ", "_")
+    _method.__qualname__ = f"OpSweepTest.{_method.__name__}"
+    setattr(OpSweepTest, _method.__name__, _method)
+del _index, _name, _method
