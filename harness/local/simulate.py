@@ -93,7 +93,7 @@ def _per_rank_get_rank(lt: Any) -> Iterator[None]:
             return original(group)
         if group is None or group is dist.GroupMember.WORLD:
             return rank_symint(mode.ranks)
-        return rank_symint(_group_ranks(group, mode.ranks, original))
+        return rank_symint(_group_ranks(group, mode.ranks))
 
     get_rank._harness_local = True  # type: ignore[attr-defined]
     get_rank.__doc__ = original.__doc__
@@ -104,7 +104,7 @@ def _per_rank_get_rank(lt: Any) -> Iterator[None]:
         dist.get_rank = original
 
 
-def _group_ranks(group: Any, ranks: frozenset[int], original: Any) -> dict[int, int]:
+def _group_ranks(group: Any, ranks: frozenset[int]) -> dict[int, int]:
     """Each simulated rank's rank in its copy of ``group`` (-1 if it has none).
 
     The process group object was made by rank 0; the ranks outside it hold the
