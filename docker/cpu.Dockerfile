@@ -15,6 +15,8 @@ ARG BASE_IMAGE
 ARG ACCELERATOR=cpu
 ARG TORCH=torch==2.13.0
 ARG PIP_ARGS=""
+# Without a wheelhouse, torch comes from here: PyPI's Linux torch is the CUDA build.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG PYTHON=python3
 ARG VENDOR_TORCH=0
 ARG HARNESS_UID=1000

@@ -8,7 +8,8 @@
 # Vendor images (VENDOR_TORCH=1) bring their own patched torch: it is asserted
 # against the matrix's requirement and pinned, never reinstalled.
 #
-# Environment (build args): PYTHON, TORCH, PIP_ARGS, VENDOR_TORCH, HARNESS_UID.
+# Environment (build args): PYTHON, TORCH, PIP_ARGS, TORCH_INDEX, VENDOR_TORCH,
+# HARNESS_UID.
 set -eu
 
 PYTHON=${PYTHON:-python3}
@@ -63,6 +64,12 @@ if ls /wheels/*.whl >/dev/null 2>&1; then
 else
     # shellcheck disable=SC2086  # PIP_ARGS is a list of words
     set -- ${PIP_ARGS:-}
+    if [ "$VENDOR_TORCH" != 1 ] && [ -n "${TORCH_INDEX:-}" ]; then
+        # PyPI's torch for Linux is the CUDA build; this index's +cpu wheel of
+        # the same version sorts above it, so pip takes the CPU one.
+        set -- "$@" --extra-index-url "$TORCH_INDEX"
+    fi
+    say "installing from the index: pip install $* $TORCH"
 fi
 "$PY" -m pip install --no-cache-dir --disable-pip-version-check -q "$@" "$TORCH" $EXTRA /src
 "$PY" -c 'import torch, harness; print("install-harness: torch", torch.__version__, "harness", harness.__version__)'
