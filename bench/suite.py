@@ -118,18 +118,24 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         peak, status, usage = 0, None, None
-        while status is None:
-            pid, code, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                status, usage = code, rusage
-                break
-            peak = max(peak, _tree_rss_bytes(proc.pid))
-            if time.perf_counter() - start > timeout:
-                run.timed_out = True
-                _kill_group(proc.pid)
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.1)
+        try:
+            while status is None:
+                pid, code, rusage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    status, usage = code, rusage
+                    break
+                peak = max(peak, _tree_rss_bytes(proc.pid))
+                if time.perf_counter() - start > timeout:
+                    run.timed_out = True
+                    _kill_group(proc.pid)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.1)
+        except BaseException:  # Ctrl-C, SIGTERM: take the run's whole process group along
+            _kill_group(proc.pid)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            raise
         run.wall_s = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(proc.pid)  # ranks the run left behind, if any
@@ -143,6 +149,10 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         run.messages["<file>"] = "\n".join(tail)
     return run
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _kill_group(pid: int) -> None:
@@ -439,4 +449,5 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)  # `timeout` sends TERM: clean up, then go
     raise SystemExit(main())
