@@ -1,5 +1,8 @@
 """The Slurm template, run for real with a stand-in ``srun`` that starts tasks locally.
 
+It also hangs a rank past its per-test timeout: that rank must leave with its
+stacks, and the other must name it and stop.
+
 Under Slurm no agent serves a store: rank 0 does. The template's own commands
 (scontrol for the first node, srun, ``harness run --launcher slurm``) run as
 they would on a cluster with RUNTIME=none; only srun and scontrol are fakes.
@@ -48,10 +51,16 @@ def test_the_sbatch_template_runs_a_cell_on_slurm_tasks(tmp_path):
         "SLURM_SUBMIT_DIR": str(ROOT),
         "MATRIX": str(ROOT / "tests" / "data" / "external" / "matrix.toml"),
         "RESULTS": str(results),
+        "HARNESS_TEST_HANG_RANK": "1",
     }
     env.pop("MASTER_PORT", None)
     proc = subprocess.run(
-        ["bash", str(SBATCH), "-k", "collective or fails_on_one_rank or plain"],
+        [
+            "bash",
+            str(SBATCH),
+            "-k",
+            "collective or fails_on_one_rank or hangs or recovers",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -65,5 +74,12 @@ def test_the_sbatch_template_runs_a_cell_on_slurm_tasks(tmp_path):
     assert cases["test_collective"] is None
     tag, message = cases["test_fails_on_one_rank"]
     assert tag == "failure" and "rank 1 failed: AssertionError: planted failure" in message
-    assert cases["test_plain_fails_on_rank_1"][1].startswith("on rank 1 of ranks 0, 1")
-    assert "merged the JUnit XML of 2 of 2 ranks" in proc.stdout
+    # rank 1 hangs: it prints its stacks and leaves, rank 0 names it, the session stops
+    tag, message = cases["test_hangs_on_one_rank"]
+    assert tag == "failure" and "rank 1 sent no outcome: it hung past the 3 s" in message
+    assert "rank 0 still running at the 3 s per-test timeout" in message
+    assert "test_then_recovers" not in cases
+    log = (results / "cpu-2rank" / "ranks" / "rank1.log").read_text()
+    assert "test_hangs_on_one_rank still running after 3 s" in log
+    assert 'cases.py", line' in log and "in test_hangs_on_one_rank" in log  # its stack
+    assert "merged the JUnit XML of 1 of 2 ranks" in proc.stdout

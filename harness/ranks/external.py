@@ -54,19 +54,18 @@ class Session:
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
         self._seen: dict[int, tuple[int | None, float]] = {}
+        self._beats: Any = None
 
     # -- the store ---------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self, serve: bool) -> Any:
         import torch.distributed as dist
 
         launch = self.launch
-        # torchrun's agent serves a store already; otherwise rank 0 serves it.
-        host = launch.rank == 0 and not launch.agent_store
         store = dist.TCPStore(
             launch.master_addr,
             launch.master_port,
             launch.world_size,
-            is_master=host,
+            is_master=serve,
             timeout=timedelta(seconds=max(60.0, lost_after())),
             wait_for_workers=False,
             multi_tenant=True,
@@ -76,12 +75,15 @@ class Session:
     @property
     def store(self) -> Any:
         if self._store is None:
-            self._store = self._connect()
+            # torchrun's agent serves a store already; otherwise rank 0 serves it
+            launch = self.launch
+            self._store = self._connect(serve=launch.rank == 0 and not launch.agent_store)
             self._start_heartbeat()
         return self._store
 
     def _start_heartbeat(self) -> None:
-        beats = self._connect()  # its own connection: the main thread may be blocked
+        # its own connection: the main thread may be blocked in the other one
+        self._beats = beats = self._connect(serve=False)
         key = f"beat/{self.launch.rank}"
 
         def beat() -> None:
@@ -94,6 +96,13 @@ class Session:
 
         self._beat = threading.Thread(target=beat, name="harness-heartbeat", daemon=True)
         self._beat.start()
+
+    def say_gone(self, why: str) -> None:
+        """Tell the others why this rank is about to end (from any thread)."""
+        try:
+            self._beats.set(f"gone/{self.launch.rank}", why)
+        except Exception:
+            pass
 
     def collect(
         self, prefix: str, limit: float, ranks: list[int] | None = None
@@ -111,41 +120,55 @@ class Session:
         for r in waiting:
             seen.setdefault(r, (None, started))
         stale = lost_after()
+        pause, last_look = POLL_S, 0.0
         try:
             while waiting:
-                for r in list(waiting):
-                    if store.check([f"{prefix}{r}"]):
-                        found[r] = store.get(f"{prefix}{r}")
-                        waiting.remove(r)
-                if not waiting:
+                keys = [f"{prefix}{r}" for r in waiting]
+                if store.check(keys):  # one round trip when everyone is there
+                    found.update(zip(waiting, (store.get(k) for k in keys)))
                     break
                 now = time.monotonic()
-                for r in list(waiting):
-                    if store.check([f"done/{r}"]):
-                        missing[r] = (
-                            "it finished its session without this step: the ranks ran different tests"
-                        )
-                        waiting.remove(r)
-                        continue
-                    beat = store.add(f"beat/{r}", 0)
-                    if beat != seen[r][0]:
-                        seen[r] = (beat, now)
-                    elif now - seen[r][1] > stale:
-                        missing[r] = (
-                            f"no heartbeat for {stale:g} s: it was killed or crashed, or its "
-                            f"node is gone (its launcher's log has the exit)"
-                        )
-                        waiting.remove(r)
-                if now - started > limit:
+                if now - last_look >= BEAT_S / 2:  # who is here, who is gone: per rank
+                    last_look = now
+                    for r in list(waiting):
+                        why = self._absent(store, prefix, r, now, stale, found)
+                        if why is not None:
+                            waiting.remove(r)
+                            if why:
+                                missing[r] = why
+                if waiting and now - started > limit:
                     for r in waiting:
                         missing[r] = f"alive, but it did not get here within {limit:g} s"
                     break
-                time.sleep(POLL_S)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
         except RuntimeError as exc:  # DistNetworkError: the store's host is gone
-            where = f"{self.launch.master_addr}:{self.launch.master_port}"
             for r in waiting:
-                missing[r] = f"the store at {where} went away ({str(exc).splitlines()[0]})"
+                missing[r] = self._store_gone(exc)
         return found, missing
+
+    def _absent(self, store, prefix, r, now, stale, found) -> str | None:
+        """None: still waiting for ``r``; "": it arrived (now in ``found``); else why not."""
+        if store.check([f"{prefix}{r}"]):
+            found[r] = store.get(f"{prefix}{r}")
+            return ""
+        if store.check([f"gone/{r}"]):
+            return store.get(f"gone/{r}").decode(errors="replace")
+        if store.check([f"done/{r}"]):
+            return "it finished its session without this step: the ranks ran different tests"
+        beat = store.add(f"beat/{r}", 0)
+        if beat != self._seen[r][0]:
+            self._seen[r] = (beat, now)
+        elif now - self._seen[r][1] > stale:
+            return (
+                f"no heartbeat for {stale:g} s: it was killed or crashed, or its node is "
+                f"gone (its launcher's log has the exit)"
+            )
+        return None
+
+    def _store_gone(self, exc: BaseException) -> str:
+        where = f"{self.launch.master_addr}:{self.launch.master_port}"
+        return f"the store at {where} went away ({str(exc).splitlines()[0]})"
 
     # -- the process group ---------------------------------------------------
     def ensure_group(self) -> None:
@@ -211,8 +234,13 @@ class Session:
         """Post this rank's outcome of ``test``; return every rank's."""
         seq, self.seq = self.seq, self.seq + 1
         prefix = f"outcome/{seq}/"
-        self.store.set(f"{prefix}{self.launch.rank}", json.dumps(_encode(test, mine)))
-        found, missing = self.collect(prefix, limit)
+        try:
+            self.store.set(f"{prefix}{self.launch.rank}", json.dumps(_encode(test, mine)))
+        except RuntimeError as exc:  # the store's host is gone: so is everyone's meeting point
+            why = self._store_gone(exc)
+            found, missing = {}, {r: why for r in range(self.launch.world_size) if r != mine.rank}
+        else:
+            found, missing = self.collect(prefix, limit)
         outcomes = [mine]
         for r, raw in found.items():
             data = json.loads(raw)
@@ -414,7 +442,7 @@ def run_test(test: Any, method: str) -> None:
         world_size=launch.world_size,
         test_name=name,
         timeout=timeout,
-        timed_out=False,
+        timed_out=any(o.status == "hung" for o in outcomes),
         rerun=rerun_command(bases.rerun_command(test, method)),
     )
     result.raise_if_not_passed()
@@ -434,9 +462,7 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
     }
     vars(test).update(shadows)
     test._harness_direct = True
-    # A hang past the timeout ends this rank with every thread's stack; the
-    # others then see its heartbeat stop and fail the test naming it.
-    faulthandler.dump_traceback_later(timeout + 5.0, exit=True, file=sys.__stderr__)
+    watchdog = _Watchdog(s, f"{type(test).__qualname__}.{method}", timeout)
     mine = RankOutcome(rank, "passed")
     try:
         getattr(test, method)()
@@ -453,10 +479,12 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
         else:
             mine = _failed(rank, exc, assertion=isinstance(exc, test.failureException))
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        watchdog.cancel()
         test._harness_direct = False
         for key in shadows:
             vars(test).pop(key, None)
+    if watchdog.fired and mine.status != "skipped":
+        return RankOutcome(rank, "hung", stack=watchdog.stack, order=time.time())
     outcome = getattr(test, "_outcome", None)
     if mine.status == "passed" and outcome is not None and not getattr(outcome, "success", True):
         mine = RankOutcome(
@@ -464,6 +492,75 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
         )
         mine.order = time.time()
     return mine
+
+
+# Where a hung rank's stacks go: stderr as it was before pytest captured it.
+_STACKS: Any = None
+
+
+def keep_stderr() -> None:
+    """Remember this process's stderr now, before pytest's capture replaces fd 2."""
+    global _STACKS
+    _STACKS = os.fdopen(os.dup(2), "w", buffering=1)
+
+
+class _Watchdog:
+    """What happens to a test body still running at its timeout, on this rank.
+
+    At the timeout the rank prints every thread's stack and shuts its peer
+    connections, so a collective it (or a peer) is stuck in fails now; it then
+    reports "still running at the timeout" with the stack of where it was. A
+    body stuck outside any collective gets a short grace, then the rank tells the
+    others why through the store and exits. If it holds the GIL so no timer can
+    run, faulthandler ends it later and the others see its heartbeat stop.
+    """
+
+    def __init__(self, s: Session, name: str, timeout: float) -> None:
+        self.s, self.name, self.timeout = s, name, timeout
+        self.grace = min(10.0, max(2.0, timeout / 2))
+        self.stack = ""
+        self.fired = False
+        self.out = _STACKS or sys.__stderr__
+        self.main = threading.get_ident()
+        self.timers = [threading.Timer(timeout, self._at_timeout)]
+        for timer in self.timers:
+            timer.daemon = True
+            timer.start()
+        faulthandler.dump_traceback_later(timeout + self.grace + 30.0, exit=True, file=self.out)
+
+    def _dump(self, what: str) -> None:
+        rank = self.s.launch.rank
+        print(f"\nharness: rank {rank}: {self.name} {what}", file=self.out, flush=True)
+        faulthandler.dump_traceback(file=self.out, all_threads=True)
+        self.out.flush()
+
+    def _at_timeout(self) -> None:
+        frame = sys._current_frames().get(self.main)
+        frames = traceback.format_stack(frame) if frame is not None else []
+        body = [i for i, f in enumerate(frames) if "in _run_body" in f]  # the test's own frames
+        self.stack = "".join(frames[body[-1] + 1 :] if body else frames)
+        self.fired = True
+        self._dump(f"still running after {self.timeout:g} s; every thread's stack follows")
+        shut_peer_connections(keep_port=self.s.launch.master_port)
+        last = threading.Timer(self.grace, self._give_up)
+        last.daemon = True
+        self.timers.append(last)
+        last.start()
+
+    def _give_up(self) -> None:
+        rank = self.s.launch.rank
+        self.s.say_gone(
+            f"it hung past the {self.timeout:g} s per-test timeout outside any collective; "
+            f"it printed every thread's stack (its stderr, or results/<cell>/ranks/"
+            f"rank{rank}.log) and exited"
+        )
+        self._dump(f"still stuck {self.grace:g} s after the timeout; this rank exits")
+        os._exit(1)
+
+    def cancel(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _failed(rank: int, exc: BaseException, assertion: bool = False, note: str = "") -> RankOutcome:

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         args.append(f"--junitxml={mine}")
         if launch.rank != 0:
             _redirect(folder / f"rank{launch.rank}.log")
+    external.keep_stderr()
     # the entry point imported harness before pytest could rewrite it; that is fine
     args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))

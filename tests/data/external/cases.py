@@ -1,18 +1,20 @@
 """A suite for external mode: run by tests/test_external_torchrun.py under torchrun.
 
 Some tests misbehave on one rank only, on purpose. ``test_y_killed`` kills the
-rank named by HARNESS_TEST_KILL_RANK (when set), so ``test_z_not_reached`` must
-never run: the job stops when it loses a rank.
+rank named by HARNESS_TEST_KILL_RANK, ``test_hangs_on_one_rank`` hangs the one
+named by HARNESS_TEST_HANG_RANK (when set); after either, no later test may run:
+the job stops when it loses a rank.
 """
 
 import os
 import signal
+import time
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import Shard, distribute_tensor
 
-from harness import DTensorTestBase, with_comms
+from harness import DTensorTestBase, timeout_after, with_comms
 
 
 def test_plain_fails_on_rank_1():
@@ -46,6 +48,13 @@ class ExternalCases(DTensorTestBase):
     def test_skips_on_one_rank(self):
         if self.rank == 2:
             self.skipTest("planted skip on rank 2")
+        dist.barrier()
+
+    @timeout_after(3)
+    @with_comms
+    def test_hangs_on_one_rank(self):
+        if self.rank == int(os.environ.get("HARNESS_TEST_HANG_RANK", "-1")):
+            time.sleep(600)
         dist.barrier()
 
     @with_comms
