@@ -121,10 +121,18 @@ def require_engine() -> str:
 
 
 def image_present(engine: str, image: str) -> bool:
+    return image_id(engine, image) is not None
+
+
+def image_id(engine: str, image: str) -> str | None:
     result = subprocess.run(
-        [engine, "image", "inspect", image], capture_output=True, timeout=60, check=False
+        [engine, "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    return result.returncode == 0
+    return (result.stdout.strip() or image) if result.returncode == 0 else None
 
 
 # --- build ----------------------------------------------------------------------

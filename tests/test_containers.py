@@ -187,7 +187,7 @@ if verb[0] == "info":
                  "Is the docker daemon running?")
     print("20.10.24")
 elif verb == ["image", "inspect"]:
-    sys.exit(0 if sys.argv[3] in os.environ.get("FAKE_IMAGES", "").split() else 1)
+    sys.exit(0 if sys.argv[-1] in os.environ.get("FAKE_IMAGES", "").split() else 1)
 elif verb[0] == "pull":
     sys.exit("Error response from daemon: pull access denied for " + sys.argv[2])
 else:

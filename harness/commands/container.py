@@ -81,10 +81,14 @@ def _build(engine: str, cell, root: Path) -> int:
             "without one, run docker/make-wheelhouse.sh first"
         )
     argv = containers.build_argv(cell, root, engine)
+    before = containers.image_id(engine, cell.image)
     _say(f"building {cell.image}\n$ {shlex.join(argv)}")
     code = _call(argv, engine, None)
     if code:
         _say(f"building {cell.image} failed (exit {code}); no image was tagged")
+    elif before and before != containers.image_id(engine, cell.image):
+        # the image this replaced would stay behind untagged; drop it unless in use
+        subprocess.run([engine, "rmi", before], capture_output=True, check=False)
     return code
 
 
