@@ -93,7 +93,7 @@ def test_skips_name_what_the_cell_lacks(certified):
     if cell in ("cpu-2rank", "cpu-4rank"):
         assert by_cap["collectives"]["skipped"] == 0
         if importlib.util.find_spec("numpy") is not None:
-            assert by_cap["checkpoint"]["passed"] == 2
+            assert by_cap["checkpoint"]["passed"] == (2 if cell == "cpu-4rank" else 1)
         else:  # torch's object collectives, which checkpointing uses, need numpy
             assert "pip install numpy" in skips["test_save_and_load_with_resharding"]
     if cell == "cpu-4rank":
