@@ -46,7 +46,7 @@ def define_sessions(
         cell = matrix.select(accelerator)[0]
         name = f"build-{accelerator}"
         nox.session(name=name, python=False, tags=["build", accelerator])(
-            _build_session(cell, root)
+            _build_session(cell, str(Path(matrix_path).resolve()))
         )
         names.append(name)
     return names
@@ -77,11 +77,12 @@ def _cell_session(cell: Cell, verb: str, matrix_path: str, root: Path, install: 
     return session_func
 
 
-def _build_session(cell: Cell, root: Path):
+def _build_session(cell: Cell, matrix_path: str):
     def session_func(session):
-        from harness import containers
+        from harness import containers  # its checks: engine up, base image there or how to make it
 
-        session.run(*containers.build_argv(cell, root), external=True)
+        command = ["build", cell.name, "--matrix", matrix_path]
+        session.run(*containers.session_argv(cell, command, session.posargs), external=True)
 
     session_func.__doc__ = f"Build the {cell.accelerator} image {cell.image}"
     return session_func
