@@ -7,6 +7,7 @@ command that reruns just that test.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -83,11 +84,16 @@ def certify(args) -> int:
 
 def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool) -> int:
     from harness.report.progress import Progress
-    from harness.report.pytest_progress import ENV
+    from harness.report.pytest_progress import ENV, FINGERPRINT_ENV
 
     events = out / ".progress.jsonl"
     argv = pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra])
-    env = {**os.environ, **cell.harness_env(), ENV: str(events.resolve())}
+    env = {
+        **os.environ,
+        **cell.harness_env(),
+        ENV: str(events.resolve()),
+        FINGERPRINT_ENV: str((out / ".fingerprint.json").resolve()),
+    }
     print(
         f"harness: certify {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
         f"{cell.device}/{cell.backend}; report -> {out}/",
@@ -119,7 +125,7 @@ def _wait(child: subprocess.Popen) -> int:
 
 def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: float, args):
     """The sealed report of a results folder holding this cell's junit.xml."""
-    from harness.report import bundle, fingerprint, junit, schema
+    from harness.report import bundle, junit, schema
 
     command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
     if args.passthrough:
@@ -130,7 +136,7 @@ def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: 
     return schema.build(
         cell=cell_info,
         matrix={"path": str(matrix.path), "sha256": bundle.file_sha256(Path(matrix.path))},
-        fingerprint=fingerprint.collect(cell.device, cell.backend),
+        fingerprint=_fingerprint(out, cell),
         results=results,
         run={
             "command": shlex.join(command),
@@ -140,6 +146,20 @@ def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: 
         },
         artifacts={"junit.xml": bundle.file_sha256(out / "junit.xml")},
     )
+
+
+def _fingerprint(out: Path, cell: Cell) -> dict:
+    """The one pytest took (same process as the tests), else one taken here."""
+    from harness.report import fingerprint
+
+    taken = out / ".fingerprint.json"
+    try:
+        info = json.loads(taken.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fingerprint.collect(cell.device, cell.backend)
+    finally:
+        taken.unlink(missing_ok=True)
+    return info
 
 
 def rerun_command(cell: Cell, test_id: str, matrix: str | None) -> str:

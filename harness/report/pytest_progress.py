@@ -18,6 +18,9 @@ from harness.report import capabilities
 from harness.report.junit import one_line
 
 ENV = "HARNESS_PROGRESS_FILE"
+#: Where to write the machine fingerprint, taken in the process that ran the tests
+#: (torch is imported there already, so it costs nothing and describes that torch).
+FINGERPRINT_ENV = "HARNESS_FINGERPRINT_FILE"
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
 
 
@@ -31,6 +34,19 @@ def pytest_configure(config) -> None:
     path = os.environ.get(ENV)
     if path and not hasattr(config, "workerinput"):  # an xdist worker: its controller reports
         config.pluginmanager.register(Events(path), "harness-progress-events")
+
+
+def pytest_sessionfinish(session) -> None:
+    path = os.environ.get(FINGERPRINT_ENV)
+    if not path or hasattr(session.config, "workerinput"):
+        return
+    from harness.report import fingerprint
+
+    info = fingerprint.collect(
+        os.environ.get("HARNESS_DEVICE", "cpu"), os.environ.get("HARNESS_BACKEND", "gloo")
+    )
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(info, out)
 
 
 class Events:
