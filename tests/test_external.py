@@ -103,8 +103,8 @@ def test_an_incomplete_launch_names_what_is_missing(env, names):
 def _sessions(monkeypatch, world: int):
     import socket
 
-    from harness.ranks import external
     from harness.ranks.launch import Launch
+    from harness.ranks.session import Session
 
     monkeypatch.setenv("HARNESS_HEARTBEAT_TIMEOUT", "2")
     with socket.socket() as probe:
@@ -114,7 +114,7 @@ def _sessions(monkeypatch, world: int):
     def launch(rank: int) -> Launch:
         return Launch("torchrun", rank, world, rank, world, 0, "127.0.0.1", port)
 
-    sessions = [external.Session(launch(r)) for r in range(world)]
+    sessions = [Session(launch(r)) for r in range(world)]
     sessions[0].store  # rank 0 serves the store: connect it first  # noqa: B018
     return sessions
 

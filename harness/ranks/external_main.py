@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UsageError
-from harness.ranks import external, junit_merge
+from harness.ranks import external, junit_merge, watchdog
 from harness.ranks.launch import Launch, detect
+from harness.ranks.session import Session
 
 # How long rank 0 waits for the other ranks' reports after its own session ends.
 GATHER_S = 600.0
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args.append(f"--junitxml={mine}")
         if launch.rank != 0:
             _redirect(folder / f"rank{launch.rank}.log")
-    external.keep_stderr()
+    watchdog.keep_stderr()
     # the entry point imported harness before pytest could rewrite it; that is fine
     args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-def _hand_in(s: external.Session, launch: Launch, mine: Path, final: Path, code: int) -> int:
+def _hand_in(s: Session, launch: Launch, mine: Path, final: Path, code: int) -> int:
     data = mine.read_bytes() if mine.is_file() else b""
     if launch.rank != 0:
         # Wait for rank 0's merge: torchrun stops a node's ranks when one exits non-zero.

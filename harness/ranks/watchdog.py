@@ -1,0 +1,80 @@
+"""A test body still running at its timeout, on one external rank."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+import traceback
+from typing import Any
+
+from harness.ranks.peers import shut_peer_connections
+
+# Where a hung rank's stacks go: stderr as it was before pytest captured it.
+_STACKS: Any = None
+
+
+def keep_stderr() -> None:
+    """Remember this process's stderr now, before pytest's capture replaces fd 2."""
+    global _STACKS
+    _STACKS = os.fdopen(os.dup(2), "w", buffering=1)
+
+
+class Watchdog:
+    """What happens to a test body still running at its timeout, on this rank.
+
+    At the timeout the rank prints every thread's stack and shuts its peer
+    connections, so a collective it (or a peer) is stuck in fails now; it then
+    reports "still running at the timeout" with the stack of where it was. A
+    body stuck outside any collective gets a short grace, then the rank tells the
+    others why through the store and exits. If it holds the GIL so no timer can
+    run, faulthandler ends it later and the others see its heartbeat stop.
+    """
+
+    def __init__(self, s: Any, name: str, timeout: float) -> None:
+        self.s, self.name, self.timeout = s, name, timeout
+        self.grace = min(10.0, max(2.0, timeout / 2))
+        self.stack = ""
+        self.fired = False
+        self.out = _STACKS or sys.__stderr__
+        self.main = threading.get_ident()
+        self.timers = [threading.Timer(timeout, self._at_timeout)]
+        for timer in self.timers:
+            timer.daemon = True
+            timer.start()
+        faulthandler.dump_traceback_later(timeout + self.grace + 30.0, exit=True, file=self.out)
+
+    def _dump(self, what: str) -> None:
+        rank = self.s.launch.rank
+        print(f"\nharness: rank {rank}: {self.name} {what}", file=self.out, flush=True)
+        faulthandler.dump_traceback(file=self.out, all_threads=True)
+        self.out.flush()
+
+    def _at_timeout(self) -> None:
+        frame = sys._current_frames().get(self.main)
+        frames = traceback.format_stack(frame) if frame is not None else []
+        body = [i for i, f in enumerate(frames) if "in _run_body" in f]  # the test's own frames
+        self.stack = "".join(frames[body[-1] + 1 :] if body else frames)
+        self.fired = True
+        self._dump(f"still running after {self.timeout:g} s; every thread's stack follows")
+        shut_peer_connections(keep_port=self.s.launch.master_port)
+        last = threading.Timer(self.grace, self._give_up)
+        last.daemon = True
+        self.timers.append(last)
+        last.start()
+
+    def _give_up(self) -> None:
+        rank = self.s.launch.rank
+        self.s.say_gone(
+            f"it hung past the {self.timeout:g} s per-test timeout outside any collective; "
+            f"it printed every thread's stack (its stderr, or results/<cell>/ranks/"
+            f"rank{rank}.log) and exited"
+        )
+        self._dump(f"still stuck {self.grace:g} s after the timeout; this rank exits")
+        os._exit(1)
+
+    def cancel(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
