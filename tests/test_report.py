@@ -334,3 +334,19 @@ def test_reason_of_a_rank_failure_names_the_cause():
     )
     assert junit.one_line("AssertionError: x\nmore") == "AssertionError: x"
     assert junit.one_line("y" * 400).endswith("\u2026") and len(junit.one_line("y" * 400)) == 300
+
+
+def test_fingerprint_records_torch_cpu_os_and_the_image(monkeypatch):
+    from harness.report import fingerprint
+
+    monkeypatch.setenv("HARNESS_IMAGE", "dtensor-harness:cpu-torch2.13.0")
+    monkeypatch.setenv("HARNESS_IMAGE_ID", "sha256:" + "ab" * 32)
+    info = fingerprint.collect("cpu", "gloo")
+    import torch
+
+    assert info["torch"]["version"] == torch.__version__
+    assert info["torch"]["backends"]["gloo"] is True and info["torch"]["backend"] == "gloo"
+    assert info["torch"]["device"]["type"] == "cpu" and info["cpu"]["cores"] >= 1
+    assert info["container"]["image_id"] == "sha256:" + "ab" * 32
+    assert info["os"] and info["python"]
+    json.dumps(info, allow_nan=False)  # canonical JSON must take it
