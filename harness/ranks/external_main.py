@@ -4,7 +4,8 @@ torchrun or srun starts one of these per rank. Each runs the same pytest
 session in external mode; rank 0 keeps the console, the others write
 ``<results>/ranks/rank<N>.log``. At the end every rank hands its JUnit XML to
 rank 0 through the launcher's store (nodes need not share a disk), and rank 0
-writes the merged file where ``HARNESS_JUNIT`` points.
+writes the merged file where ``HARNESS_JUNIT`` points (``harness run`` sets it;
+default ``results/<HARNESS_CELL or external>/junit.xml``).
 """
 
 from __future__ import annotations
@@ -71,21 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(launch.torch_env())
     os.environ["HARNESS_WORLD_SIZE"] = str(launch.world_size)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    final = os.environ.get("HARNESS_JUNIT", "").strip()
-    mine = None
-    if final:
-        folder = Path(final).parent / "ranks"
-        mine = folder / f"junit-rank{launch.rank}.xml"
-        args.append(f"--junitxml={mine}")
-        if launch.rank != 0:
-            _redirect(folder / f"rank{launch.rank}.log")
+    # `harness run` names the merged file; a bare torchrun gets the same layout
+    cell = os.environ.get("HARNESS_CELL", "").strip() or "external"
+    final = Path(os.environ.get("HARNESS_JUNIT", "").strip() or Path("results", cell, "junit.xml"))
+    mine = final.parent / "ranks" / f"junit-rank{launch.rank}.xml"
+    args.append(f"--junitxml={mine}")
+    if launch.rank != 0:
+        _redirect(mine.parent / f"rank{launch.rank}.log")
     watchdog.keep_stderr()
     # the entry point imported harness before pytest could rewrite it; that is fine
     args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
     code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))
     s = external.session()
-    if final and mine is not None:
-        code = _hand_in(s, launch, mine, Path(final), code)
+    code = _hand_in(s, launch, mine, final, code)
     s.finish()
     sys.stdout.flush()
     sys.stderr.flush()
