@@ -73,6 +73,7 @@ def test_local_mode_goes_to_run_locally(monkeypatch):
 
 
 class _Timeouts(DTensorTestBase):
+    __test__ = False  # only its attributes are used
     timeout = timedelta(seconds=40)
 
     @timeout_after(7)
