@@ -37,6 +37,7 @@ from harness.ranks import external
 from harness.skips import (  # noqa: F401 (re-exported)
     TEST_SKIPS,
     TestSkip,
+    accelerator_budget,
     requirement_skip,
     skip_if_lt_x_gpu,
     skip_unless_torch_gpu,
@@ -237,7 +238,8 @@ class DTensorTestMixin:
 
     @property
     def device_type(self) -> str:
-        if not devices.has_accelerator() or DEVICE_COUNT < self.world_size:
+        # the job's budget, not this host's count: two 8-GPU nodes serve 16 ranks
+        if not devices.has_accelerator() or accelerator_budget() < self.world_size:
             return "cpu"
         return DEVICE_TYPE
 

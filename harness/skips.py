@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from harness import devices
+from harness.ranks import external
 
 # unittest leaves this module's frames out of failure tracebacks
 __unittest = True
@@ -76,6 +77,9 @@ def accelerator_budget() -> int:
     if accel is None:
         return 0
     count = devices.host_device_count(accel)
+    granted = external.accelerator_budget(count)  # under a launcher: every node's devices
+    if granted is not None:
+        count = granted
     cell = devices.cell_world_size()
     return min(count, cell) if cell is not None else count
 

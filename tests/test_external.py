@@ -300,3 +300,49 @@ def test_the_rank_entry_point_refuses_to_run_outside_a_launcher(capsys, monkeypa
         monkeypatch.delenv(key)
     assert external_main.main([]) == 2
     assert "not started by a launcher" in capsys.readouterr().err
+
+
+def test_two_nodes_of_8_gpus_grant_16_ranks_their_accelerator(monkeypatch):
+    """Each node shows 8 devices; a 16-rank job must not skip as 'needs 16 devices'."""
+    from harness import bases, devices, skips
+    from harness.ranks import external
+    from harness.ranks.launch import Launch
+
+    launch = Launch(
+        "torchrun",
+        rank=9,
+        world_size=16,
+        local_rank=1,
+        local_world_size=8,
+        node_rank=1,
+        master_addr="node01",
+        master_port=29500,
+    )
+    monkeypatch.setattr(external, "launched", lambda: launch)
+    monkeypatch.setattr(devices, "detected_accelerator", lambda: "cuda")
+    monkeypatch.setattr(devices, "host_device_count", lambda accel: 8)
+    monkeypatch.setattr(devices, "cell_world_size", lambda: 16)
+    assert skips.accelerator_budget() == 16
+    monkeypatch.setattr(devices, "has_accelerator", lambda: True)
+
+    class Sixteen(bases.DTensorTestBase):
+        @property
+        def world_size(self):
+            return 16
+
+    monkeypatch.setattr(bases, "DEVICE_TYPE", "cuda")
+    assert Sixteen("__init__").device_type == "cuda"
+    # a node with fewer devices than ranks on it gets only what it has
+    thin = Launch(
+        "torchrun",
+        rank=0,
+        world_size=16,
+        local_rank=0,
+        local_world_size=8,
+        node_rank=0,
+        master_addr="node01",
+        master_port=29500,
+    )
+    monkeypatch.setattr(external, "launched", lambda: thin)
+    monkeypatch.setattr(devices, "host_device_count", lambda accel: 4)
+    assert skips.accelerator_budget() == 4
