@@ -117,7 +117,11 @@ def rerun_command(item: pytest.Item) -> str:
         path = path.relative_to(Path.cwd())
     except ValueError:
         pass
-    argv = ["pytest", f"{path}::{rest}" if rest else str(path)]
+    target = f"{path}::{rest}" if rest else str(path)
+    launcher_prefix = os.environ.get("HARNESS_RERUN", "").strip()  # set under torchrun/Slurm
+    if launcher_prefix:
+        return f"{launcher_prefix} -- {shlex.quote(target)}"
+    argv = ["pytest", target]
     cell = os.environ.get("HARNESS_CELL")
     if cell:
         argv += ["--harness-cell", cell]

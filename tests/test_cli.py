@@ -162,3 +162,32 @@ def test_version_matches_the_package():
 
     proc = harness("--version")
     assert proc.stdout.strip() == f"dtensor-harness {pkg.__version__}"
+
+
+def test_targets_after_dashdash_replace_the_suites(capsys):
+    """The rerun line of a failure (`harness run CELL -- path::test`) runs only that test."""
+    test_id = "tests/test_cli.py::test_version_matches_the_package"
+    assert (
+        main(
+            ["run", "cpu-2rank", "--matrix", str(ROOT / "matrix.toml"), "--dry-run", "--", test_id]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert test_id in out and "conformance" not in out
+    assert (
+        main(
+            [
+                "run",
+                "cpu-2rank",
+                "--matrix",
+                str(ROOT / "matrix.toml"),
+                "--dry-run",
+                "--",
+                "-k",
+                "barrier",
+            ]
+        )
+        == 0
+    )
+    assert "conformance" in capsys.readouterr().out

@@ -101,3 +101,9 @@ def test_a_failure_ends_with_the_command_that_reruns_it_in_the_same_cell(tmp_pat
     assert "planted failure" in proc.stdout
     assert "harness: rerun just this test" in proc.stdout
     assert "pytest test_probe.py::test_fails --harness-cell cpu-2rank" in proc.stdout
+
+
+def test_under_a_launcher_the_rerun_line_is_the_launch_command(tmp_path):
+    prefix = "harness run cpu-4rank --launcher torchrun --nnodes 2 --rdzv-endpoint h:1"
+    proc = pytest_run(tmp_path, env={"HARNESS_PROBE_FAIL": "1", "HARNESS_RERUN": prefix})
+    assert f"{prefix} -- test_probe.py::test_fails" in proc.stdout

@@ -57,7 +57,12 @@ def run(args, cell: Cell, results: Path, env: dict[str, str]) -> int:
     from harness.commands.run import suite_paths
 
     results = results.resolve()
-    pytest_args = [*suite_paths(cell), "-o", f"junit_suite_name={cell.name}", *args.passthrough]
+    pytest_args = [
+        *suite_paths(cell, args.passthrough),
+        "-o",
+        f"junit_suite_name={cell.name}",
+        *args.passthrough,
+    ]
     env = {**env, "HARNESS_JUNIT": str(results / "junit.xml")}
     if args.launcher == "torchrun":
         argv, ranks_here, rerun = _torchrun(args, cell, pytest_args)

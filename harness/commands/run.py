@@ -59,7 +59,7 @@ def pytest_argv(cell: Cell, results: Path, extra: list[str]) -> list[str]:
         sys.executable,
         "-m",
         "pytest",
-        *suite_paths(cell),
+        *suite_paths(cell, extra),
         f"--junitxml={results / 'junit.xml'}",
         "-o",
         f"junit_suite_name={cell.name}",
@@ -67,8 +67,19 @@ def pytest_argv(cell: Cell, results: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def suite_paths(cell: Cell) -> list[str]:
-    """A suite is a path (relative to the matrix file) or an importable package."""
+def explicit_targets(extra: list[str]) -> list[str]:
+    """Test ids or paths among the pytest arguments (``path::Class::test``, ``tests/x.py``)."""
+    return [a for a in extra if not a.startswith("-") and ("::" in a or Path(a).exists())]
+
+
+def suite_paths(cell: Cell, extra: list[str] = ()) -> list[str]:
+    """A suite is a path (relative to the matrix file) or an importable package.
+
+    Targets given after ``--`` replace the suites, so the rerun line a failure
+    prints (``harness run CELL -- path::Class::test``) runs that one test.
+    """
+    if explicit_targets(list(extra)):
+        return []
     paths = []
     for suite in cell.suites:
         candidate = Path(cell.root) / suite
