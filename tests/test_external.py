@@ -283,10 +283,12 @@ def test_dry_run_shows_the_torchrun_command(capsys):
     out = capsys.readouterr().out
     for part in (
         "-m torch.distributed.run --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d",
-        "--rdzv-endpoint=node01:29500 --rdzv-id=harness-cpu-4rank --max-restarts=0",
+        "--rdzv-endpoint=node01:29500 --rdzv-id=harness-cpu-4rank",
+        "--rdzv-conf=is_host=0 --max-restarts=0",  # node 1 does not serve the store
         "-m harness.ranks.external_main",
         "HARNESS_JUNIT=",
-        "HARNESS_RERUN=",
+        "HARNESS_RERUN='harness run cpu-4rank --launcher torchrun --nnodes 2 "
+        "--nproc-per-node 2 --rdzv-endpoint node01:29500",
     ):
         assert part in out
     assert out.rstrip().endswith("-x")

@@ -40,7 +40,12 @@ def add_arguments(parser) -> None:
         help="where the nodes meet (c10d rendezvous); required with --nnodes > 1",
     )
     group.add_argument("--rdzv-id", metavar="ID", help="job id shared by all nodes")
-    group.add_argument("--node-rank", type=int, metavar="R", help="passed to torchrun as is")
+    group.add_argument(
+        "--node-rank",
+        type=int,
+        metavar="R",
+        help="this node's number; with --rdzv-endpoint, node 0 serves the rendezvous store",
+    )
 
 
 def wanted(args) -> bool:
@@ -140,11 +145,21 @@ def _torchrun(args, cell: Cell, pytest_args: list[str]) -> tuple[list[str], int,
     else:
         launch.append("--standalone")
     if args.node_rank is not None and not args.rdzv_endpoint:
-        launch.append(f"--node-rank={args.node_rank}")  # c10d numbers nodes by arrival
+        launch.append(f"--node-rank={args.node_rank}")
+    elif args.node_rank is not None:
+        # c10d numbers nodes by arrival, but the store's host must be fixed: if
+        # whichever agent bound the port first ends early (its rank died), the
+        # other agents lose the store and kill their ranks before rank 0 merges.
+        launch.append(f"--rdzv-conf=is_host={int(args.node_rank == 0)}")
     argv = [sys.executable, "-m", "torch.distributed.run", *launch, "--max-restarts=0"]
     argv += ["-m", ENTRY, *pytest_args]
-    rerun = ["harness", "run", cell.name, "--launcher", "torchrun"]
-    rerun += [part for a in launch if "node-rank" not in a for part in a.split("=", 1)]
+    # the same `harness run` flags (not torchrun's): the line must be runnable as printed
+    rerun = ["harness", "run", cell.name, "--launcher", "torchrun", "--nnodes", str(nnodes)]
+    rerun += ["--nproc-per-node", str(nproc)]
+    if args.rdzv_endpoint:
+        rerun += ["--rdzv-endpoint", args.rdzv_endpoint]
+    if args.rdzv_id:
+        rerun += ["--rdzv-id", args.rdzv_id]
     if args.matrix:
         rerun += ["--matrix", args.matrix]
     return argv, nproc, shlex.join(rerun)
