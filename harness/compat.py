@@ -201,3 +201,16 @@ def reset_dtensor_rng_tracker() -> None:
     """Forget DTensor's RNG tracker, so the next test seeds a fresh one."""
     random_mod = importlib.import_module("torch.distributed.tensor._random")
     random_mod._rng_tracker = None
+
+
+def async_collective_tensor_type() -> type | None:
+    """Functional collectives' lazy result, which comparisons must wait on; None if absent."""
+    try:
+        return private(
+            "torch.distributed._functional_collectives",
+            "AsyncCollectiveTensor",
+            feature="comparing async collective results",
+            min_torch="2.1",
+        )
+    except TorchFeatureMissing:
+        return None

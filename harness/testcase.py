@@ -14,12 +14,15 @@ import contextlib
 import enum
 import math
 import random
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import expecttest
 import torch
+
+from harness import compat
 
 #: Seed every test starts from, in the parent and in every rank (upstream's value).
 # unittest leaves this module's frames out of failure tracebacks
@@ -42,7 +45,6 @@ def set_rng_seed(seed: int = SEED) -> None:
 
 def _local_tensor_api() -> tuple[type | None, Callable[[], Any]]:
     """LocalTensor and a context that leaves LocalTensorMode, where torch has them."""
-    from harness import compat
 
     try:
         cls = compat.private(
@@ -97,6 +99,7 @@ class _Comparer:
         elif isinstance(y, torch.Tensor) and isinstance(x, Sequence) and not isinstance(x, str):
             x = torch.as_tensor(x, dtype=y.dtype, device=y.device)
         x, y = self._numpy_to_tensor(x), self._numpy_to_tensor(y)
+        x, y = _waited(x), _waited(y)
 
         if _is_dtensor(x) or _is_dtensor(y):
             return self._dtensors(x, y, path)
@@ -216,7 +219,19 @@ class _Comparer:
             self.compare(a, b, f"{path}[{i}]")
 
     def _numbers(self, x: Any, y: Any, path: str) -> None:
+        xs, ys = _local_ints(x), _local_ints(y)
+        if xs is not None or ys is not None:  # a simulated rank's int: compare rank by rank
+            for r in sorted((xs or ys).keys()):
+                a = xs[r] if xs is not None else x
+                b = ys[r] if ys is not None else y
+                self._numbers(a, b, f"{path} rank {r}".strip())
+            return
         x, y = _plain_number(x), _plain_number(y)
+        no_tolerance = self.tol["atol"] is None and self.tol["rtol"] is None
+        if _is_int(x) and _is_int(y) and no_tolerance:  # ids, hashes, sizes: exact, as upstream
+            if x != y:
+                raise AssertionError(f"Integers differ{_where(path)}: {x!r} != {y!r}")
+            return
         if isinstance(x, bool) and isinstance(y, bool):
             if x != y:
                 raise AssertionError(f"Booleans differ{_where(path)}: {x} != {y}")
@@ -235,6 +250,23 @@ class _Comparer:
                 close = abs(x - y) <= atol + rtol * abs(y)
         if not close:
             raise AssertionError(f"Scalars are not close{_where(path)}: {x!r} != {y!r}")
+
+
+def _waited(x: Any) -> Any:
+    """The value behind an AsyncCollectiveTensor (a functional collective's lazy result)."""
+    act = compat.async_collective_tensor_type()
+    return x.trigger_wait() if act is not None and isinstance(x, act) else x
+
+
+def _local_ints(x: Any) -> dict[int, int] | None:
+    """Per-rank values of a SymInt made by LocalTensor mode (``self.rank`` and its arithmetic)."""
+    if isinstance(x, torch.SymInt):
+        return getattr(x.node, "_local_ints", None)
+    return None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_number(x: Any) -> bool:
@@ -359,6 +391,30 @@ class TestCase(expecttest.TestCase):
         if caught:
             shown = "; ".join(f"{w.category.__name__}: {w.message}" for w in caught)
             raise self.failureException(msg or f"expected no warning, got {shown}")
+
+    def _attempt_load_from_subprocess(
+        self, file: Any, import_string: str, expected_failure_message: str | None = None
+    ) -> None:
+        """``torch.load(file, weights_only=True)`` in a fresh interpreter after ``import_string``.
+
+        Proves a saved object loads where only ``import_string`` was imported (upstream's
+        test_dtensor_save_load_import uses it); with ``expected_failure_message``, proves
+        the load fails with that message instead.
+        """
+        import subprocess
+        import sys
+
+        script = f"import torch;{import_string}torch.load({str(file)!r}, weights_only=True)"
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        )
+        if expected_failure_message is None:
+            if proc.returncode != 0:
+                raise AssertionError(f"loading {file} in a subprocess failed:\n{proc.stderr}")
+            return
+        with self.assertRaisesRegex(RuntimeError, re.escape(expected_failure_message)):
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr)
 
     def assertEqualOnRank(self, x: Any, y: Any, msg: _Msg = None, *, rank: int = 0) -> None:  # noqa: N802
         """Compare only on ``rank`` (ranks that share one RNG agree only there)."""

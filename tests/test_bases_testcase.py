@@ -43,8 +43,10 @@ def test_numbers_tensors_and_sequences(tc):
     tc.assertEqual(torch.tensor([1, 2]), [1, 2])
     tc.assertEqual(torch.Size([2, 3]), (2, 3))
     tc.assertEqual(float("nan"), float("nan"))
-    with pytest.raises(AssertionError, match="Scalars are not close"):
+    with pytest.raises(AssertionError, match="Integers differ: 1 != 2"):
         tc.assertEqual(1, 2)
+    with pytest.raises(AssertionError, match="Scalars are not close"):
+        tc.assertEqual(1.0, 2.0)
 
 
 def test_nested_containers_name_the_path(tc):
@@ -59,7 +61,7 @@ def test_nested_containers_name_the_path(tc):
 
 def test_msg_is_appended_or_replaces(tc):
     with pytest.raises(AssertionError, match="(?s)not close.*my note"):
-        tc.assertEqual(1, 2, "my note")
+        tc.assertEqual(1.0, 2.0, "my note")
     with pytest.raises(AssertionError, match="^wrapped: "):
         tc.assertEqual(1, 2, msg=lambda m: f"wrapped: {m}")
 
@@ -118,3 +120,36 @@ def test_local_tensors_compare_per_rank(tc):
     tc.assertEqual(a, LocalTensor({0: torch.zeros(2), 1: torch.ones(2)}))
     with pytest.raises(AssertionError, match="rank 1"):
         tc.assertEqual(a, LocalTensor({0: torch.zeros(2), 1: torch.zeros(2)}))
+
+
+def test_integers_compare_exactly_like_upstream(tc):
+    """ids and hashes are large ints: a relative tolerance must not call two of them equal."""
+    a, b = 140359824143760, 140359824141360
+    tc.assertNotEqual(a, b)
+    with pytest.raises(AssertionError, match="Integers differ"):
+        tc.assertEqual(a, b)
+    tc.assertEqual(a, b, atol=5000, rtol=0)  # an explicit tolerance still applies
+
+
+def test_async_collective_results_are_waited_on(tc):
+    from harness import compat
+
+    act = compat.async_collective_tensor_type()
+    lazy = act(torch.tensor([1.0, 2.0]))
+    tc.assertEqual(lazy, torch.tensor([1.0, 2.0]))
+    with pytest.raises(AssertionError):
+        tc.assertEqual(lazy, torch.tensor([1.0, 3.0]))
+
+
+def test_attempt_load_from_subprocess(tc, tmp_path):
+    path = tmp_path / "t.pt"
+    torch.save(torch.arange(3), path)
+    tc._attempt_load_from_subprocess(path, "")
+    torch.save({"x": _Opaque()}, tmp_path / "o.pt")
+    tc._attempt_load_from_subprocess(tmp_path / "o.pt", "", "Weights only load failed")
+    with pytest.raises(AssertionError):  # the message must be the one that really came
+        tc._attempt_load_from_subprocess(tmp_path / "o.pt", "", "no such message")
+
+
+class _Opaque:
+    pass

@@ -207,6 +207,35 @@ class OnRank(LocalDTensorTestBase):
         self.assertNotEqualOnRank(torch.ones(1) * self.rank, torch.zeros(1), rank=3)
 
 
+class RankInts(LocalDTensorTestBase):
+    __test__ = False
+
+    @property
+    def world_size(self) -> int:
+        return 4
+
+    def test_rank_arithmetic_matches_per_rank(self):
+        self.assertEqual((3 * (self.rank // 2), self.rank), (3 * (self.rank // 2), self.rank))
+        self.assertEqual([self.rank + 1], [1 + self.rank])
+
+    def test_rank_against_a_plain_int_fails_on_the_other_ranks(self):
+        self.assertEqual(self.rank, 0)
+
+
+def test_per_rank_ints_compare_rank_by_rank():
+    """`assertEqual(offsets, expected)` with rank-dependent ints: compared, not skipped."""
+    assert outcomes(
+        RankInts,
+        [
+            "test_rank_arithmetic_matches_per_rank",
+            "test_rank_against_a_plain_int_fails_on_the_other_ranks",
+        ],
+    ) == {
+        "test_rank_arithmetic_matches_per_rank": "passed",
+        "test_rank_against_a_plain_int_fails_on_the_other_ranks": "failed",
+    }
+
+
 def test_checks_on_one_rank_are_not_silent_passes():
     """``self.rank == 1`` is False for all simulated ranks; the check must still run."""
     assert outcomes(OnRank, ["test_wrong_value_on_rank_one", "test_other_ranks_differ"]) == {
@@ -328,3 +357,8 @@ def test_pytest_option_runs_a_native_file_simulated(tmp_path):
     assert "1 passed, 1 skipped" in out, out
     assert "send/recv" in out
     assert out.count("PID") == 1  # one body, one process
+
+
+def test_skipped_names_the_class_lacks_add_no_tests():
+    variant = create_local_tensor_test_class(NativeCase, skipped_tests=["test_not_in_the_class"])
+    assert not hasattr(variant, "test_not_in_the_class")
