@@ -23,3 +23,30 @@ def test_ci_runs_the_readme_commands_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     for command in readme_commands():
         assert command in ci, f"{command!r} is not a line of .ci/run"
+
+
+def test_the_readme_example_test_passes(tmp_path):
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"## Write a test\n\n```python\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "test_shard.py").write_text(code)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_shard.py",
+            "--harness-world-size",
+            "2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
