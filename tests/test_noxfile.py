@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,12 +11,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(shutil.which("nox") is None, reason="nox is not installed")
+pytest.importorskip("nox", reason="nox is not installed (pip install -e '.[dev]')")
 
 
 def nox_list(*args: str, cwd: Path = ROOT) -> list[dict]:
     proc = subprocess.run(
-        ["nox", "--list", "--json", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "nox", "--list", "--json", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
