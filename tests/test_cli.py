@@ -49,23 +49,15 @@ def test_unknown_cell_exit_2_with_closest_names(capsys):
     assert "unknown cell 'cpu-3rank'" in err and "cpu-2rank" in err
 
 
+def dry_run(capsys, *pytest_args: str) -> str:
+    """What `harness run cpu-2rank --dry-run -- ARGS` prints."""
+    argv = ["run", "cpu-2rank", "--matrix", str(ROOT / "matrix.toml"), "--dry-run"]
+    assert main([*argv, "--", *pytest_args]) == 0
+    return capsys.readouterr().out
+
+
 def test_run_dry_run_prints_env_and_pytest_command(capsys):
-    assert (
-        main(
-            [
-                "run",
-                "cpu-2rank",
-                "--matrix",
-                str(ROOT / "matrix.toml"),
-                "--dry-run",
-                "--",
-                "-k",
-                "all_reduce",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+    out = dry_run(capsys, "-k", "all_reduce")
     for part in (
         "HARNESS_CELL=cpu-2rank",
         "HARNESS_WORLD_SIZE=2",
@@ -167,27 +159,6 @@ def test_version_matches_the_package():
 def test_targets_after_dashdash_replace_the_suites(capsys):
     """The rerun line of a failure (`harness run CELL -- path::test`) runs only that test."""
     test_id = "tests/test_cli.py::test_version_matches_the_package"
-    assert (
-        main(
-            ["run", "cpu-2rank", "--matrix", str(ROOT / "matrix.toml"), "--dry-run", "--", test_id]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+    out = dry_run(capsys, test_id)
     assert test_id in out and "conformance" not in out
-    assert (
-        main(
-            [
-                "run",
-                "cpu-2rank",
-                "--matrix",
-                str(ROOT / "matrix.toml"),
-                "--dry-run",
-                "--",
-                "-k",
-                "barrier",
-            ]
-        )
-        == 0
-    )
-    assert "conformance" in capsys.readouterr().out
+    assert "conformance" in dry_run(capsys, "-k", "barrier")
