@@ -1,8 +1,8 @@
 """Test bases with upstream's names: a test body runs on every rank.
 
 ``DTensorTestBase`` runs each test on fresh rank processes, ``DTensorContinuousTestBase``
-on a pool kept for the class, ``DTensorOpTestBase`` (upstream's threads base) on a
-pool too. The parent never runs a test body: it decides requirement skips, then
+on a pool kept for the class, ``DTensorOpTestBase`` (upstream's threads base) on
+rank threads of the test process (:mod:`harness.ranks.threads`). The parent never runs a test body: it decides requirement skips, then
 hands the test to the runner (:mod:`harness.ranks`) or, in LocalTensor mode, to
 :func:`harness.local.run_locally` -- that choice is made in one place,
 :func:`_dispatch`.
@@ -130,7 +130,11 @@ def _dispatch(test: Any, method: str) -> Any:
         verdict = ranks.run_in_processes(
             type(test), method, world_size=world, timeout=timeout, test_name=name, rerun=rerun
         )
-    elif mode in ("pool", "threads"):
+    elif mode == "threads":
+        verdict = ranks.run_in_threads(
+            type(test), method, world_size=world, timeout=timeout, test_name=name, rerun=rerun
+        )
+    elif mode == "pool":
         class_timeout = _seconds(getattr(type(test), "timeout", None)) or devices.default_timeout()
         pool = ranks.pool_for(type(test), world, max(timeout, class_timeout))
         verdict = pool.run(method, timeout=timeout, test_name=name, rerun=rerun)
@@ -189,8 +193,15 @@ class _RankedTestCase(TestCase):
     def is_master(self) -> bool:
         return self.rank == 0
 
+    @classmethod
+    def _harness_init_thread_rank(cls, spec: Any) -> None:
+        """Runs in each rank thread before its test (threads mode); the runner makes the group."""
+        _bind_device(getattr(cls, "_pool_device_type", lambda: "cpu")(), spec.rank)
+
     def _pg_after_error(self) -> None:
         """A test failed inside ``with_comms``: drop the group so peers fail fast."""
+        if _runner_made_group():
+            return  # threads mode: the runner aborts the run instead
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -278,6 +289,13 @@ def _pg_timeout() -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _runner_made_group() -> bool:
+    """True on a rank thread, whose default group the threads runner made and owns."""
+    from harness.ranks.threaded_pg import BACKEND
+
+    return dist.is_initialized() and dist.get_backend() == BACKEND
+
+
 def _bind_device(device_type: str, rank: int) -> None:
     if device_type != "cpu" and devices.host_device_count(device_type) > 0:
         torch.accelerator.set_device_index(rank)
@@ -296,6 +314,8 @@ class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
         """Start the default process group on this rank (``with_comms`` calls it)."""
         import unittest
 
+        if _runner_made_group():
+            return
         backend = backend or self.backend
         if devices.needs_accelerator(backend):
             from harness.skips import accelerator_budget, multi_gpu_skip
@@ -318,6 +338,8 @@ class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
 
     def destroy_pg(self, device_id: int | None = None) -> None:
         """Barrier on this class's device, then destroy the default group."""
+        if _runner_made_group():
+            return
         if self.device_type == "cpu":
             dist.barrier()
         else:
@@ -388,7 +410,7 @@ class DTensorContinuousTestBase(DTensorTestMixin, _PoolBase):
 
 
 class DTensorOpTestBase(_PoolBase):
-    """Upstream's threads base for op coverage; here its ranks are a per-class pool."""
+    """Upstream's threads base for op coverage: each test's ranks are threads of this process."""
 
     rank_mode: ClassVar[str] = "threads"
 

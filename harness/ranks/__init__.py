@@ -3,6 +3,7 @@
 Layout, one job per module: ``spawn`` (the fork server), ``worker`` (what runs
 in a rank), ``group`` (one set of ranks seen from the parent), ``outcome``
 (ranks' reports -> one verdict and message), ``run`` (process and pool modes),
+``threads`` (threads mode) on ``threaded_pg`` (a process group of threads),
 ``reaper`` (the last sweep at exit). Nothing here knows about test bases.
 """
 
@@ -16,6 +17,7 @@ from harness.ranks.run import (
     pool_for,
     run_in_processes,
 )
+from harness.ranks.threads import run_in_threads
 from harness.ranks.worker import current_rank, current_spec
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     "pg_timeout_for",
     "pool_for",
     "run_in_processes",
+    "run_in_threads",
 ]

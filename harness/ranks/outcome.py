@@ -73,6 +73,7 @@ _PEER_LOST = (
     "Broken pipe",
     "NCCL communicator was aborted",
     "process group has been destroyed",
+    "cannot complete: rank",  # threads mode: a peer failed, or left without calling it
 )
 
 

@@ -9,15 +9,18 @@ fatal signal) writes every thread's Python stack to a per-rank file.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import importlib
 import importlib.util
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import unittest
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,16 +61,34 @@ def stack_path(workdir: str, rank: int) -> str:
     return os.path.join(workdir, f"rank{rank}.stack")
 
 
-# (rank, world_size, spec) inside a rank process; None in the parent.
+# (rank, world_size, spec) inside a rank process; None in the parent. A rank
+# thread (threads mode) has its own, in _THREAD.
 _CURRENT: tuple[int, int, RankSpec] | None = None
+_THREAD = threading.local()
+
+
+def _current() -> tuple[int, int, RankSpec] | None:
+    return getattr(_THREAD, "current", None) or _CURRENT
 
 
 def current_rank() -> int | None:
-    return None if _CURRENT is None else _CURRENT[0]
+    current = _current()
+    return None if current is None else current[0]
 
 
 def current_spec() -> RankSpec | None:
-    return None if _CURRENT is None else _CURRENT[2]
+    current = _current()
+    return None if current is None else current[2]
+
+
+@contextlib.contextmanager
+def as_rank(spec: RankSpec) -> Iterator[None]:
+    """The calling thread is rank ``spec.rank`` until the block ends (threads mode)."""
+    _THREAD.current = (spec.rank, spec.world_size, spec)
+    try:
+        yield
+    finally:
+        _THREAD.current = None
 
 
 def _die_with_parent() -> None:

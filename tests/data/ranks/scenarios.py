@@ -7,24 +7,27 @@ can check that no rank of an earlier test or class is still alive.
 import ctypes
 import os
 import signal
+import threading
 import time
 
 import torch
 import torch.distributed as dist
 
-from harness import DTensorContinuousTestBase, DTensorTestBase, with_comms
+from harness import DTensorContinuousTestBase, DTensorOpTestBase, DTensorTestBase, with_comms
 from harness.bases import timeout_after
 
 
 def record_pid():
     folder = os.environ.get("SCENARIO_PIDS")
+    if threading.current_thread() is not threading.main_thread():
+        return  # a rank thread: its process is the test run itself
     if folder:
         with open(os.path.join(folder, f"{os.getpid()}.pid"), "w") as f:
             f.write(str(os.getpid()))
 
 
 class Scenarios:
-    """Mixed into a process base and a pool base at world sizes 1, 2 and 4."""
+    """Mixed into the process, pool and threads bases at world sizes 1, 2 and 4."""
 
     def last(self):
         return self.rank == self.world_size - 1
@@ -102,13 +105,27 @@ class Scenarios:
         self.assertEqual(t.item(), self.world_size)
 
 
+class ThreadScenarios(Scenarios):
+    """A crashing rank thread takes the test process with it: those three are not run."""
+
+    def test_crash_exit(self):
+        self.skipTest("a crash ends the whole process in threads mode")
+
+    test_crash_sigkill = test_crash_segv = test_crash_exit
+
+
 def _classes():
     made = {}
+    kinds = (
+        ("Proc", Scenarios, DTensorTestBase),
+        ("Pool", Scenarios, DTensorContinuousTestBase),
+        ("Thr", ThreadScenarios, DTensorOpTestBase),
+    )
     for ws in (1, 2, 4):
-        for kind, base in (("Proc", DTensorTestBase), ("Pool", DTensorContinuousTestBase)):
+        for kind, scenarios, base in kinds:
             name = f"{kind}{ws}"
             attrs = {"world_size": ws, "__module__": __name__, "__qualname__": name}
-            made[name] = type(name, (Scenarios, base), attrs)
+            made[name] = type(name, (scenarios, base), attrs)
     return made
 
 

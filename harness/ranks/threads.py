@@ -1,0 +1,123 @@
+"""Threads mode: one test's ranks are threads of the test process.
+
+The rank side is the same as in a process (:func:`~harness.ranks.worker.run_one`:
+setUp, the test, tearDown, subtests) and so is the verdict; only the ranks'
+home differs. A thread cannot be killed: at the timeout the run is aborted, so
+ranks waiting in a collective fail at once; one still running after a short
+grace is reported as hung with its stack, and left behind as a daemon thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from typing import Any
+
+from harness.ranks import worker
+from harness.ranks.outcome import RankOutcome, Verdict, verdict
+from harness.ranks.run import pg_timeout_for
+
+# How long ranks get to unwind after an abort before they count as hung.
+ABORT_GRACE_S = 2.0
+_RUNS = itertools.count()
+
+
+def _spec(
+    cls: type, rank: int, world_size: int, workdir: str, pg_timeout: float
+) -> worker.RankSpec:
+    return worker.RankSpec(
+        module=cls.__module__,
+        file=None,
+        qualname=cls.__qualname__,
+        rank=rank,
+        world_size=world_size,
+        workdir=workdir,
+        env={},
+        pool=False,
+        pg_timeout=pg_timeout,
+    )
+
+
+def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
+    from harness.ranks import threaded_pg
+
+    with run.rank_thread(), worker.as_rank(spec):
+        try:
+            cls._harness_init_thread_rank(spec)
+            threaded_pg.init_rank(run, spec.rank, spec.pg_timeout)
+        except BaseException:  # noqa: BLE001 (reported, like a process rank that broke)
+            results[spec.rank] = {"status": "broken", "texts": [traceback.format_exc()]}
+            run.finish(spec.rank, "broken")
+            return
+        outcome = worker.run_one(cls, method, spec)
+        results[spec.rank] = outcome
+        run.finish(spec.rank, outcome["status"])
+
+
+def _stack_of(thread: threading.Thread) -> str:
+    frame = sys._current_frames().get(thread.ident or -1)
+    return "".join(traceback.format_stack(frame)) if frame is not None else ""
+
+
+def run_in_threads(
+    cls: type, method: str, *, world_size: int, timeout: float, test_name: str, rerun: str
+) -> Verdict:
+    from harness.ranks import threaded_pg
+
+    pg_timeout = pg_timeout_for(timeout)
+    run = threaded_pg.ThreadRun(world_size, pg_timeout)
+    workdir = os.path.join(tempfile.gettempdir(), f"harness-threads-{os.getpid()}-{next(_RUNS)}")
+    results: dict[int, dict[str, Any]] = {}
+    threads = [
+        threading.Thread(
+            target=_rank_body,
+            args=(cls, method, _spec(cls, rank, world_size, workdir, pg_timeout), run, results),
+            name=f"{test_name} rank {rank}",
+            daemon=True,
+        )
+        for rank in range(world_size)
+    ]
+    with threaded_pg.threaded_world():
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        timed_out = any(t.is_alive() for t in threads)
+        if timed_out:
+            run.abort(f"the test ran past its {timeout:g} s timeout")
+            grace = time.monotonic() + ABORT_GRACE_S
+            for t in threads:
+                t.join(max(0.0, grace - time.monotonic()))
+    outcomes = []
+    for rank, t in enumerate(threads):
+        msg = results.get(rank)
+        if msg is None or t.is_alive():
+            outcomes.append(
+                RankOutcome(rank, "hung" if timed_out else "crashed", stack=_stack_of(t))
+            )
+            continue
+        outcomes.append(
+            RankOutcome(
+                rank=rank,
+                status=msg["status"],
+                reason=msg.get("reason", ""),
+                texts=list(msg.get("texts", [])),
+                seconds=msg.get("seconds", 0.0),
+                assertion=msg.get("assertion", False),
+                order=msg.get("failed_at") or time.time(),
+            )
+        )
+    return verdict(
+        outcomes,
+        world_size=world_size,
+        test_name=test_name,
+        timeout=timeout,
+        timed_out=timed_out,
+        rerun=rerun,
+    )
