@@ -74,6 +74,18 @@ def test_compare_lists_only_differences_including_missing_tests(suite):
     ]
 
 
+def test_upstreams_skip_after_an_earlier_failure_is_set_apart_as_by_design(suite):
+    poison = "Previous test failed, skipping test_x"
+    up = suite.Run("upstream", "f.py", [], outcomes={"a": "skip", "b": "skip"})
+    up.messages = {"a": poison, "b": "needs 8 GPUs"}
+    ours = suite.Run("harness", "f.py", [], outcomes={"a": "pass", "b": "pass"})
+    rows = suite.compare({"upstream": up, "harness": ours})
+    assert [bool(suite.by_design(r)) for r in rows] == [True, False]
+    entry = {"mismatches": rows}
+    assert [r["test"] for r in suite.real_mismatches(entry)] == ["b"]
+    assert suite._mismatch_cell([entry]) == "1 (+1 by design)"
+
+
 def test_end_to_end_writes_markdown_and_json(suite, tmp_path, capsys):
     src = tmp_path / "suite"
     src.mkdir()
