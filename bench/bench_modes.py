@@ -208,6 +208,7 @@ RATIOS = [
     ("harness override vs upstream local", ("upstream", "local"), ("harness", "override")),
     ("harness process vs upstream process", ("upstream", "process"), ("harness", "process")),
     ("harness pool vs upstream pool", ("upstream", "pool"), ("harness", "pool")),
+    ("harness threads vs upstream threads", ("upstream", "threads"), ("harness", "threads")),
 ]
 
 
