@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import math
 import random
 import re
@@ -33,8 +34,18 @@ SEED = 1234
 _Msg = str | Callable[[str], str] | None
 
 
+@functools.cache
+def _cpu_only() -> bool:
+    return not torch.accelerator.is_available()
+
+
 def set_rng_seed(seed: int = SEED) -> None:
-    torch.manual_seed(seed)
+    if _cpu_only():
+        # torch.manual_seed would also queue a seed for a CUDA that may start later,
+        # recording a stack trace each time (a millisecond a test, on every rank)
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
     random.seed(seed)
     try:
         import numpy as np
