@@ -150,16 +150,7 @@ class RankGroup:
         conn, proc = self.conns[rank], self.procs[rank]
         try:
             if conn.poll():
-                msg = conn.recv()
-                return RankOutcome(
-                    rank=rank,
-                    status=msg["status"],
-                    reason=msg.get("reason", ""),
-                    texts=list(msg.get("texts", [])),
-                    seconds=msg.get("seconds", 0.0),
-                    assertion=msg.get("assertion", False),
-                    order=msg.get("failed_at") or time.time(),
-                )
+                return RankOutcome.from_report({**conn.recv(), "rank": rank})
         except (EOFError, OSError):
             pass
         proc.join(timeout=1.0)

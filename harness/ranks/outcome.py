@@ -9,6 +9,7 @@ The message ends with the one command that reruns just this test.
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass, field
 
 
@@ -24,6 +25,19 @@ class RankOutcome:
     seconds: float = 0.0
     assertion: bool = False
     order: float = 0.0  # when it failed (wall clock): the first failure is the likely cause
+
+    @classmethod
+    def from_report(cls, msg: dict) -> RankOutcome:
+        """What a rank reported about its test (``worker.run_one``'s dict)."""
+        return cls(
+            rank=msg["rank"],
+            status=msg["status"],
+            reason=msg.get("reason", ""),
+            texts=list(msg.get("texts", [])),
+            seconds=msg.get("seconds", 0.0),
+            assertion=msg.get("assertion", False),
+            order=msg.get("failed_at") or time.time(),
+        )
 
 
 class RankFailure(Exception):

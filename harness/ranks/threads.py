@@ -102,17 +102,7 @@ def run_in_threads(
                 RankOutcome(rank, "hung" if timed_out else "crashed", stack=_stack_of(t))
             )
             continue
-        outcomes.append(
-            RankOutcome(
-                rank=rank,
-                status=msg["status"],
-                reason=msg.get("reason", ""),
-                texts=list(msg.get("texts", [])),
-                seconds=msg.get("seconds", 0.0),
-                assertion=msg.get("assertion", False),
-                order=msg.get("failed_at") or time.time(),
-            )
-        )
+        outcomes.append(RankOutcome.from_report({**msg, "rank": rank}))
     return verdict(
         outcomes,
         world_size=world_size,
