@@ -13,8 +13,9 @@ thread-isolation mode. Threads that are not ranks keep the real tables.
 
 A collective is a rendezvous: every rank drops its tensors into the group's
 round for that call, and the last one to arrive does the data movement for
-all. A rank that never arrives is named in a timeout error; a rank whose test
-failed aborts the run, so peers waiting for it fail at once, not at the timeout.
+all. A rank whose test has ended (failed, skipped or passed) without calling it
+makes its peers fail at once, not at the timeout; a rank that is still running
+but never arrives is named in a timeout error.
 """
 
 from __future__ import annotations
@@ -164,16 +165,16 @@ class _Exchange:
     def _missing(self, rnd: _Round) -> list[int]:
         return [r for r, k in enumerate(rnd.kinds) if k is None]
 
+    def _gone(self, rnd: _Round) -> list[int]:
+        """Global ranks this round still waits for that have already finished their test."""
+        missing = (self.global_ranks[r] for r in self._missing(rnd))
+        return [g for g in missing if g in self.run.finished]
+
     def _hopeless(self, rnd: _Round) -> bool:
-        """Aborted, or a rank this round waits for has already finished its test."""
-        finished = self.run.finished
-        return self.run.aborted is not None or any(
-            self.global_ranks[r] in finished for r in self._missing(rnd)
-        )
+        return self.run.aborted is not None or bool(self._gone(rnd))
 
     def _why(self, rnd: _Round) -> str:
-        gone = [self.global_ranks[r] for r in self._missing(rnd)]
-        gone = [g for g in gone if g in self.run.finished]
+        gone = self._gone(rnd)
         if gone:
             how = ", ".join(f"rank {g} {self.run.finished[g]}" for g in gone)
             return f"{how} the test without calling it"
