@@ -203,6 +203,7 @@ def reset_dtensor_rng_tracker() -> None:
     random_mod._rng_tracker = None
 
 
+@cache  # asked on every comparison; the answer cannot change in a process
 def async_collective_tensor_type() -> type | None:
     """Functional collectives' lazy result, which comparisons must wait on; None if absent."""
     try:
