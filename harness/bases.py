@@ -2,10 +2,10 @@
 
 ``DTensorTestBase`` runs each test on fresh rank processes, ``DTensorContinuousTestBase``
 on a pool kept for the class, ``DTensorOpTestBase`` (upstream's threads base) on
-rank threads of the test process (:mod:`harness.ranks.threads`). The parent never runs a test body: it decides requirement skips, then
-hands the test to the runner (:mod:`harness.ranks`) or, in LocalTensor mode, to
-:func:`harness.local.run_locally` -- that choice is made in one place,
-:func:`_dispatch`.
+rank threads of the test process (:mod:`harness.ranks.threads`). The parent never
+runs a test body: it decides requirement skips, then hands the test to the runner
+(:mod:`harness.ranks`) or, in LocalTensor mode, to :func:`harness.local.run_locally`
+-- that choice is made in one place, :func:`_dispatch`.
 """
 
 from __future__ import annotations
