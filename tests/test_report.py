@@ -91,6 +91,7 @@ def test_verdicts_per_capability_and_overall(tmp_path):
         "failed": 1,
         "error": 1,
         "skipped": 2,
+        "waived": 0,
         "total": 6,
         "duration_s": 2.05,
     }
@@ -103,6 +104,23 @@ def test_overall_verdict_rules():
     assert schema.overall_verdict(["skip", "skip"]) == "skip"
     assert schema.overall_verdict(["pass"], exit_code=2) == "incomplete"  # interrupted run
     assert schema.overall_verdict(["pass", "fail"], exit_code=2) == "fail"
+
+
+def test_schema_2_counts_waived_and_a_schema_1_report_still_verifies(tmp_path):
+    report = _cell_report(tmp_path)
+    assert report["schema"]["version"] == 2 and report["waivers"] is None
+    assert report["summary"]["waived"] == 0
+    assert all(cap["waived"] == 0 for cap in report["capabilities"])
+    old = schema.content(report)  # what 0.1.0 wrote: no waived counts, no waivers
+    old["schema"]["version"] = 1
+    del old["waivers"], old["summary"]["waived"]
+    for cap in old["capabilities"]:
+        del cap["waived"]
+    folder = tmp_path / "v1"
+    bundle.write(folder, schema.seal(old))
+    shutil.copy(tmp_path / "junit.xml", folder / "junit.xml")
+    bundle.write(folder, json.loads((folder / "report.json").read_text()))
+    assert bundle.verify(folder).ok, bundle.verify(folder).problems
 
 
 def test_digest_is_over_canonical_content(tmp_path):

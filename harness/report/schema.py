@@ -19,8 +19,14 @@ from harness.report import capabilities
 from harness.report.junit import CaseResult
 
 SCHEMA = "dtensor-harness/report"
-SCHEMA_VERSION = 1
+# Version 2 (dtensor-harness 0.2.0): counts gain ``waived`` (a failure a waiver
+# covers: neither pass nor fail); a waived test keeps what JUnit said in ``ran``;
+# the report gains a ``waivers`` section; a capability may carry ``coverage``.
+# Tools that compare reports (``harness report diff``) refuse two versions.
+SCHEMA_VERSION = 2
 INTEGRITY = "integrity"
+#: What a capability and the summary count, one key per outcome a test can end in.
+COUNTS = ("passed", "failed", "error", "skipped", "waived")
 
 # Verdicts, worst first. A capability with no test run (every test skipped) is
 # "skip": it is neither certified nor failed, and the report says why.
@@ -83,7 +89,7 @@ def summarize(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
     out = []
     for name in capabilities.order(groups):
         tests = groups[name]
-        counts = {outcome: 0 for outcome in ("passed", "failed", "error", "skipped")}
+        counts = dict.fromkeys(COUNTS, 0)
         for test in tests:
             counts[test.outcome] += 1
         out.append(
@@ -108,10 +114,12 @@ def build(
     results: Iterable[CaseResult],
     run: Mapping[str, Any],
     artifacts: Mapping[str, str],
+    waivers: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A sealed cell report. ``run`` holds the command, exit code and wall time."""
+    """A sealed cell report. ``run`` holds the command, exit code and wall time;
+    ``waivers`` the waivers file that was applied (None: none was)."""
     caps = summarize(results)
-    totals = {k: sum(c[k] for c in caps) for k in ("passed", "failed", "error", "skipped")}
+    totals = {k: sum(c[k] for c in caps) for k in COUNTS}
     report = {
         "schema": {"name": SCHEMA, "version": SCHEMA_VERSION},
         "kind": "cell",
@@ -129,5 +137,6 @@ def build(
         },
         "capabilities": caps,
         "artifacts": dict(artifacts),
+        "waivers": dict(waivers) if waivers is not None else None,
     }
     return seal(report)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.report import capabilities
+from harness.report import capabilities, schema
 
 
 def short_fingerprint(fp: Mapping[str, Any]) -> dict[str, str]:
@@ -49,7 +49,7 @@ def cell_row(report: Mapping[str, Any], source: str = "") -> dict[str, Any]:
         caps[cap["name"]] = {
             "title": cap["title"],
             "verdict": cap["verdict"],
-            **{k: cap[k] for k in ("passed", "failed", "error", "skipped", "total", "duration_s")},
+            **{k: cap.get(k, 0) for k in (*schema.COUNTS, "total", "duration_s")},
             "problems": [
                 {"id": t["id"], "outcome": t["outcome"], "reason": t.get("reason", "")}
                 for t in cap["tests"]
