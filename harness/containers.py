@@ -12,7 +12,6 @@ Torch-free: nox calls this from outside the test environment.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from functools import cache
 from glob import glob
 from pathlib import Path
 
+from harness import hosts
 from harness._version import __version__
 from harness.errors import UsageError
 from harness.matrix import Cell
@@ -318,28 +318,8 @@ def session_argv(cell: Cell, command: Sequence[str], posargs: Sequence[str]) -> 
 
 
 def host_device_count(accelerator: str) -> int:
-    """Devices of ``accelerator`` this host shows, read from the OS (no torch here).
-
-    HARNESS_HOST_DEVICES overrides it, for hosts that expose devices elsewhere.
-    """
-    override = os.environ.get("HARNESS_HOST_DEVICES", "").strip()
-    if override:
-        if not override.isdigit():
-            raise UsageError(f"HARNESS_HOST_DEVICES={override!r} must be a whole number.")
-        return int(override)
-    if accelerator == "cuda":
-        return len(glob("/proc/driver/nvidia/gpus/*")) or len(
-            [p for p in glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", p)]
-        )
-    if accelerator == "rocm":
-        return sum(
-            _read(p) not in ("", "0") for p in glob("/sys/class/kfd/kfd/topology/nodes/*/gpu_id")
-        )
-    if accelerator == "xpu":
-        return sum(_read(p) == "0x8086" for p in glob("/sys/class/drm/renderD*/device/vendor"))
-    if accelerator == "gaudi":
-        return len(glob("/dev/accel/accel[0-9]*")) or len(glob("/dev/hl[0-9]*"))
-    return 0
+    """Devices of ``accelerator`` this host shows, from the table's probes (no torch here)."""
+    return hosts.device_count(accelerator, use_torch=False)
 
 
 def _read(path: str) -> str:
@@ -350,17 +330,11 @@ def _read(path: str) -> str:
 
 
 def check_host_devices(cell: Cell, devices: Sequence[str] | None = None) -> None:
-    """Refuse a cell that needs more devices than this host shows, before anything starts."""
-    needed = cell.devices_needed if devices is None else len(devices)
-    if cell.devices_needed == 0:
-        return
-    have = host_device_count(cell.accelerator)
-    if have < needed:
-        raise UsageError(
-            f"cell {cell.name} needs {needed} {cell.accelerator} device(s); this host shows "
-            f"{have}. Pick a cell that fits (`harness matrix list`), e.g. a -sim cell, or set "
-            f"HARNESS_HOST_DEVICES if the devices are there but hidden from this check."
-        )
+    """Refuse a cell that needs more devices than this host shows, before anything starts.
+
+    The container's torch is not the host's, so only the torch-free probes answer.
+    """
+    hosts.check_cell(cell, devices=devices, use_torch=False)
 
 
 def caller_user() -> str | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import accelerators
+from harness.accelerators import DEFINITION_KEYS, SIM_UNIT, Accelerator, AcceleratorError
 from harness.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -24,20 +26,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SCHEMA_VERSION = 1
-
-# What each accelerator is, as facts rather than configuration: the torch device
-# type it answers to, the unit in its cell names, and the collective backends it
-# can use. A matrix may choose among these, not invent new ones.
-ACCELERATORS: dict[str, dict[str, Any]] = {
-    "cpu": {"device": "cpu", "unit": "rank", "backends": ("gloo",)},
-    "cuda": {"device": "cuda", "unit": "gpu", "backends": ("nccl", "gloo")},
-    "rocm": {"device": "cuda", "unit": "gpu", "backends": ("nccl", "gloo")},
-    "xpu": {"device": "xpu", "unit": "gpu", "backends": ("xccl", "gloo")},
-    "gaudi": {"device": "hpu", "unit": "hpu", "backends": ("hccl", "gloo")},
-}
-BACKENDS = ("gloo", "nccl", "xccl", "hccl")
 MODES = ("native", "local")
-SIM_UNIT = "sim"
 
 
 class MatrixError(UsageError, ValueError):
@@ -64,6 +53,7 @@ _COMMON_KEYS = {  # allowed in [defaults], [accelerators.X] and [overrides."cell
 _DEFAULT_KEYS = {**_COMMON_KEYS, "results": (str, "a folder path")}
 _ACCEL_KEYS = {
     **_COMMON_KEYS,
+    **DEFINITION_KEYS,  # only for accelerators the matrix declares (harness.accelerators)
     "device": (str, "a torch device type"),
     "backend": (str, "a collective backend name"),
     "cells": (dict, "a table of mode = [world sizes]"),
@@ -103,6 +93,20 @@ class Cell:
     container: Mapping[str, Any] = field(default_factory=dict)
     results: str = "results"
     root: str = "."  # folder of the matrix file; relative suites resolve here
+    #: the accelerator's facts (built-in, packaged or declared by the matrix)
+    facts: Accelerator | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def spec(self) -> Accelerator:
+        return self.facts or accelerators.get(self.accelerator)
+
+    @property
+    def unit(self) -> str:
+        return SIM_UNIT if self.mode == "local" else self.spec.unit
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        return self.spec.plugins
 
     @property
     def session(self) -> str:
@@ -110,8 +114,7 @@ class Cell:
 
     @property
     def tags(self) -> list[str]:
-        unit = SIM_UNIT if self.mode == "local" else ACCELERATORS[self.accelerator]["unit"]
-        return [self.accelerator, self.mode, unit, f"ws{self.world_size}"]
+        return [self.accelerator, self.mode, self.unit, f"ws{self.world_size}"]
 
     @property
     def torch_version(self) -> str:
@@ -125,7 +128,7 @@ class Cell:
     @property
     def devices_needed(self) -> int:
         """Devices of the accelerator this cell occupies (1 when simulated)."""
-        if self.device == "cpu":
+        if not self.spec.binds_devices:
             return 0
         return 1 if self.mode == "local" else self.world_size
 
@@ -135,15 +138,19 @@ class Cell:
 
     def harness_env(self) -> dict[str, str]:
         """The environment that carries this cell into pytest, ranks and containers."""
-        return {
+        env = {
             **self.env,
             "HARNESS_CELL": self.name,
+            "HARNESS_ACCELERATOR": self.accelerator,
             "HARNESS_DEVICE": self.device,
             "HARNESS_BACKEND": self.backend,
             "HARNESS_WORLD_SIZE": str(self.world_size),
             "HARNESS_MODE": self.mode,
             "HARNESS_TIMEOUT": str(self.timeout),
         }
+        if self.plugins:  # imported in the parent and every rank (harness.hosts)
+            env["HARNESS_PLUGINS"] = ",".join(self.plugins)
+        return env
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +169,8 @@ class Cell:
             "image": self.image,
             "container": dict(self.container),
             "tags": self.tags,
+            "unit": self.unit,
+            "plugins": list(self.plugins),
             "results_dir": str(self.results_dir),
         }
 
@@ -197,8 +206,10 @@ class Matrix:
         ]
 
 
-def cell_name(accelerator: str, world_size: int, mode: str) -> str:
-    unit = SIM_UNIT if mode == "local" else ACCELERATORS[accelerator]["unit"]
+def cell_name(
+    accelerator: str, world_size: int, mode: str, facts: Accelerator | None = None
+) -> str:
+    unit = SIM_UNIT if mode == "local" else (facts or accelerators.get(accelerator)).unit
     return f"{accelerator}-{world_size}{unit}"
 
 
@@ -227,7 +238,7 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
         raise MatrixError(f"{path}: TOML syntax error: {exc}; fix the syntax there.") from None
     try:
         cells = _expand(data, path)
-    except MatrixError as exc:  # every message says which file it is about
+    except (MatrixError, AcceleratorError) as exc:  # every message says which file it is about
         raise MatrixError(f"{path}: {exc}") from None
     return Matrix(path=path, cells=tuple(cells))
 
@@ -279,26 +290,53 @@ def _describe(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} ({value!r})"
 
 
-def _check_backend(backend: str, accelerator: str, where: str) -> None:
+def _check_backend(backend: str, facts: Accelerator, known: Iterable[str], where: str) -> None:
     """Accept "gloo" or mixed "cpu:gloo,cuda:nccl" where each part suits its device."""
-    allowed = ACCELERATORS[accelerator]["backends"]
-    for part in backend.split(","):
-        device, _, name = part.strip().rpartition(":")
-        if name not in BACKENDS:
+    allowed = facts.backends
+    for device, name in accelerators.mixed_parts(backend):
+        if name not in known:
             raise MatrixError(
-                f"{where}: unknown backend {name!r}.{_suggest(name, BACKENDS)} "
-                f"Known backends: {', '.join(BACKENDS)}."
+                f"{where}: unknown backend {name!r}.{_suggest(name, known)} "
+                f"Known backends: {', '.join(known)}."
             )
         if device == "cpu" and name != "gloo":
             raise MatrixError(
                 f"{where}: the cpu part of a mixed backend must be gloo, not {name!r}; "
-                f'write "cpu:gloo,{ACCELERATORS[accelerator]["device"]}:{allowed[0]}".'
+                f'write "cpu:gloo,{facts.device}:{allowed[0]}".'
             )
         if name not in allowed:
             raise MatrixError(
-                f"{where}: accelerator {accelerator!r} cannot use backend {name!r}; "
+                f"{where}: accelerator {facts.name!r} cannot use backend {name!r}; "
                 f"use one of {', '.join(allowed)}."
             )
+
+
+def _accelerator(name: str, spec: dict, known: Mapping[str, Accelerator]) -> Accelerator:
+    """The facts behind ``[accelerators.NAME]``: the known entry, or the table's declaration."""
+    where = f"accelerators.{name}"
+    if name in known:
+        facts = known[name]
+        redefined = sorted(DEFINITION_KEYS.keys() & spec.keys())
+        if redefined:
+            kind = "a built-in accelerator" if facts.builtin else f"declared by {facts.source}"
+            raise MatrixError(
+                f"{where}.{redefined[0]}: {name!r} is {kind} (device {facts.device}, "
+                f"unit {facts.unit}) and cannot be redefined; to declare your own, give it "
+                f"another name, e.g. [accelerators.my_{name}]."
+            )
+        if "device" in spec and spec["device"] != facts.device:
+            raise MatrixError(
+                f"{where}.device = {spec['device']!r} does not fit {name!r}, whose "
+                f'torch device type is {facts.device!r}; set device = "{facts.device}".'
+            )
+        return facts
+    if "unit" not in spec:  # no unit: most likely a typo of a known name, else a half declaration
+        raise MatrixError(
+            f"unknown accelerator {where!r}.{_suggest(name, known)} Known accelerators: "
+            f"{', '.join(known)}. To declare a new one, give it unit, device, backend and "
+            f"cells (docs/accelerators.md)."
+        )
+    return accelerators.declare(name, spec, source="matrix", where=where)
 
 
 def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
@@ -311,32 +349,35 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
         )
     defaults = data.get("defaults", {})
     _check_keys(defaults, _DEFAULT_KEYS, "defaults")
-    accelerators = data.get("accelerators", {})
-    if not accelerators:
+    tables = dict(data.get("accelerators", {}))
+    # a vendor package's accelerator brings its own cells: its users need no matrix edit
+    for name, (_, rest) in accelerators.packaged().items():
+        if name not in tables and "cells" in rest:
+            tables[name] = {
+                k: v for k, v in rest.items() if k in _ACCEL_KEYS and k not in DEFINITION_KEYS
+            }
+    if not tables:
         raise MatrixError("no accelerators defined; add a table such as [accelerators.cpu].")
 
-    cells: dict[str, Cell] = {}
-    for accel, spec in accelerators.items():
+    known = accelerators.known()
+    declared: dict[str, Accelerator] = {}
+    for accel, spec in tables.items():
         where = f"accelerators.{accel}"
-        if accel not in ACCELERATORS:
-            raise MatrixError(
-                f"unknown accelerator {where!r}.{_suggest(accel, ACCELERATORS)} "
-                f"Known accelerators: {', '.join(ACCELERATORS)}."
-            )
         if not isinstance(spec, dict):
             raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
         _check_keys(spec, _ACCEL_KEYS, where)
         _check_keys(spec.get("container", {}), _CONTAINER_KEYS, f"{where}.container")
-        facts = ACCELERATORS[accel]
-        for required in ("device", "backend", "cells"):
+        declared[accel] = _accelerator(accel, spec, known)
+    backends = accelerators.backend_names(declared)
+
+    cells: dict[str, Cell] = {}
+    for accel, spec in tables.items():
+        where = f"accelerators.{accel}"
+        facts = declared[accel]
+        for required in ("backend", "cells"):
             if required not in spec:
                 raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
-        if spec["device"] != facts["device"]:
-            raise MatrixError(
-                f"{where}.device = {spec['device']!r} does not fit {accel!r}, whose "
-                f'torch device type is {facts["device"]!r}; set device = "{facts["device"]}".'
-            )
-        _check_backend(spec["backend"], accel, f"{where}.backend")
+        _check_backend(spec["backend"], facts, backends, f"{where}.backend")
         for mode, sizes in spec["cells"].items():
             mode_where = f"{where}.cells.{mode}"
             if mode not in MODES:
@@ -352,7 +393,7 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
             for n in sizes:
                 if n < 1:
                     raise MatrixError(f"{mode_where}: world size {n} must be at least 1.")
-                cell = _make_cell(accel, n, mode, spec, defaults, path)
+                cell = _make_cell(facts, n, mode, spec, defaults, path)
                 if cell.name in cells:
                     raise MatrixError(
                         f"{mode_where}: duplicate cell {cell.name!r}; list each world size once."
@@ -372,22 +413,24 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
         if override.get("drop"):
             del cells[name]
             continue
-        cells[name] = _apply_override(cells[name], override, where)
+        cells[name] = _apply_override(cells[name], override, backends, where)
     return list(cells.values())
 
 
-def _make_cell(accel: str, n: int, mode: str, spec: dict, defaults: dict, path: Path) -> Cell:
+def _make_cell(
+    facts: Accelerator, n: int, mode: str, spec: dict, defaults: dict, path: Path
+) -> Cell:
     def pick(key: str, fallback: Any) -> Any:
         return spec.get(key, defaults.get(key, fallback))
 
     timeout = pick("timeout", 300)
     if timeout <= 0:
-        where = "accelerators." + accel if "timeout" in spec else "defaults"
+        where = "accelerators." + facts.name if "timeout" in spec else "defaults"
         raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
     return Cell(
-        name=cell_name(accel, n, mode),
-        accelerator=accel,
-        device=spec["device"],
+        name=cell_name(facts.name, n, mode, facts),
+        accelerator=facts.name,
+        device=facts.device,
         backend=spec["backend"],
         world_size=n,
         mode=mode,
@@ -396,13 +439,15 @@ def _make_cell(accel: str, n: int, mode: str, spec: dict, defaults: dict, path: 
         torch=pick("torch", "torch"),
         pip_args=tuple(pick("pip_args", [])),
         env={**defaults.get("env", {}), **spec.get("env", {})},
-        container=dict(spec.get("container", {})),
+        # the table's run/device flags, then the matrix's choices over them
+        container={**facts.container, **spec.get("container", {})},
         results=defaults.get("results", "results"),
         root=str(path.resolve().parent),
+        facts=facts,
     )
 
 
-def _apply_override(cell: Cell, override: dict, where: str) -> Cell:
+def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: str) -> Cell:
     from dataclasses import replace
 
     changes: dict[str, Any] = {}
@@ -411,7 +456,7 @@ def _apply_override(cell: Cell, override: dict, where: str) -> Cell:
             raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
         changes["timeout"] = override["timeout"]
     if "backend" in override:
-        _check_backend(override["backend"], cell.accelerator, f"{where}.backend")
+        _check_backend(override["backend"], cell.spec, backends, f"{where}.backend")
         changes["backend"] = override["backend"]
     for key in ("suites", "pip_args"):
         if key in override:

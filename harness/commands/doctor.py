@@ -88,14 +88,14 @@ def container_info() -> dict[str, Any]:
 
 
 def runnable_cells(matrix_path: str | None) -> dict[str, Any]:
-    from harness.commands.run import check_host
+    from harness import hosts
     from harness.matrix import load_matrix
 
     matrix = load_matrix(matrix_path)
     ok, refused = [], {}
     for cell in matrix.cells:
         try:
-            check_host(cell)
+            hosts.check_cell(cell)
             ok.append(cell.name)
         except UsageError as exc:
             refused[cell.name] = str(exc).split(";")[0]

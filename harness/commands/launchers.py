@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import hosts
 from harness.errors import UsageError
 from harness.matrix import Cell
 from harness.ranks.launch import LAUNCHERS, requested
@@ -179,18 +180,6 @@ def _check_world(cell: Cell, env: dict[str, str]) -> None:
 
 
 def _check_devices(cell: Cell, ranks_here: int) -> None:
-    """Refuse a node that cannot give each of its ranks a device."""
-    if cell.device == "cpu":
-        return
-    try:
-        from harness.devices import host_device_count
-    except ImportError as exc:
-        raise UsageError(
-            f"cell {cell.name} needs torch with {cell.device} support: {exc}"
-        ) from None
-    have = host_device_count(cell.device)
-    if have < ranks_here:
-        raise UsageError(
-            f"this node runs {ranks_here} rank(s) of {cell.name} but shows {have} "
-            f"{cell.device} device(s); lower --nproc-per-node or use a node with more."
-        )
+    """Refuse a node that cannot give each of its ranks a device (harness.hosts)."""
+    hosts.check_cell(cell, ranks_here=ranks_here)
+    hosts.preflight(cell)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import hosts
 from harness.commands import launchers
 from harness.errors import UsageError
 from harness.matrix import Cell, load_matrix
@@ -104,20 +105,6 @@ def _find_spec(name: str):
 
 
 def check_host(cell: Cell) -> None:
-    """Refuse, before anything starts, a cell this host cannot serve."""
-    if cell.devices_needed == 0:
-        return
-    try:
-        from harness.devices import host_device_count
-    except ImportError as exc:
-        raise UsageError(
-            f"cell {cell.name} needs torch with {cell.device} support: {exc}. "
-            f"Install the cell's torch ({cell.torch}) or run a cpu cell."
-        ) from None
-    have = host_device_count(cell.device)
-    if have < cell.devices_needed:
-        raise UsageError(
-            f"cell {cell.name} needs {cell.devices_needed} {cell.device} device(s); this host "
-            f"shows {have}. Pick a cell that fits (`harness matrix list`), "
-            f"e.g. a -sim cell, which simulates the ranks on one device."
-        )
+    """Refuse, before anything starts, a cell this host cannot serve (harness.hosts)."""
+    hosts.check_cell(cell)
+    hosts.preflight(cell)
