@@ -28,6 +28,7 @@ _STALE = (
     "report.html",
     "SHA256SUMS",
     "SHA256SUMS.sig",
+    "waivers.toml",
     ".progress.jsonl",
 )
 
@@ -44,6 +45,11 @@ def add_parser(sub, parents) -> None:
     parser.add_argument("--out", metavar="DIR", help="report folder (default: results/<cell>/)")
     parser.add_argument("--sign", metavar="KEY", help="sign the report with this SSH private key")
     parser.add_argument(
+        "--waivers",
+        metavar="FILE",
+        help="waivers TOML: known failures reported as waived (default: the cell's `waivers`)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     parser.set_defaults(handler=certify)
@@ -55,6 +61,7 @@ def certify(args) -> int:
     out = Path(args.out) if args.out else cell.results_dir
     if args.sign and not Path(args.sign).is_file():
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
+    known = _waivers(cell, args)  # a bad waivers file stops before anything runs
     check_host(cell)
     out.mkdir(parents=True, exist_ok=True)
     for name in _STALE:
@@ -74,7 +81,7 @@ def certify(args) -> int:
 
     from harness.report import bundle
 
-    report = build_report(cell, matrix, out, code, wall, args)
+    report = build_report(cell, matrix, out, code, wall, args, known)
     bundle.write(out, report)
     if args.sign:
         bundle.sign(out, args.sign)
@@ -123,14 +130,30 @@ def _wait(child: subprocess.Popen) -> int:
         raise
 
 
-def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: float, args):
-    """The sealed report of a results folder holding this cell's junit.xml."""
-    from harness.report import bundle, junit, schema
+def _waivers(cell: Cell, args):
+    """The waivers file this run applies: --waivers, else the cell's, else none."""
+    from harness.report import waivers
+
+    path = getattr(args, "waivers", None) or getattr(cell, "waivers", None)
+    return waivers.load(path) if path else None
+
+
+def build_report(
+    cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: float, args, known=None
+):
+    """The sealed report of a results folder holding this cell's junit.xml.
+
+    ``known``: loaded waivers; they are applied, and copied into ``out``."""
+    from harness.report import bundle, junit, schema, waivers
 
     command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
+    if getattr(args, "waivers", None):
+        command += ["--waivers", args.waivers]
     if args.passthrough:
         command += ["--", *args.passthrough]
     results = junit.parse(out / "junit.xml")  # bad input fails before torch is imported
+    results, applied = waivers.apply(known, results)
+    waivers.write(out, known)
     cell_info = cell.to_dict()
     cell_info.pop("results_dir", None)
     return schema.build(
@@ -145,6 +168,7 @@ def build_report(cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: 
             "wall_s": round(wall, 1),
         },
         artifacts={"junit.xml": bundle.file_sha256(out / "junit.xml")},
+        waivers=applied,
     )
 
 
@@ -178,6 +202,7 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
         print(
             f"  {cap['title']:<{width}}  {cap['verdict']:<4}  {cap['passed']} passed, "
             f"{cap['failed'] + cap['error']} failed, {cap['skipped']} skipped"
+            + (f", {cap['waived']} waived" if cap.get("waived") else "")
         )
     failures = [
         t for c in report["capabilities"] for t in c["tests"] if t["outcome"] in ("failed", "error")
@@ -189,13 +214,27 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
         print(f"    rerun: {rerun_command(cell, test['id'], args.matrix)}")
     if len(failures) > 20:
         print(f"  ... {len(failures) - 20} more in {out / 'report.md'}")
+    for line in _waiver_lines(report):
+        print(line)
     summary = report["summary"]
+    waived = f", {summary['waived']} waived" if summary.get("waived") else ""
     print(
         f"\nharness: certify {cell.name}: {report['verdict'].upper()} "
-        f"({summary['passed']} passed, {summary['failed'] + summary['error']} failed, "
+        f"({summary['passed']} passed, {summary['failed'] + summary['error']} failed{waived}, "
         f"{summary['skipped']} skipped in {report['run']['wall_s']} s)"
     )
     print(f"  report: {out / 'report.html'}  (verify: harness report verify {out})")
+
+
+def _waiver_lines(report: dict) -> list[str]:
+    """Waivers to act on: stale ones (their tests pass now) and unused ones."""
+    section = report.get("waivers") or {}
+    lines = []
+    for entry in section.get("entries", []):
+        if entry["status"] != "used":
+            what = entry.get("test") or f"op {entry.get('op')}"
+            lines.append(f"  waiver {entry['status']}: {what} ({entry['issue']})")
+    return ["", *lines] if lines else []
 
 
 def _tail(log: Path, lines: int = 30) -> None:

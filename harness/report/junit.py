@@ -27,10 +27,13 @@ class CaseResult:
     duration_s: float
     reason: str = ""
     details: str = ""
+    op: str = ""  # the op a test checks (JUnit property "op"), for op waivers
+    ran: str = ""  # a waived test's outcome as run (failed or error)
+    waiver: int | None = None  # a waived test: index of its waiver in the report's waivers
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        return {k: v for k, v in data.items() if v != "" or k in ("id", "outcome")}
+        return {k: v for k, v in data.items() if v not in ("", None) or k in ("id", "outcome")}
 
 
 def parse(path: str | Path) -> list[CaseResult]:
@@ -74,6 +77,7 @@ def _result(case: ET.Element) -> CaseResult:
         duration_s=round(float(case.get("time") or 0.0), 3),
         reason=reason,
         details=details,
+        op=props.get("op", ""),
     )
 
 

@@ -67,19 +67,55 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
         out.append(
             f"### {cap['title']}: {cap['verdict']} "
             f"({cap['passed']} passed, {cap['failed'] + cap['error']} failed, "
-            f"{cap['skipped']} skipped, {cap['duration_s']:.2f} s)"
+            f"{_waived(cap)}{cap['skipped']} skipped, {cap['duration_s']:.2f} s)"
         )
         out.append("")
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         for test in problems:
-            out.append(f"- **{test['outcome']}** `{test['id']}`: {_md(test.get('reason', ''))}")
+            out.append(
+                f"- **{test['outcome']}** `{test['id']}`: {_md(test.get('reason', ''))}"
+                + _md(_waiver_note(report, test))
+            )
         if problems:
             out.append("")
+    out += _md_waivers(report)
     out += ["## Machine", ""]
     for key, value in _flatten(report.get("fingerprint", {})):
         out.append(f"- {key}: `{value}`")
     out.append("")
     return out
+
+
+def _waived(cap: Mapping[str, Any]) -> str:
+    return f"{cap['waived']} waived, " if cap.get("waived") else ""
+
+
+def _waiver_note(report: Mapping[str, Any], test: Mapping[str, Any]) -> str:
+    """Why a waived test is not a failure: its outcome as run and its waiver."""
+    if test.get("outcome") != "waived":
+        return ""
+    entry = (report.get("waivers") or {}).get("entries", [])[test["waiver"]]
+    return f" (ran: {test['ran']}; waived: {entry['reason']}, {entry['issue']})"
+
+
+def _md_waivers(report: Mapping[str, Any]) -> list[str]:
+    section = report.get("waivers")
+    if not section:
+        return []
+    out = [
+        "## Waivers",
+        "",
+        f"`{section['source']}` (sha256 `{section['sha256']}`, copied as `{section['file']}`)",
+        "",
+        "| status | waiver | reason | issue |",
+        "|---|---|---|---|",
+    ]
+    for entry in section["entries"]:
+        what = f"test `{entry['test']}`" if "test" in entry else f"op `{entry['op']}`"
+        out.append(
+            f"| {entry['status']} | {_md(what)} | {_md(entry['reason'])} | {_md(entry['issue'])} |"
+        )
+    return [*out, ""]
 
 
 def _md_matrix_details(rows: list[dict[str, Any]]) -> list[str]:
@@ -192,7 +228,7 @@ def _tooltip(cap: Mapping[str, Any] | None) -> str:
         return "no test of this capability ran in this cell"
     lines = [
         f"{cap['passed']} passed, {cap['failed']} failed, {cap['error']} errors, "
-        f"{cap['skipped']} skipped in {cap['duration_s']:.2f} s"
+        f"{_waived(cap)}{cap['skipped']} skipped in {cap['duration_s']:.2f} s"
     ]
     lines += [f"{p['outcome']}: {p['reason']}" for p in cap["problems"][:5]]
     return "\n".join(lines)
@@ -205,16 +241,16 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
             f'<h3 id="cap-{_h(cap["name"])}">{_h(cap["title"])} '
             f'<span class="verdict {_h(cap["verdict"])}">{_h(cap["verdict"])}</span></h3>'
             f"<p>{cap['passed']} passed, {cap['failed'] + cap['error']} failed, "
-            f"{cap['skipped']} skipped, {cap['duration_s']:.2f} s</p>"
+            f"{_waived(cap)}{cap['skipped']} skipped, {cap['duration_s']:.2f} s</p>"
         )
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         if problems:
             out.append('<ul class="problems">')
             for test in problems:
                 out.append(
-                    f'<li><span class="verdict {"skip" if test["outcome"] == "skipped" else "fail"}">'
+                    f'<li><span class="verdict {_outcome_class(test["outcome"])}">'
                     f"{_h(test['outcome'])}</span> <code>{_h(test['id'])}</code>: "
-                    f"{_h(test.get('reason', ''))}"
+                    f"{_h(test.get('reason', ''))}{_h(_waiver_note(report, test))}"
                 )
                 if test.get("details"):
                     out.append(
@@ -231,6 +267,7 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
             )
             + "</tbody></table></details>"
         )
+    out.append(_html_waivers(report))
     out.append("<h2>Cell</h2>" + _facts(report["cell"]))
     out.append("<h2>Machine</h2>" + _facts(report.get("fingerprint", {})))
     out.append(
@@ -240,7 +277,25 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
 
 
 def _outcome_class(outcome: str) -> str:
-    return {"passed": "pass", "skipped": "skip"}.get(outcome, "fail")
+    return {"passed": "pass", "skipped": "skip", "waived": "skip"}.get(outcome, "fail")
+
+
+def _html_waivers(report: Mapping[str, Any]) -> str:
+    section = report.get("waivers")
+    if not section:
+        return ""
+    rows = "".join(
+        f'<tr data-status="{_h(e["status"])}"><td>{_h(e["status"])}</td>'
+        f"<td>{_h('test' if 'test' in e else 'op')} <code>{_h(e.get('test') or e.get('op'))}</code>"
+        f"</td><td>{_h(e['reason'])}</td><td>{_h(e['issue'])}</td></tr>"
+        for e in section["entries"]
+    )
+    return (
+        f'<h2 id="waivers">Waivers</h2><p><code>{_h(section["source"])}</code>, sha256 '
+        f"<code>{_h(section['sha256'])}</code> (copied as <code>{_h(section['file'])}</code>)</p>"
+        "<table><thead><tr><th>status</th><th>waiver</th><th>reason</th><th>issue</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _facts(data: Mapping[str, Any]) -> str:

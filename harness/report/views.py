@@ -93,6 +93,8 @@ def cell_text(cap: Mapping[str, Any] | None) -> str:
         bad = cap["failed"] + cap["error"]
         return f"fail {bad} of {ran}"
     if cap["verdict"] == "skip":
-        return f"skip {cap['skipped']}"
-    extra = f" +{cap['skipped']} skip" if cap["skipped"] else ""
+        waived = f" +{cap['waived']} waived" if cap.get("waived") else ""
+        return f"skip {cap['skipped']}{waived}"
+    extra = f" +{cap['waived']} waived" if cap.get("waived") else ""
+    extra += f" +{cap['skipped']} skip" if cap["skipped"] else ""
     return f"pass {cap['passed']}/{ran}{extra}"
