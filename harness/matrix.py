@@ -49,6 +49,7 @@ _COMMON_KEYS = {  # allowed in [defaults], [accelerators.X] and [overrides."cell
     "torch": (str, 'a requirement string such as "torch==2.13.0"'),
     "pip_args": _STR_LIST,
     "env": _STR_TABLE,
+    "waivers": (str, "a path to a waivers TOML file (docs/certification.md)"),
 }
 _DEFAULT_KEYS = {**_COMMON_KEYS, "results": (str, "a folder path")}
 _ACCEL_KEYS = {
@@ -93,6 +94,7 @@ class Cell:
     container: Mapping[str, Any] = field(default_factory=dict)
     results: str = "results"
     root: str = "."  # folder of the matrix file; relative suites resolve here
+    waivers: str = ""  # waivers file certify applies, relative to root
     #: the accelerator's facts (built-in, packaged or declared by the matrix)
     facts: Accelerator | None = field(default=None, compare=False, repr=False)
 
@@ -165,6 +167,7 @@ class Cell:
             "suites": list(self.suites),
             "torch": self.torch,
             "pip_args": list(self.pip_args),
+            "waivers": self.waivers,
             "env": dict(self.env),
             "image": self.image,
             "container": dict(self.container),
@@ -443,6 +446,7 @@ def _make_cell(
         container={**facts.container, **spec.get("container", {})},
         results=defaults.get("results", "results"),
         root=str(path.resolve().parent),
+        waivers=pick("waivers", ""),
         facts=facts,
     )
 
@@ -461,8 +465,9 @@ def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: 
     for key in ("suites", "pip_args"):
         if key in override:
             changes[key] = tuple(override[key])
-    if "torch" in override:
-        changes["torch"] = override["torch"]
+    for key in ("torch", "waivers"):
+        if key in override:
+            changes[key] = override[key]
     if "env" in override:
         changes["env"] = {**cell.env, **override["env"]}
     return replace(cell, **changes)

@@ -264,3 +264,33 @@ issue = "{ISSUE}"
     assert "--waivers" in report["run"]["command"]
     assert (out / "waivers.toml").read_bytes() == known.read_bytes()
     assert bundle.verify(out).ok, bundle.verify(out).problems
+
+
+def test_matrix_sets_waivers_per_accelerator_and_per_cell(tmp_path, capsys):
+    from harness.matrix import MatrixError, load_matrix
+
+    (tmp_path / "sound.py").write_text("def test_ok():\n    pass\n")
+    text = (
+        "schema = 1\n[defaults]\nsuites = ['sound.py']\n"
+        "[accelerators.cpu]\ndevice = 'cpu'\nbackend = 'gloo'\ncells = { native = [1, 2] }\n"
+        "waivers = 'waivers/cpu.toml'\n"
+        "[overrides.cpu-2rank]\nwaivers = 'waivers/cpu-2rank.toml'\n"
+    )
+    matrix_path = tmp_path / "matrix.toml"
+    matrix_path.write_text(text)
+    matrix = load_matrix(matrix_path)
+    assert matrix.cell("cpu-1rank").waivers == "waivers/cpu.toml"
+    assert matrix.cell("cpu-2rank").waivers == "waivers/cpu-2rank.toml"
+    assert matrix.cell("cpu-2rank").to_dict()["waivers"] == "waivers/cpu-2rank.toml"
+
+    # the path is relative to the matrix, and a bad file stops certify before it runs
+    (tmp_path / "waivers").mkdir()
+    (tmp_path / "waivers" / "cpu.toml").write_text('[[waiver]]\nop = "add"\nreason = "r"\n')
+    out = tmp_path / "out"
+    code = main(["certify", "cpu-1rank", "--matrix", str(matrix_path), "--out", str(out)])
+    assert code == 2 and "cpu.toml: waiver 1: missing 'issue'" in capsys.readouterr().err
+    assert not out.exists()
+
+    matrix_path.write_text(text.replace("waivers = 'waivers/cpu.toml'", "waivers = 3"))
+    with pytest.raises(MatrixError, match="waivers"):
+        load_matrix(matrix_path)

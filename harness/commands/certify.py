@@ -134,8 +134,9 @@ def _waivers(cell: Cell, args):
     """The waivers file this run applies: --waivers, else the cell's, else none."""
     from harness.report import waivers
 
-    path = getattr(args, "waivers", None) or getattr(cell, "waivers", None)
-    return waivers.load(path) if path else None
+    if getattr(args, "waivers", None):
+        return waivers.load(args.waivers)
+    return waivers.load(Path(cell.root) / cell.waivers) if cell.waivers else None
 
 
 def build_report(
