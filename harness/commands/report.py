@@ -1,4 +1,4 @@
-"""``harness report verify|merge|sign|build``: check, combine and sign report folders."""
+"""``harness report verify|merge|diff|sign|build``: check, combine, compare and sign reports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from harness.errors import UsageError
 
 def add_parser(sub, parents) -> None:
     parser = sub.add_parser(
-        "report", parents=parents, help="verify, merge, sign or build certification reports"
+        "report", parents=parents, help="verify, merge, diff, sign or build certification reports"
     )
     verbs = parser.add_subparsers(dest="report_command", metavar="VERB", required=True)
 
@@ -49,6 +49,24 @@ def add_parser(sub, parents) -> None:
     sign.add_argument("dir", metavar="DIR")
     sign.add_argument("--key", required=True, metavar="KEY", help="SSH private key file")
     sign.set_defaults(handler=sign_cmd)
+
+    diff = verbs.add_parser(
+        "diff",
+        parents=parents,
+        help="compare two cell reports: regressions, fixes, waivers, coverage, machines",
+        description="Regressions (passed in A, failed in B) first, then fixes, newly waived "
+        "tests, per-capability counts and fingerprint differences. Exit 1 on any regression, "
+        "2 when A or B is not a cell report or their schema versions differ.",
+    )
+    diff.add_argument("a", metavar="A", help="the earlier report folder (the baseline)")
+    diff.add_argument("b", metavar="B", help="the later report folder")
+    diff.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="markdown: for a pull request comment (default: text)",
+    )
+    diff.set_defaults(handler=diff_cmd)
 
     build = verbs.add_parser(
         "build",
@@ -105,6 +123,19 @@ def merge_cmd(args) -> int:
         f"{Path(args.out) / 'report.html'}"
     )
     return 0 if report["verdict"] == "pass" else 1
+
+
+def diff_cmd(args) -> int:
+    import json
+
+    from harness.report import diff
+
+    found = diff.compare_folders(args.a, args.b)
+    if args.format == "json":
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(diff.markdown(found) if args.format == "markdown" else diff.text(found))
+    return 1 if found["regressed"] else 0
 
 
 def sign_cmd(args) -> int:
