@@ -13,6 +13,14 @@ Peak memory is measured two ways, both for the whole pytest process tree:
 (shared pages count once per process, so it over-counts forked ranks); ``max_rss``:
 the largest single process's peak RSS, from wait4() (the kernel's ru_maxrss, which
 covers every descendant the tree waited for).
+
+Each run also has a floor: the CPU seconds of the pytest process and every rank it
+waited for (user + system, from wait4()) divided by the cores this process may run
+on. That run's work cannot finish on those cores in less; wall / floor near 1
+means the cores were busy with the tests, higher means waiting: a GIL-bound
+process on 2 cores sits near 2, and other load on a shared host raises it too. A
+rank that outlives its pytest is killed and not counted, so the floor can only be
+under-estimated.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class Run:
     wall_s: float = 0.0
     tree_rss_mb: float = 0.0
     max_rss_mb: float = 0.0
+    cpu_s: float = 0.0
+    cores: int = 1
+    floor_s: float = 0.0
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
@@ -142,6 +153,9 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     run.exit_code = proc.returncode
     run.tree_rss_mb = peak / 2**20
     run.max_rss_mb = usage.ru_maxrss / 1024 if usage else 0.0
+    run.cpu_s = round(usage.ru_utime + usage.ru_stime, 2) if usage else 0.0
+    run.cores = cores()
+    run.floor_s = round(run.cpu_s / run.cores, 2)
     if xml.exists():
         run.outcomes, run.messages, run.times = parse_junit(xml)
     else:
@@ -149,6 +163,14 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         run.messages["<file>"] = "\n".join(tail)
     return run
+
+
+def cores() -> int:
+    """Cores this process (and the pytest it starts) may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _terminate(signum, frame) -> None:
@@ -312,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs[side] = run_pytest(side, roots[side], rel, xml, args.timeout, args.pytest_args)
                 r = runs[side]
                 print(
-                    f"    {r.wall_s:8.1f} s  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
+                    f"    {r.wall_s:8.1f} s  floor {r.floor_s:8.1f} s ({r.cpu_s:.1f} CPU s / "
+                    f"{r.cores} cores)  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
                     f"{r.counts()} {r.note}",
                     flush=True,
                 )
@@ -321,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(runs) == 2:
                 entry["mismatches"] = compare(runs)
                 entry["wall_ratio"] = ratio(runs["harness"].wall_s, runs["upstream"].wall_s)
+                entry["floor_ratio"] = ratio(runs["harness"].floor_s, runs["upstream"].floor_s)
                 entry["tree_rss_ratio"] = ratio(
                     runs["harness"].tree_rss_mb, runs["upstream"].tree_rss_mb
                 )
@@ -389,6 +413,18 @@ def skip_costs(report: dict) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def _ratio_text(wall: float, floor: float) -> str:
+    value = ratio(wall, floor)
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _wall_over_floor(run: dict | None) -> str:
+    """wall / floor of one run, "-" when not run or measured before floors existed."""
+    if not run or not run.get("floor_s"):
+        return "-"
+    return _ratio_text(run["wall_s"], run["floor_s"])
+
+
 def _mismatch_cell(entries: list[dict]) -> str:
     total = sum(len(e.get("mismatches", [])) for e in entries)
     intended = total - sum(len(real_mismatches(e)) for e in entries)
@@ -410,12 +446,17 @@ def markdown(report: dict) -> str:
         "",
         f"Memory: {report['memory']}.",
         "",
+        "Floor: the run's CPU seconds (pytest and the ranks it waited for, user + system) "
+        "divided by the cores it may use; wall/floor near 1 means the cores were busy "
+        "with the tests.",
+        "",
         "| file | outcomes upstream p/f/s/x | outcomes harness p/f/s/x | mismatches "
         "| wall s upstream | wall s harness | ratio | peak MB upstream | peak MB harness "
-        "| ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ratio | floor s upstream | floor s harness | wall/floor upstream "
+        "| wall/floor harness |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    totals = {s: [0.0, 0.0] for s in SIDES}
+    totals = {s: [0.0, 0.0, 0.0] for s in SIDES}  # wall, peak MB, floor
     complete = True
     for entry in sorted(report["files"], key=lambda e: e["file"]):
         runs = entry["runs"]
@@ -432,7 +473,12 @@ def markdown(report: dict) -> str:
             value = entry.get(ratio_key)
             cells.append(f"{value:.3f}" if value is not None else "-")
         for side in SIDES:
+            cells.append(f"{runs[side].get('floor_s', 0.0):.1f}" if side in runs else "-")
+        for side in SIDES:
+            cells.append(_wall_over_floor(runs.get(side)))
+        for side in SIDES:
             if side in runs:
+                totals[side][2] += runs[side].get("floor_s", 0.0)
                 totals[side][0] += runs[side]["wall_s"]
                 totals[side][1] = max(totals[side][1], runs[side]["tree_rss_mb"])
             else:
@@ -444,7 +490,9 @@ def markdown(report: dict) -> str:
             f"| **total** (peak: max) | | | "
             f"{_mismatch_cell(report['files'])} "
             f"| {up[0]:.1f} | {ours[0]:.1f} | {ratio(ours[0], up[0]):.3f} "
-            f"| {up[1]:.0f} | {ours[1]:.0f} | {ratio(ours[1], up[1]):.3f} |"
+            f"| {up[1]:.0f} | {ours[1]:.0f} | {ratio(ours[1], up[1]):.3f} "
+            f"| {up[2]:.1f} | {ours[2]:.1f} "
+            f"| {_ratio_text(up[0], up[2])} | {_ratio_text(ours[0], ours[2])} |"
         )
     mismatches = [(e["file"], m) for e in report["files"] for m in e.get("mismatches", [])]
     if mismatches:

@@ -57,6 +57,28 @@ def test_each_outcome_is_read_from_junit(suite, tmp_path):
     assert run.wall_s > 0 and run.tree_rss_mb > 0 and run.max_rss_mb > 0
 
 
+BURN = """
+import subprocess, sys
+
+def test_rank_burns_cpu():
+    # a child the test waits for, as a rank process is: its CPU counts in the floor
+    subprocess.run([sys.executable, "-c", "import time\\nt = time.process_time()\\n"
+                    "while time.process_time() - t < 1.0: pass"], check=True)
+"""
+
+
+def test_the_floor_counts_the_cpu_of_waited_for_children(suite, tmp_path):
+    (tmp_path / "test_burn.py").write_text(BURN)
+    run = suite.run_pytest("harness", tmp_path, "test_burn.py", tmp_path / "o.xml", 120, [])
+    assert run.outcomes == {"test_burn::test_rank_burns_cpu": "pass"}
+    assert run.cpu_s >= 1.0  # the child's second of CPU, plus pytest's own
+    assert run.cores >= 1 and run.floor_s == round(run.cpu_s / run.cores, 2)
+    entry = {"file": "f.py", "runs": {s: suite.asdict(run) for s in suite.SIDES}}
+    row = suite.markdown({"command": "c", "date": "d", "host": {}, "memory": "m", "files": [entry]})
+    wall_over_floor = f"{round(run.wall_s / run.floor_s, 3):.2f}"
+    assert row.splitlines()[-1].endswith(f"| {wall_over_floor} | {wall_over_floor} |")
+
+
 def test_a_timeout_is_reported_not_hidden(suite, tmp_path):
     (tmp_path / "test_hang.py").write_text("import time\n\ndef test_hang():\n    time.sleep(60)\n")
     run = suite.run_pytest("harness", tmp_path, "test_hang.py", tmp_path / "o.xml", 3, [])
