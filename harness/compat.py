@@ -9,6 +9,7 @@ error instead of an AttributeError deep inside a test.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from functools import cache
@@ -28,9 +29,9 @@ def torch_version() -> tuple[int, int]:
 
 
 def private(module: str, name: str, *, feature: str, min_torch: str) -> Any:
-    """Return ``module.name`` or raise TorchFeatureMissing naming ``feature``."""
+    """Return ``module.name`` (``name`` may be dotted) or raise TorchFeatureMissing."""
     try:
-        return getattr(importlib.import_module(module), name)
+        return functools.reduce(getattr, name.split("."), importlib.import_module(module))
     except (ImportError, AttributeError) as exc:
         import torch
 
@@ -152,6 +153,15 @@ def local_tensor_module() -> Any:
         ) from exc
 
 
+def local_tensor_missing() -> str | None:
+    """Why LocalTensor mode cannot run on the installed torch, or None when it can."""
+    try:
+        local_tensor_module()
+    except TorchFeatureMissing as exc:
+        return str(exc)
+    return None
+
+
 def local_tensor_collective_groups() -> Any:
     """The helper that maps one process group to every simulated rank's fiber."""
     return private(
@@ -171,7 +181,7 @@ def register_fake_backend() -> None:
     """
     import torch.distributed as dist
 
-    if "FAKE" in getattr(dist.Backend, "_plugins", {}):
+    if backend_registered("fake"):
         return
     fake_pg = private(
         "torch._C._distributed_c10d",
@@ -215,3 +225,44 @@ def async_collective_tensor_type() -> type | None:
         )
     except TorchFeatureMissing:
         return None
+
+
+# --- c10d internals behind the threads base (harness.ranks.threaded_pg) --------
+
+#: The threads base swaps c10d's per-process tables for per-thread ones and puts
+#: the C++ group registry in its thread-isolation mode; all of it private c10d.
+_THREADS = {"feature": "the threads base (its own process group)", "min_torch": "2.7"}
+_C10D = "torch.distributed.distributed_c10d"
+
+
+def c10d_world_class() -> type:
+    """c10d's ``_World``: the tables of process groups a process keeps."""
+    return private(_C10D, "_World", **_THREADS)
+
+
+def c10d_world() -> Any:
+    """The ``_World`` object c10d reads its groups from."""
+    return private(_C10D, "_world", **_THREADS)
+
+
+def set_c10d_world(world: Any) -> None:
+    """Make c10d read its groups from ``world`` (the threads base's per-thread switch)."""
+    c10d_world()  # the gate: a torch without _world gets the one clear error
+    importlib.import_module(_C10D)._world = world
+
+
+def backend_registered(name: str) -> bool:
+    """Whether a c10d backend named ``name`` has been registered (built-ins excluded)."""
+    return name.upper() in private(_C10D, "Backend._plugins", **_THREADS)
+
+
+@cache
+def set_thread_isolation_mode() -> Any:
+    """The switch that gives each thread its own C++ registry of process groups."""
+    return private("torch._C._distributed_c10d", "_set_thread_isolation_mode", **_THREADS)
+
+
+@cache
+def create_work_from_future() -> Any:
+    """Wrap a completed Future as the Work object a collective returns."""
+    return private("torch._C._distributed_c10d", "_create_work_from_future", **_THREADS)

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed import ReduceOp
-from torch.distributed import distributed_c10d as c10d
+
+from harness import compat
 
 BACKEND = "harness_threads"
 
@@ -47,9 +48,10 @@ def _module_level_tables() -> dict[str, Any]:
     Found at run time, not listed, so a torch that adds a table is still covered:
     two fresh ``_World`` objects returning the very same container share a global.
     """
-    a, b = c10d._World(), c10d._World()
+    world_class = compat.c10d_world_class()
+    a, b = world_class(), world_class()
     tables = {}
-    for name, attr in vars(c10d._World).items():
+    for name, attr in vars(world_class).items():
         if not isinstance(attr, property):
             continue
         try:
@@ -73,12 +75,14 @@ def _thread_world_class() -> type:
             lambda self, value: self._tables.__setitem__(name, value),
         )
 
+    world_class = compat.c10d_world_class()
+
     def __init__(self) -> None:  # noqa: N807
-        c10d._World.__init__(self)
+        world_class.__init__(self)
         self._tables = {name: kind() for name, kind in tables.items()}
 
     namespace = {"__init__": __init__, **{name: table(name) for name in tables}}
-    return type("ThreadWorld", (c10d._World,), namespace)
+    return type("ThreadWorld", (world_class,), namespace)
 
 
 class _WorldSwitch:
@@ -102,9 +106,9 @@ _INSTALL_LOCK = threading.Lock()
 
 def _install() -> None:
     with _INSTALL_LOCK:
-        if not isinstance(c10d._world, _WorldSwitch):
-            c10d._world = _WorldSwitch(c10d._world)
-        if BACKEND.upper() not in dist.Backend._plugins:
+        if not isinstance(compat.c10d_world(), _WorldSwitch):
+            compat.set_c10d_world(_WorldSwitch(compat.c10d_world()))
+        if not compat.backend_registered(BACKEND):
             dist.Backend.register_backend(
                 BACKEND, _create_group, extended_api=True, devices=["cpu", "cuda", "xpu", "hpu"]
             )
@@ -243,7 +247,7 @@ class ThreadRun:
 def threaded_world() -> Iterator[None]:
     """While it is open, rank threads see their own groups (c10d and its C++ registry)."""
     _install()
-    isolate = torch._C._distributed_c10d._set_thread_isolation_mode
+    isolate = compat.set_thread_isolation_mode()
     isolate(True)
     # Backward must run on the rank's own thread, where its groups are.
     autograd_threads = torch.autograd.set_multithreading_enabled(False)
@@ -272,7 +276,7 @@ def _create_group(options: Any, _backend_options: Any) -> ThreadedProcessGroup:
 def _done(result: Any) -> Any:
     fut: torch.futures.Future = torch.futures.Future()
     fut.set_result(result)
-    return torch._C._distributed_c10d._create_work_from_future(fut)
+    return compat.create_work_from_future()(fut)
 
 
 def _reduce(tensors: list[torch.Tensor], op: Any) -> torch.Tensor:
