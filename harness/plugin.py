@@ -92,13 +92,37 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     cell = os.environ.get("HARNESS_CELL")
-    keys = ("DEVICE", "BACKEND", "WORLD_SIZE", "MODE", "TIMEOUT")
+    keys = ("DEVICE", "BACKEND", "WORLD_SIZE", "MODE", "TIMEOUT", "TORCH")
     parts = [
         f"{k.lower()}={os.environ[f'HARNESS_{k}']}" for k in keys if f"HARNESS_{k}" in os.environ
     ]
     if not cell and not parts:
         return None
-    return f"harness: cell={cell or '-'} " + " ".join(parts)
+    return f"harness: cell={cell or '-'} " + " ".join([*parts, f"torch_installed={_torch()}"])
+
+
+def _torch() -> str:
+    """The installed torch's version, read from its metadata (the plugin imports no torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "none"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A LocalTensor cell on a torch without LocalTensor: every test skips, one reason."""
+    if os.environ.get("HARNESS_MODE") != "local" or not items:
+        return
+    from harness import compat
+
+    reason = compat.local_tensor_missing()
+    if reason is None:
+        return
+    marker = pytest.mark.skip(reason=f"cell {os.environ.get('HARNESS_CELL', '-')}: {reason}")
+    for item in items:
+        item.add_marker(marker)
 
 
 @pytest.hookimpl(hookwrapper=True)
