@@ -1,0 +1,121 @@
+"""Across the supported torch range: private APIs behind compat's gates, and what an
+older torch lacks skips with the feature's name and minimum torch, never fails."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import compat
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "harness"
+
+# Modules with no public twin: only harness/compat.py may import them.
+PRIVATE = ("torch._C", "torch.distributed.distributed_c10d", "torch.distributed._local_tensor")
+
+
+def _private_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Attribute):
+            parts = []
+            inner: ast.AST = node
+            while isinstance(inner, ast.Attribute):
+                parts.append(inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name):
+                names = [".".join([inner.id, *reversed(parts)])]
+        found += [
+            f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith(PRIVATE)
+        ]
+    return found
+
+
+def test_private_c10d_and_local_tensor_are_reached_only_through_compat():
+    uses = [
+        u for p in sorted(HARNESS.rglob("*.py")) if p.name != "compat.py" for u in _private_uses(p)
+    ]
+    assert uses == []
+
+
+def test_the_threads_base_gate_names_the_feature_and_the_oldest_torch(monkeypatch):
+    import torch
+
+    monkeypatch.delattr(torch._C._distributed_c10d, "_set_thread_isolation_mode")
+    compat.set_thread_isolation_mode.cache_clear()
+    try:
+        with pytest.raises(compat.TorchFeatureMissing) as err:
+            compat.set_thread_isolation_mode()
+    finally:
+        compat.set_thread_isolation_mode.cache_clear()
+    message = str(err.value)
+    assert "the threads base" in message and "torch >= 2.7" in message
+    assert torch.__version__ in message
+
+
+def test_backend_registered_reads_c10d_plugins():
+    import torch.distributed as dist
+
+    assert not compat.backend_registered("no_such_backend_here")
+    dist.Backend.register_backend("harness_probe", lambda *a: None, devices=["cpu"])
+    assert compat.backend_registered("harness_probe")
+
+
+def test_a_dotted_private_name_that_moved_is_one_clear_error():
+    with pytest.raises(compat.TorchFeatureMissing, match=r"demo needs torch >= 9\.9 "):
+        compat.private(
+            "torch.distributed", "Backend._no_such_table", feature="demo", min_torch="9.9"
+        )
+
+
+BLOCK_LOCAL_TENSOR = """
+import sys
+# a torch from before 2.10: no torch.distributed._local_tensor
+sys.modules["torch.distributed._local_tensor"] = None
+"""
+
+
+def test_a_sim_cell_on_a_torch_without_local_tensor_skips_with_one_reason(tmp_path):
+    (tmp_path / "old_torch.py").write_text(BLOCK_LOCAL_TENSOR)
+    junit = tmp_path / "junit.xml"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "old_torch", "-q", "-rs",
+         "--harness-cell", "cpu-8sim", "--harness-matrix", str(ROOT / "matrix.toml"),
+         str(HARNESS / "conformance" / "test_collectives.py"), f"--junitxml={junit}"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert " passed" not in out and " failed" not in out and " error" not in out
+    skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert len(skips) == 1, skips  # one reason, counted once for every test
+    assert "cell cpu-8sim: LocalTensor mode needs torch >= 2.10" in skips[0]
+
+
+def test_the_header_names_the_cells_torch_and_the_installed_one(tmp_path):
+    (tmp_path / "test_nothing.py").write_text("def test_ok():\n    pass\n")
+    env = {**os.environ, "HARNESS_CELL": "cpu-2rank", "HARNESS_TORCH": "torch==2.11.0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "test_nothing.py"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    from importlib.metadata import version
+
+    assert f"torch=torch==2.11.0 torch_installed={version('torch')}" in result.stdout
