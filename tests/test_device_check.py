@@ -1,0 +1,83 @@
+"""bench/device_check.sh: its CPU mode runs every step for real; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "device_check.sh"
+STEPS = ["install", "cpu-1rank", "cpu-8sim", "threads-4", "certify"]
+
+
+def _run(*args: str, budget: int = 1500, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEVICE_CHECK_BUDGET": str(budget)}
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--python", sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_cpu_mode_runs_every_step_into_one_folder(tmp_path):
+    out = tmp_path / "check"
+    # one cheap test per pytest step keeps this a check of the script, not of the suite
+    result = _run("--cpu", "--out", str(out), "-k", "all_reduce_sum or ranks_share_the_device")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("\t") for line in (out / "summary.tsv").read_text().splitlines()]
+    assert [r[0] for r in rows] == STEPS
+    assert all(r[1] == "passed" and r[2] == "0" for r in rows), rows
+    for step in STEPS[1:]:
+        junit = (out / step / "junit.xml").read_text()
+        assert 'failures="0"' in junit and 'errors="0"' in junit, step
+        assert 'tests="0"' not in junit, f"{step} ran no test"
+    for name in ("report.json", "report.md", "report.html", "SHA256SUMS"):
+        assert (out / "certify" / name).is_file(), name
+    assert "torch " in (out / "env.txt").read_text()
+
+
+def test_cuda_mode_on_a_host_without_cuda_refuses_before_any_step(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    out = tmp_path / "check"
+    result = _run("--out", str(out), timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sees no CUDA device" in lines[0] and "--cpu" in lines[0]
+    assert not (out / "summary.tsv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--bogus"], "unknown argument '--bogus'; see --help"),
+        (["--wheels", "/nonexistent/wheels"], "--wheels /nonexistent/wheels is not a folder"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2(args, says):
+    result = _run(*args, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"device_check: {says}"
+
+
+def test_a_missing_python_is_named():
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--python", "/nonexistent/python3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no Python '/nonexistent/python3'" in result.stderr
