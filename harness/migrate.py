@@ -10,9 +10,12 @@ kit provides come from ``harness._EXPORTS``, read without importing torch.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import io
 import os
+import stat
+import tempfile
 import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -79,7 +82,7 @@ class Migration:
 
 
 class MigrateError(ValueError):
-    """The file cannot be migrated as it is (it does not parse)."""
+    """The file cannot be migrated as it is: unreadable, not source, or not writable."""
 
 
 # --- public entry points ------------------------------------------------------------
@@ -114,39 +117,111 @@ def migrate_source(source: str, path: str = "<string>", names: Iterable[str] | N
 
 
 def migrate_file(path: str | os.PathLike, names: Iterable[str] | None = None) -> Migration:
-    """Read (keeping the file's encoding and line endings) and migrate one file."""
-    raw = Path(path).read_bytes()
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-    source = raw.decode(encoding)
+    """Read (keeping the file's encoding and line endings) and migrate one file.
+
+    Anything that makes the file unreadable as Python source (binary bytes, a wrong
+    encoding, a syntax error) is a MigrateError with one line naming the file.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise MigrateError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if b"\0" in raw:
+        raise MigrateError(f"{path}: binary file (NUL bytes), not Python source")
+    try:
+        try:
+            encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
+        except SyntaxError as exc:  # no usable cookie: either a bad one, or bytes not UTF-8
+            if b"coding" in b"".join(raw.splitlines(keepends=True)[:2]):
+                raise MigrateError(f"{path}: bad encoding declaration: {exc}") from None
+            encoding = "utf-8"
+        source = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise MigrateError(
+            f"{path}: not valid {exc.encoding} at byte {exc.start}; "
+            "declare its encoding (# -*- coding: ... -*-) or convert it"
+        ) from None
     if source.startswith("\ufeff"):
         source = source[1:]
     return migrate_source(source, str(path), names)
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before anything is written, a file the migration could not replace.
+
+    A file without its owner's write bit counts as read-only even for root: writing by
+    replace-rename would otherwise defeat the protection the user put on it.
+    """
+    path = Path(path)
+    mode = path.stat().st_mode
+    if not mode & stat.S_IWUSR or not os.access(path, os.W_OK):
+        raise MigrateError(f"{path}: read-only; make it writable (chmod u+w) or leave it out")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise MigrateError(f"{path}: its directory is not writable, so it cannot be replaced")
+
+
 def write_migration(migration: Migration) -> None:
-    """Write a migration back with the encoding and BOM the file had."""
-    raw = Path(migration.path).read_bytes()
+    """Write a migration back with the encoding, BOM and mode the file had.
+
+    The new bytes go to a temporary file beside it, renamed over the original, so a
+    file is either the old one or the new one, never half written.
+    """
+    path = Path(migration.path)
+    raw = path.read_bytes()
     encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
     bom = raw[:3] if raw.startswith(b"\xef\xbb\xbf") else b""
-    Path(migration.path).write_bytes(bom + migration.new.encode(encoding.replace("-sig", "")))
+    data = bom + migration.new.encode(encoding.replace("-sig", ""))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".migrate", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
-def iter_test_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given; directories walked (sorted) for test_*.py and *_test.py."""
+def find_test_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """(regular test files, skipped non-regular ones: FIFOs, sockets, devices).
+
+    Directories are walked (sorted) for test_*.py and *_test.py. A FIFO is never
+    opened: reading one blocks until a writer comes, which may be never.
+    """
+    files: list[Path] = []
+    skipped: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
+            found = []
+            for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-                for name in sorted(files):
-                    if name.endswith(".py") and (
-                        name.startswith("test_") or name.endswith("_test.py")
-                    ):
-                        yield Path(root) / name
-        elif path.is_file():
-            yield path
+                found.extend(
+                    Path(root) / name
+                    for name in sorted(names)
+                    if name.endswith(".py")
+                    and (name.startswith("test_") or name.endswith("_test.py"))
+                )
+        elif path.exists():
+            found = [path]
         else:
             raise FileNotFoundError(str(raw))
+        for candidate in found:
+            try:
+                regular = stat.S_ISREG(candidate.stat().st_mode)
+            except OSError:  # a dangling link
+                regular = False
+            (files if regular else skipped).append(candidate)
+    return files, skipped
+
+
+def iter_test_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """The regular test files of ``paths`` (see find_test_files)."""
+    yield from find_test_files(paths)[0]
 
 
 # --- positions --------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +182,96 @@ def test_migrate_does_not_import_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "from harness import" in target.read_text()
+
+
+# --- atomic runs and odd inputs (issue 16, item 5) -------------------------------------
+
+GOOD = (DATA / "test_simple.py").read_bytes()
+
+
+def _suite(tmp_path, **extra: bytes) -> Path:
+    """A folder with two migratable files around the named extra ones."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_a.py").write_bytes(GOOD)
+    (suite / "test_z.py").write_bytes(GOOD)
+    for name, data in extra.items():
+        (suite / f"{name}.py").write_bytes(data)
+    return suite
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"def broken(:\n", "test_m.py:1: cannot parse"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "test_m.py: binary file"),
+        (b"x = '\xff\xfe caf\xe9'\n", "test_m.py: not valid utf-8 at byte 5"),
+        (b"# -*- coding: klingon -*-\nx = 1\n", "test_m.py: bad encoding declaration"),
+    ],
+)
+def test_one_bad_file_writes_nothing_and_says_so_in_one_line(tmp_path, capsys, content, message):
+    suite = _suite(tmp_path, test_m=content)
+    assert main(["migrate", str(suite)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "nothing written" in err[0], err
+    assert (suite / "test_a.py").read_bytes() == GOOD  # sorted before the bad one
+    assert (suite / "test_z.py").read_bytes() == GOOD
+
+
+def test_every_bad_file_is_named_at_once(tmp_path, capsys):
+    suite = _suite(tmp_path, test_b=b"def broken(:\n", test_c=b"\x00\x01")
+    assert main(["migrate", str(suite)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("harness: error:") for line in err)
+    assert "test_b.py:1: cannot parse" in err[0] and "test_c.py: binary file" in err[1]
+    assert "2 of 4 file(s)" in err[1]
+
+
+def test_a_read_only_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    suite = _suite(tmp_path, test_m=GOOD)
+    (suite / "test_m.py").chmod(0o444)
+    assert main(["migrate", str(suite)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test_m.py: read-only" in err[0], err
+    assert all(p.read_bytes() == GOOD for p in suite.iterdir())
+
+
+def test_a_write_that_fails_midway_names_what_was_written(tmp_path, capsys, monkeypatch):
+    suite = _suite(tmp_path, test_m=GOOD)
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("test_m.py"):
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["migrate", str(suite)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"written: {suite / 'test_a.py'}; not written: {suite / 'test_m.py'}, " in err[0]
+    assert (suite / "test_a.py").read_bytes() != GOOD
+    assert (suite / "test_m.py").read_bytes() == GOOD  # old bytes, not half of the new
+    assert sorted(p.name for p in suite.iterdir()) == ["test_a.py", "test_m.py", "test_z.py"]
+
+
+def test_the_file_keeps_its_mode(tmp_path):
+    suite = _suite(tmp_path)
+    (suite / "test_a.py").chmod(0o750)
+    assert main(["migrate", str(suite / "test_a.py")]) == 0
+    assert stat.S_IMODE((suite / "test_a.py").stat().st_mode) == 0o750
+
+
+def test_a_fifo_named_like_a_test_is_skipped_not_read(tmp_path):
+    suite = _suite(tmp_path)
+    os.mkfifo(suite / "test_pipe.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "migrate", str(suite)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # opening the FIFO would block forever
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{suite / 'test_pipe.py'}: skipped, not a regular file" in done.stderr
+    assert "2 of 2 file(s) changed" in done.stderr
+    assert (suite / "test_a.py").read_bytes() != GOOD

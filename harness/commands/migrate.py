@@ -30,32 +30,59 @@ def add_parser(sub, parents) -> None:
 
 
 def migrate(args) -> int:
-    from harness.migrate import MigrateError, iter_test_files, migrate_file, write_migration
+    """Plan every file first; write only if all of them can be migrated."""
+    from harness.migrate import (
+        MigrateError,
+        check_writable,
+        find_test_files,
+        migrate_file,
+        write_migration,
+    )
 
     try:
-        files = list(iter_test_files(args.paths))
+        files, skipped = find_test_files(args.paths)
     except FileNotFoundError as exc:
         raise UsageError(f"no such file or directory: {exc}") from None
+    for path in skipped:
+        print(f"{path}: skipped, not a regular file", file=sys.stderr)
     if not files:
         raise UsageError(f"no test files (test_*.py, *_test.py) under {' '.join(args.paths)}")
-    due = 0
+    plans, problems = [], []
     for path in files:
         try:
             migration = migrate_file(path)
+            if migration.changed and not args.check:
+                check_writable(path)
         except MigrateError as exc:
-            raise UsageError(f"{exc}; fix the file, or leave it out of PATH") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {path}: {exc}") from None
+            problems.append(str(exc))
+            continue
+        plans.append(migration)
+    if problems:
+        for line in problems[:-1]:
+            print(f"harness: error: {line}", file=sys.stderr)
+        raise UsageError(
+            f"{problems[-1]}; nothing written ({len(problems)} of {len(files)} file(s) "
+            "cannot be migrated: fix them, or leave them out of PATH)"
+        )
+    due = [m for m in plans if m.changed]
+    for migration in plans:
         for line in migration.kept_lines():
             print(line, file=sys.stderr)
-        if not migration.changed:
-            continue
-        due += 1
-        if args.check:
+    if args.check:
+        for migration in due:
             sys.stdout.write(migration.diff())
-        else:
+        print(f"{len(due)} of {len(files)} file(s) would change", file=sys.stderr)
+        return 1 if due else 0
+    for done, migration in enumerate(due):
+        try:
             write_migration(migration)
-            print(f"migrated {path} ({len(migration.moved)} names now from harness)")
-    verb = "would change" if args.check else "changed"
-    print(f"{due} of {len(files)} file(s) {verb}", file=sys.stderr)
-    return 1 if args.check and due else 0
+        except OSError as exc:
+            written = [m.path for m in due[:done]] or ["none"]
+            left = [m.path for m in due[done:]]
+            raise UsageError(
+                f"cannot write {migration.path}: {exc.strerror or exc}; "
+                f"written: {', '.join(written)}; not written: {', '.join(left)}"
+            ) from None
+        print(f"migrated {migration.path} ({len(migration.moved)} names now from harness)")
+    print(f"{len(due)} of {len(files)} file(s) changed", file=sys.stderr)
+    return 0
