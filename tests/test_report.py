@@ -199,8 +199,10 @@ def test_verify_catches_removed_sums_and_files(folder):
 
 
 def test_cli_verify_exit_codes(folder, tmp_path, capsys):
-    assert main(["report", "verify", str(folder)]) == 0
-    assert "OK (cpu-4rank, verdict fail" in capsys.readouterr().out
+    assert main(["report", "verify", str(folder), "--integrity-only"]) == 0
+    assert "OK, integrity only (cpu-4rank, verdict fail" in capsys.readouterr().out
+    assert main(["report", "verify", str(folder)]) == 3  # nothing proves who made it
+    assert "UNVERIFIED (cpu-4rank, verdict fail" in capsys.readouterr().err
     (folder / "report.html").write_text("<p>all green</p>")
     assert main(["report", "verify", str(folder)]) == 1
     err = capsys.readouterr().err
@@ -368,3 +370,53 @@ def test_fingerprint_records_torch_cpu_os_and_the_image(monkeypatch):
     assert info["container"]["image_id"] == "sha256:" + "ab" * 32
     assert info["os"] and info["python"]
     json.dumps(info, allow_nan=False)  # canonical JSON must take it
+
+
+@pytest.mark.parametrize("added", ["extra.txt", "sub/more.xml", ".hidden"])
+def test_verify_rejects_a_file_added_after_the_report(folder, capsys, added):
+    (folder / added).parent.mkdir(exist_ok=True)
+    (folder / added).write_text("<testcase name='test_extra'/>")
+    assert bundle.verify(folder).problems == [
+        f"{added} is not listed in SHA256SUMS (added after the report was made)"
+    ]
+    assert main(["report", "verify", str(folder), "--integrity-only"]) == 1
+    assert "MODIFIED" in capsys.readouterr().err
+
+
+def test_files_written_before_the_report_are_listed_and_verify(folder):
+    (folder / "ranks").mkdir()
+    (folder / "ranks" / "rank0.log").write_text("rank 0 log\n")
+    bundle.write(folder, bundle.load(folder))
+    assert "ranks/rank0.log" in (folder / "SHA256SUMS").read_text()
+    assert bundle.verify(folder).ok
+    (folder / "ranks" / "rank0.log").write_text("edited\n")
+    assert bundle.verify(folder).problems == [
+        "ranks/rank0.log was edited after the report was made (sha256 differs)"
+    ]
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen (OpenSSH) not installed")
+def test_a_bad_signature_fails_even_without_allowed_signers(folder, tmp_path, capsys):
+    vendor = _keygen(tmp_path, "vendor", "qa@vendor.example")
+    bundle.sign(folder, vendor)
+    # intact: unverified (exit 3), unless only integrity is asked for
+    assert main(["report", "verify", str(folder)]) == 3
+    captured = capsys.readouterr()
+    assert "UNVERIFIED" in captured.err and "signature intact" in captured.out
+    assert main(["report", "verify", str(folder), "--integrity-only"]) == 0
+    capsys.readouterr()
+    # SHA256SUMS re-made after signing: the signature no longer verifies, with or without signers
+    (folder / "report.md").write_text("# all green\n")
+    bundle_sums = folder / "SHA256SUMS"
+    lines = [
+        f"{bundle.file_sha256(folder / n)}  {n}"
+        for n in ("junit.xml", "report.json", "report.md", "report.html")
+    ]
+    bundle_sums.write_text("\n".join(lines) + "\n")
+    problems = bundle.verify(folder).problems
+    assert len(problems) == 1 and problems[0].startswith("signature: does not verify"), problems
+    assert main(["report", "verify", str(folder), "--integrity-only"]) == 1
+    assert "signature: does not verify" in capsys.readouterr().err
+    # a signature file that is not a signature at all
+    (folder / "SHA256SUMS.sig").write_text("-----BEGIN SSH SIGNATURE-----\ngarbage\n")
+    assert bundle.verify(folder).problems[0].startswith("signature: does not verify")

@@ -18,8 +18,10 @@ def add_parser(sub, parents) -> None:
         "verify",
         parents=parents,
         help="check that a report folder is unedited (and who signed it)",
-        description="Exit 0 when the folder is as certify wrote it, 1 naming what changed, "
-        "2 when DIR is not a report folder.",
+        description="Exit 0 when the folder is as certify wrote it and signed by a key of "
+        "--allowed-signers; 1 naming what changed, was added, or a signature that does not "
+        "verify; 2 when DIR is not a report folder; 3 when it is intact but UNVERIFIED (no "
+        "--allowed-signers, so nothing proves who made it: --integrity-only accepts that).",
     )
     verify.add_argument("dirs", nargs="+", metavar="DIR", help="report folder(s)")
     verify.add_argument(
@@ -30,6 +32,11 @@ def add_parser(sub, parents) -> None:
         help="ssh allowed-signers file, or the signer's .pub key: require a good signature",
     )
     verify.add_argument("--identity", metavar="NAME", help="signer identity to require")
+    verify.add_argument(
+        "--integrity-only",
+        action="store_true",
+        help="check only that the files are as written (exit 0 without a signer check)",
+    )
     verify.set_defaults(handler=verify_cmd)
 
     merge = verbs.add_parser(
@@ -86,10 +93,19 @@ def verify_cmd(args) -> int:
         found = bundle.verify(folder, args.allowed_signers, args.identity)
         report = bundle.load(folder)
         name = report["cell"]["name"] if report.get("kind") == "cell" else "matrix"
-        if found.ok:
+        what = (
+            f"({name}, verdict {report['verdict']}, sha256 {report['integrity']['sha256'][:16]}...)"
+        )
+        if found.verified:
+            print(f"{folder}: OK {what}")
+        elif found.ok and args.integrity_only:
+            print(f"{folder}: OK, integrity only {what}")
+        elif found.ok:
+            status = status or 3
             print(
-                f"{folder}: OK ({name}, verdict {report['verdict']}, "
-                f"sha256 {report['integrity']['sha256'][:16]}...)"
+                f"{folder}: UNVERIFIED {what}: the files are intact, but without "
+                "--allowed-signers nothing proves who made them (--integrity-only accepts that)",
+                file=sys.stderr,
             )
         else:
             status = 1

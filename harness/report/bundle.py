@@ -4,7 +4,7 @@ Three layers, each catching what the one before cannot:
 - report.json carries a sha256 over its canonical content, per section too, so
   an edit of a result or of the fingerprint is named;
 - SHA256SUMS lists every file of the folder (``sha256sum -c`` reads it), so an
-  edit of junit.xml, report.md or report.html is caught too;
+  edit of junit.xml, report.md or report.html is caught too, and so is a file added;
 - a signature over SHA256SUMS (``ssh-keygen -Y sign``) proves who made it: a
   digest alone can be recomputed by whoever edits the files.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.lock import LOCK
 from harness.report import junit, render, schema, waivers
 
 REPORT = "report.json"
@@ -36,6 +37,19 @@ def file_sha256(path: Path) -> str:
     return schema.sha256(path.read_bytes())
 
 
+def contents(folder: Path) -> list[str]:
+    """Every file under ``folder`` that SHA256SUMS must list (relative, ``/``-separated):
+    all of them but the sums, their signature and a run's lock."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            rel = (Path(root) / name).relative_to(folder).as_posix()
+            if rel not in (SUMS, SIGNATURE, LOCK):
+                found.append(rel)
+    return found
+
+
 def write(folder: str | Path, report: dict[str, Any]) -> Path:
     """Write report.json, report.md, report.html and SHA256SUMS into ``folder``."""
     folder = Path(folder)
@@ -48,7 +62,9 @@ def write(folder: str | Path, report: dict[str, Any]) -> Path:
     stale = folder / SIGNATURE
     if stale.exists():  # a signature over the old sums would only mislead
         stale.unlink()
-    lines = [f"{file_sha256(folder / n)}  {n}" for n in FILES if (folder / n).is_file()]
+    present = set(contents(folder))
+    names = [n for n in FILES if n in present] + sorted(present.difference(FILES))
+    lines = [f"{file_sha256(folder / n)}  {n}" for n in names]
     (folder / SUMS).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -99,7 +115,13 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
+        """Nothing was edited, added or removed, and any signature verifies."""
         return not self.problems
+
+    @property
+    def verified(self) -> bool:
+        """Intact and signed by a key the caller allowed: who made it is proven."""
+        return self.ok and self.signer is not None
 
 
 def load(folder: str | Path) -> dict[str, Any]:
@@ -214,7 +236,8 @@ def _check_sums(folder: Path, verdict: Verdict) -> None:
         if not line.strip():
             continue
         digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name or "/" in name or name.startswith("."):
+        parts = name.split("/")
+        if len(digest) != 64 or not name or name.startswith("/") or ".." in parts:
             verdict.problems.append(f"{SUMS} line {number} is malformed: {line[:80]!r}")
             continue
         listed.add(name)
@@ -223,9 +246,11 @@ def _check_sums(folder: Path, verdict: Verdict) -> None:
             verdict.problems.append(f"{name} is missing")
         elif file_sha256(path) != digest:
             verdict.problems.append(f"{name} was edited after the report was made (sha256 differs)")
-    for name in (REPORT, "report.md", "report.html"):
-        if name not in listed and (folder / name).is_file():
-            verdict.problems.append(f"{name} is not listed in {SUMS}")
+    for name in contents(folder):
+        if name not in listed:
+            verdict.problems.append(
+                f"{name} is not listed in {SUMS} (added after the report was made)"
+            )
 
 
 def _check_signature(
@@ -240,13 +265,11 @@ def _check_signature(
                 "not signed (integrity checked; `harness certify --sign KEY` signs)"
             )
         return
-    if allowed is None:
-        verdict.notes.append(
-            "signed; pass --allowed-signers FILE (or a .pub key) to check who signed it"
-        )
-        return
     if not sums.is_file():
         return  # already reported
+    if allowed is None:
+        _check_signature_alone(sig, sums, verdict)
+        return
     allowed = Path(allowed)
     if not allowed.is_file():
         raise UsageError(f"allowed-signers file {str(allowed)!r} not found.")
@@ -295,6 +318,34 @@ def _check_signature(
             f"signature: does not verify for {', '.join(principals)} "
             f"({why[-1] if why else 'no reason given'})"
         )
+
+
+def _check_signature_alone(sig: Path, sums: Path, verdict: Verdict) -> None:
+    """Without allowed signers: the signature must still verify against its own key.
+
+    That proves SHA256SUMS was not changed since someone signed it, not who signed.
+    """
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        verdict.notes.append("signed, but ssh-keygen is not installed to check the signature")
+        return
+    with sums.open("rb") as data:
+        done = subprocess.run(
+            [keygen, "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)],
+            stdin=data,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        verdict.problems.append(
+            f"signature: does not verify ({why[-1] if why else 'no reason given'})"
+        )
+        return
+    verdict.notes.append(
+        "signed, signature intact; pass --allowed-signers FILE (or a .pub key) to check who signed it"
+    )
 
 
 def _signers_file(path: Path, tmp: Path) -> tuple[Path, str | None]:
