@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness.commands.run import check_host, pytest_argv
+from harness import lock
+from harness.commands.run import add_wait_argument, check_host, pytest_argv, wait_for
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
 
@@ -52,6 +53,7 @@ def add_parser(sub, parents) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
+    add_wait_argument(parser)
     parser.set_defaults(handler=certify)
 
 
@@ -63,12 +65,17 @@ def certify(args) -> int:
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
     known = _waivers(cell, args)  # a bad waivers file stops before anything runs
     check_host(cell)
-    out.mkdir(parents=True, exist_ok=True)
+    # one certify per folder: a second one would delete and overwrite this one's files
+    with lock.hold(out, f"harness certify {cell.name}", wait_for(args)) as held:
+        return _certify(cell, matrix, out, held, args, known)
+
+
+def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> int:
     for name in _STALE:
         (out / name).unlink(missing_ok=True)
 
     started = time.monotonic()
-    code = _run_suite(cell, out, args.passthrough, args.verbose)
+    code = _run_suite(cell, out, args.passthrough, args.verbose, held)
     wall = time.monotonic() - started
     if not (out / "junit.xml").is_file():
         _tail(out / "pytest.log")
@@ -89,7 +96,7 @@ def certify(args) -> int:
     return 0 if report["verdict"] == "pass" else 1
 
 
-def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool) -> int:
+def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool, held: int) -> int:
     from harness.report.progress import Progress
     from harness.report.pytest_progress import ENV, FINGERPRINT_ENV
 
@@ -107,9 +114,11 @@ def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool) -> int:
         flush=True,
     )
     if verbose:
-        return _wait(subprocess.Popen(argv, env=env))
+        return _wait(subprocess.Popen(argv, env=env, pass_fds=(held,)))
     with open(out / "pytest.log", "wb") as log, Progress(f"certify {cell.name}") as progress:
-        child = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(held,)
+        )
         try:
             while child.poll() is None:
                 progress.poll(events)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import hosts
+from harness import hosts, lock
 from harness.commands import launchers
 from harness.errors import UsageError
 from harness.matrix import Cell, load_matrix
@@ -25,6 +25,7 @@ def add_parser(sub, parents) -> None:
     parser.add_argument("cell", help="cell name, with or without its test- prefix")
     parser.add_argument("--results", metavar="DIR", help="results folder (default: the cell's)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    add_wait_argument(parser)
     launchers.add_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -41,18 +42,37 @@ def run(args) -> int:
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv))
         return 0
     check_host(cell)
-    results.mkdir(parents=True, exist_ok=True)
-    print(
-        f"harness: {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
-        f"{cell.device}/{cell.backend}; JUnit XML -> {results / 'junit.xml'}",
-        flush=True,
+    with lock.hold(results, f"harness run {cell.name}", wait_for(args)) as held:
+        print(
+            f"harness: {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
+            f"{cell.device}/{cell.backend}; JUnit XML -> {results / 'junit.xml'}",
+            flush=True,
+        )
+        # pytest inherits the lock: the folder stays taken while it runs, even if we die
+        child = subprocess.Popen(argv, env={**os.environ, **env}, pass_fds=(held,))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the child got the same SIGINT; let it clean up its ranks
+            child.wait()
+            raise
+
+
+def add_wait_argument(parser) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another run uses the same results folder, wait for it (for ever, or "
+        "SECONDS) instead of refusing",
     )
-    child = subprocess.Popen(argv, env={**os.environ, **env})
-    try:
-        return child.wait()
-    except KeyboardInterrupt:  # the child got the same SIGINT; let it clean up its ranks
-        child.wait()
-        raise
+
+
+def wait_for(args) -> float | None:
+    """--wait as lock.hold takes it: None waits for ever, 0 refuses at once."""
+    return None if args.wait < 0 else args.wait
 
 
 def pytest_argv(cell: Cell, results: Path, extra: list[str]) -> list[str]:
