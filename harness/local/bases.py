@@ -11,6 +11,7 @@ limitation is skipped with the reason (see :mod:`harness.local.gaps`).
 from __future__ import annotations
 
 import contextlib
+import unittest
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from harness import bases, compat, devices
 from harness.local.gaps import NotSimulable, simulation_gap
 from harness.local.helpers import rank_symint
 from harness.local.simulate import init_fake_process_group, simulate
+from harness.skips import skip_reason_for_exit_code
 
 
 class _LocalMixin:
@@ -161,6 +163,11 @@ def run_locally(case: Any, method_name: str) -> Any:
         with simulate(case.world_size, case.device_type):
             try:
                 return getattr(case, method_name)()
+            except SystemExit as exc:  # sys.exit(TEST_SKIPS[...].exit_code), as ranks do
+                reason = skip_reason_for_exit_code(exc.code)
+                if reason is None:
+                    raise
+                raise unittest.SkipTest(reason) from None
             except Exception as exc:
                 reason = simulation_gap(exc)
                 if reason is None:
