@@ -294,3 +294,30 @@ def test_matrix_sets_waivers_per_accelerator_and_per_cell(tmp_path, capsys):
     matrix_path.write_text(text.replace("waivers = 'waivers/cpu.toml'", "waivers = 3"))
     with pytest.raises(MatrixError, match="waivers"):
         load_matrix(matrix_path)
+
+
+def test_a_test_that_names_its_op_can_be_waived_by_op(tmp_path):
+    """The ops capability sets ``harness_op`` on a test; JUnit carries it as property ``op``."""
+    (tmp_path / "test_opcheck.py").write_text(
+        "def test_nonzero():\n    assert False, 'no strategy'\n\n"
+        "test_nonzero.harness_op = 'nonzero'\n\n"
+        "def test_plain():\n    assert False\n"
+    )
+    xml = tmp_path / "junit.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "harness.report.pytest_progress"]
+        + ["-p", "no:cacheprovider", f"--junitxml={xml}", "test_opcheck.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    results = junit.parse(xml)
+    assert {r.id: r.op for r in results} == {
+        "test_opcheck.py::test_nonzero": "nonzero",
+        "test_opcheck.py::test_plain": "",
+    }
+    known = _load(f'[[waiver]]\nop = "nonzero"\nreason = "r"\nissue = "{ISSUE}"\n', tmp_path)
+    out, section = waivers.apply(known, results)
+    assert [r.outcome for r in out] == ["waived", "failed"]
+    assert section["entries"][0]["status"] == "used"

@@ -12,11 +12,18 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from harness import lock
-from harness.commands.run import add_wait_argument, check_host, pytest_argv, wait_for
+from harness import lock, upstream
+from harness.commands.run import (
+    add_wait_argument,
+    check_host,
+    explicit_targets,
+    pytest_argv,
+    wait_for,
+)
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
 
@@ -31,6 +38,7 @@ _STALE = (
     "SHA256SUMS.sig",
     "waivers.toml",
     ".progress.jsonl",
+    ".junit-upstream.xml",
 )
 
 
@@ -51,6 +59,17 @@ def add_parser(sub, parents) -> None:
         help="waivers TOML: known failures reported as waived (default: the cell's `waivers`)",
     )
     parser.add_argument(
+        "--upstream",
+        metavar="DIR",
+        help="also run PyTorch's test/distributed/tensor (of the checkout matching your torch), "
+        "migrated into a temporary folder (DIR is not edited); each file is a capability",
+    )
+    parser.add_argument(
+        "--upstream-only",
+        action="store_true",
+        help="with --upstream: run only DIR's files, not the cell's suites",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     add_wait_argument(parser)
@@ -64,6 +83,10 @@ def certify(args) -> int:
     if args.sign and not Path(args.sign).is_file():
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
     known = _waivers(cell, args)  # a bad waivers file stops before anything runs
+    if args.upstream_only and not args.upstream:
+        raise UsageError("--upstream-only runs PyTorch's files: add --upstream DIR.")
+    if args.upstream:
+        upstream.check(args.upstream)  # not a DTensor test folder: stop before anything runs
     check_host(cell)
     # one certify per folder: a second one would delete and overwrite this one's files
     with lock.hold(out, f"harness certify {cell.name}", wait_for(args)) as held:
@@ -75,7 +98,15 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
         (out / name).unlink(missing_ok=True)
 
     started = time.monotonic()
-    code = _run_suite(cell, out, args.passthrough, args.verbose, held)
+    with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
+        runs = [] if args.upstream_only else [_suite_run(cell, out, args.passthrough)]
+        prepared = upstream.prepare(args.upstream, work) if args.upstream else None
+        if prepared is not None:
+            runs.append(_upstream_run(cell, out, prepared, args.passthrough))
+        code = _run_suite(cell, out, runs, args.verbose, held)
+        if prepared is not None and (out / _UPSTREAM_XML).is_file():
+            upstream.merge_junit(out / "junit.xml", out / _UPSTREAM_XML)
+            (out / _UPSTREAM_XML).unlink()
     wall = time.monotonic() - started
     if not (out / "junit.xml").is_file():
         _tail(out / "pytest.log")
@@ -88,7 +119,8 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
 
     from harness.report import bundle
 
-    report = build_report(cell, matrix, out, code, wall, args, known)
+    info = prepared.to_dict() if prepared is not None else None
+    report = build_report(cell, matrix, out, code, wall, args, known, info)
     bundle.write(out, report)
     if args.sign:
         bundle.sign(out, args.sign)
@@ -96,13 +128,38 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
     return 0 if report["verdict"] == "pass" else 1
 
 
-def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool, held: int) -> int:
+_UPSTREAM_XML = ".junit-upstream.xml"
+
+
+def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str | None, dict]:
+    """The cell's suites: (argv, cwd, extra environment)."""
+    return pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]), None, {}
+
+
+def _upstream_run(cell: Cell, out: Path, prepared, extra: list[str]):
+    """PyTorch's migrated files, in their own pytest run rooted at the temporary folder."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *upstream.pytest_args(prepared, explicit_targets(list(extra))),
+        f"--junitxml={(out / _UPSTREAM_XML).resolve()}",
+        "-o",
+        f"junit_suite_name={cell.name}-upstream",
+        "-p",
+        "harness.report.pytest_progress",
+        *extra,
+    ]
+    return argv, str(prepared.root), upstream.environment()
+
+
+def _run_suite(cell: Cell, out: Path, runs: list, verbose: bool, held: int) -> int:
+    """Run each pytest (argv, cwd, env) in turn, holding the folder's lock; one exit code."""
     from harness.report.progress import Progress
     from harness.report.pytest_progress import ENV, FINGERPRINT_ENV
 
     events = out / ".progress.jsonl"
-    argv = pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra])
-    env = {
+    base = {
         **os.environ,
         **cell.harness_env(),
         ENV: str(events.resolve()),
@@ -113,22 +170,44 @@ def _run_suite(cell: Cell, out: Path, extra: list[str], verbose: bool, held: int
         f"{cell.device}/{cell.backend}; report -> {out}/",
         flush=True,
     )
+    codes = []
     if verbose:
-        return _wait(subprocess.Popen(argv, env=env, pass_fds=(held,)))
+        for argv, cwd, env in runs:
+            popen = subprocess.Popen(argv, cwd=cwd, env={**base, **env}, pass_fds=(held,))
+            codes.append(_wait(popen))
+        return _combined(codes)
     with open(out / "pytest.log", "wb") as log, Progress(f"certify {cell.name}") as progress:
-        child = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(held,)
-        )
-        try:
-            while child.poll() is None:
-                progress.poll(events)
-                time.sleep(0.2)
-        except KeyboardInterrupt:  # the child got the same SIGINT; let it reap its ranks
-            child.wait()
-            raise
-        progress.poll(events)
+        for argv, cwd, env in runs:
+            child = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env={**base, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(held,),
+            )
+            try:
+                while child.poll() is None:
+                    progress.poll(events)
+                    time.sleep(0.2)
+            except KeyboardInterrupt:  # the child got the same SIGINT; let it reap its ranks
+                child.wait()
+                raise
+            progress.poll(events)
+            codes.append(child.returncode)
     events.unlink(missing_ok=True)
-    return child.returncode
+    return _combined(codes)
+
+
+def _combined(codes: list[int]) -> int:
+    """The worst of pytest's exit codes: a broken-off run, then failures, then none collected."""
+    odd = [c for c in codes if c not in (0, 1, 5)]
+    if odd:
+        return odd[0]
+    for code in (1, 0, 5):
+        if code in codes:
+            return code
+    return 5
 
 
 def _wait(child: subprocess.Popen) -> int:
@@ -149,16 +228,27 @@ def _waivers(cell: Cell, args):
 
 
 def build_report(
-    cell: Cell, matrix: Matrix, out: Path, code: int | None, wall: float, args, known=None
+    cell: Cell,
+    matrix: Matrix,
+    out: Path,
+    code: int | None,
+    wall: float,
+    args,
+    known=None,
+    upstream_info: dict | None = None,
 ):
     """The sealed report of a results folder holding this cell's junit.xml.
 
-    ``known``: loaded waivers; they are applied, and copied into ``out``."""
+    ``known``: loaded waivers; they are applied, and copied into ``out``.
+    ``upstream_info``: what ``--upstream`` ran (path, file count, tree sha256)."""
     from harness.report import bundle, junit, schema, waivers
 
     command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
     if getattr(args, "waivers", None):
         command += ["--waivers", args.waivers]
+    if getattr(args, "upstream", None):
+        command += ["--upstream", args.upstream]
+        command += ["--upstream-only"] if args.upstream_only else []
     if args.passthrough:
         command += ["--", *args.passthrough]
     results = junit.parse(out / "junit.xml")  # bad input fails before torch is imported
@@ -176,6 +266,7 @@ def build_report(
             "pytest_args": list(args.passthrough),
             "exit_code": code,
             "wall_s": round(wall, 1),
+            **({"upstream": upstream_info} if upstream_info else {}),
         },
         artifacts={"junit.xml": bundle.file_sha256(out / "junit.xml")},
         waivers=applied,
@@ -196,12 +287,20 @@ def _fingerprint(out: Path, cell: Cell) -> dict:
     return info
 
 
-def rerun_command(cell: Cell, test_id: str, matrix: str | None) -> str:
-    """The one command that reruns just this test."""
+def rerun_command(
+    cell: Cell, test_id: str, matrix: str | None, upstream_dir: str | None = None, out=None
+) -> str:
+    """The one command that reruns just this test.
+
+    An upstream test is rerun by id in PyTorch's folder, migrated again, into a
+    report folder of its own beside this one."""
+    matrix_args = ["--matrix", matrix] if matrix else []
+    if upstream_dir and test_id.startswith(upstream.FOLDER + "/"):
+        command = ["harness", "certify", cell.name, *matrix_args, "--upstream", upstream_dir]
+        command += ["--upstream-only", "--out", f"{out or cell.results_dir}-rerun"]
+        return shlex.join([*command, "--", test_id])
     parts = [p.split("[", 1)[0] for p in test_id.split("::")[1:]] or [test_id]
-    command = ["harness", "run", cell.name]
-    if matrix:
-        command += ["--matrix", matrix]
+    command = ["harness", "run", cell.name, *matrix_args]
     return shlex.join([*command, "--", "-k", " and ".join(parts)])
 
 
@@ -221,7 +320,8 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
         print()
     for test in failures[:20]:
         print(f"  FAILED {test['id']}: {test.get('reason', '')}")
-        print(f"    rerun: {rerun_command(cell, test['id'], args.matrix)}")
+        rerun = rerun_command(cell, test["id"], args.matrix, getattr(args, "upstream", None), out)
+        print(f"    rerun: {rerun}")
     if len(failures) > 20:
         print(f"  ... {len(failures) - 20} more in {out / 'report.md'}")
     for line in _waiver_lines(report):

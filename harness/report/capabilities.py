@@ -45,7 +45,13 @@ def from_junit(classname: str, name: str, collection_error: bool = False) -> str
     return modules[-1] if modules else UNKNOWN
 
 
+#: Capabilities of PyTorch's own test files (``harness certify --upstream``): one per file.
+UPSTREAM = "upstream/"
+
+
 def title(name: str) -> str:
+    if name.startswith(UPSTREAM):
+        return f"PyTorch {name.removeprefix(UPSTREAM)}"
     return CAPABILITIES.get(name, name.replace("_", " ").capitalize())
 
 

@@ -21,13 +21,25 @@ ENV = "HARNESS_PROGRESS_FILE"
 #: Where to write the machine fingerprint, taken in the process that ran the tests
 #: (torch is imported there already, so it costs nothing and describes that torch).
 FINGERPRINT_ENV = "HARNESS_FINGERPRINT_FILE"
+#: Set (by ``harness certify --upstream``) when the run is PyTorch's own test folder.
+UPSTREAM_ENV = "HARNESS_UPSTREAM"
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+
+
+def capability(nodeid: str) -> str:
+    """A suite's test: its module's capability; an upstream test (certify --upstream): its file."""
+    if os.environ.get(UPSTREAM_ENV):
+        return nodeid.split("::", 1)[0]
+    return capabilities.from_path(nodeid)
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
     for item in items:
-        item.user_properties.append(("capability", capabilities.from_path(item.nodeid)))
+        item.user_properties.append(("capability", capability(item.nodeid)))
         item.user_properties.append(("nodeid", item.nodeid))
+        op = getattr(getattr(item, "obj", None), "harness_op", None)
+        if op:  # the op a test checks (set by the ops capability): waivers can name it
+            item.user_properties.append(("op", str(op)))
 
 
 def pytest_configure(config) -> None:
@@ -66,7 +78,7 @@ class Events:
     def counts(self, nodeids) -> None:
         if not self.counted:
             self.counted = True
-            self.emit(event="collected", counts=dict(Counter(map(capabilities.from_path, nodeids))))
+            self.emit(event="collected", counts=dict(Counter(map(capability, nodeids))))
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items) -> None:
@@ -80,7 +92,7 @@ class Events:
         if report.failed:
             self.emit(
                 event="test",
-                capability=capabilities.from_path(report.nodeid),
+                capability=capability(report.nodeid),
                 nodeid=report.nodeid,
                 outcome="error",
                 duration=0.0,
@@ -101,7 +113,7 @@ class Events:
         if report.when == "teardown":
             self.emit(
                 event="test",
-                capability=capabilities.from_path(nodeid),
+                capability=capability(nodeid),
                 nodeid=nodeid,
                 outcome=self.outcome.pop(nodeid, "passed"),
                 duration=round(self.duration.pop(nodeid, 0.0), 3),

@@ -53,8 +53,9 @@ TOP_KEYS = ("waiver",)
 USED, STALE, UNUSED = "used", "stale", "unused"
 FAILED = ("failed", "error")
 
-# path.py::Name(::Name)* with an optional [parametrization]; "*" may stand anywhere.
-_TEST_ID = re.compile(r"^[^\s:\[\]]+\.py(::[\w*]+)+(\[[^\n]*\])?$")
+# path.py, then ::Name(::Name)* with an optional [parametrization] ("path.py"
+# alone is a file that does not import); "*" may stand anywhere.
+_TEST_ID = re.compile(r"^[^\s:\[\]]+\.py((::[\w*]+)+(\[[^\n]*\])?)?$")
 _OP = re.compile(r"^[\w.*]+$")
 _URL = re.compile(r"^https?://\S+$")
 
