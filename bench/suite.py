@@ -446,7 +446,7 @@ def markdown(report: dict) -> str:
         "",
         f"Memory: {report['memory']}.",
         "",
-        "Floor: the run's CPU seconds (pytest and the ranks it waited for, user + system) "
+        "Floor: the run's CPU seconds (the pytest process and its ranks, user + system) "
         "divided by the cores it may use; wall/floor near 1 means the cores were busy "
         "with the tests.",
         "",
