@@ -58,20 +58,29 @@ else
     EXTRA="numpy"  # torch warns on every import without it; vendor images have it
 fi
 
+PIP="$PY -m pip install --no-cache-dir --disable-pip-version-check -q"
 if ls /wheels/*.whl >/dev/null 2>&1; then
     say "installing from the wheelhouse (no network)"
     set -- --no-index --find-links /wheels
-else
+elif [ "$VENDOR_TORCH" != 1 ]; then
+    # torch alone first, with the accelerator's index (PIP_ARGS), so an
+    # --index-url there never applies to the harness's other dependencies.
     # shellcheck disable=SC2086  # PIP_ARGS is a list of words
     set -- ${PIP_ARGS:-}
-    if [ "$VENDOR_TORCH" != 1 ] && [ -n "${TORCH_INDEX:-}" ]; then
+    if [ -n "${TORCH_INDEX:-}" ]; then
         # PyPI's torch for Linux is the CUDA build; this index's +cpu wheel of
         # the same version sorts above it, so pip takes the CPU one.
         set -- "$@" --extra-index-url "$TORCH_INDEX"
     fi
-    say "installing from the index: pip install $* $TORCH"
+    say "installing torch from the index: pip install $* $TORCH"
+    # shellcheck disable=SC2086  # PIP is a command line
+    $PIP "$@" "$TORCH"
+    set --
+else
+    set --
 fi
-"$PY" -m pip install --no-cache-dir --disable-pip-version-check -q "$@" "$TORCH" $EXTRA /src
+# shellcheck disable=SC2086  # PIP is a command line, EXTRA a list of words
+$PIP "$@" "$TORCH" $EXTRA /src
 "$PY" -c 'import torch, harness; print("install-harness: torch", torch.__version__, "harness", harness.__version__)'
 
 # The non-root user the image runs as (uid 1000, whatever its name: Ubuntu

@@ -94,13 +94,13 @@ def _where(cell: Cell, posargs: list[str], session) -> str:
     for flag in forced:
         posargs.remove(flag)
     if len(forced) > 1:
-        session.error("--native and --container exclude each other; pass one.")
+        session.error("--native and --container exclude each other; pass one")
     from harness import containers
 
     engine = containers.detect_engine()
     if forced == ["--container"]:
         if engine is None:
-            session.error(containers.NO_ENGINE_HELP)
+            session.error(f"{containers.NO_ENGINE_HELP}; or drop --container to run natively")
         where = "container"
     elif forced == ["--native"] or engine is None:
         where = "native"
@@ -123,31 +123,44 @@ def _where(cell: Cell, posargs: list[str], session) -> str:
 def ensure_venv(session, cell: Cell, root: Path, install: Sequence[str]) -> str:
     """The virtualenv for a cell: one per accelerator and torch, shared by its cells."""
     name = f"venv-{cell.accelerator}-torch{cell.torch_version}"
-    return _venv(session, root / ".nox" / name, [cell.torch, *install, *cell.pip_args])
+    return _venv(session, root / ".nox" / name, install_steps(cell, install))
 
 
 def ensure_dev_venv(session, root: str | Path = ".") -> str:
     """The virtualenv for the kit's own tests and linters (CPU torch, test and dev extras)."""
     cpu = load_matrix(Path(root) / "matrix.toml").select("cpu")[0]
     return _venv(
-        session, Path(root).resolve() / ".nox" / "venv-dev", [cpu.torch, "-e", ".[test,dev]"]
+        session,
+        Path(root).resolve() / ".nox" / "venv-dev",
+        install_steps(cpu, ["-e", ".[test,dev]"]),
     )
 
 
-def _venv(session, venv: Path, requirements: list[str]) -> str:
-    """Create ``venv`` once; run pip only when ``requirements`` changed.
+def install_steps(cell: Cell, install: Sequence[str]) -> list[list[str]]:
+    """The ``pip install`` arguments that make a cell's venv, in order.
+
+    torch comes first, alone with the accelerator's ``pip_args`` (its wheel index:
+    PyTorch's CPU or CUDA index), so an ``--index-url`` there never reaches pytest
+    and the rest. The second step pins torch again, so pip keeps the build it has.
+    """
+    return [[cell.torch, *cell.pip_args], [cell.torch, *install]]
+
+
+def _venv(session, venv: Path, steps: list[list[str]]) -> str:
+    """Create ``venv`` once; run pip only when its install steps changed.
 
     A CPU cell must not pay pip's resolution on every run, and must never pull a
-    CUDA torch, so torch is pinned in the same pip command as the project.
+    CUDA torch (see install_steps).
     """
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    stamp = hashlib.sha256("\0".join(requirements).encode()).hexdigest()
+    stamp = hashlib.sha256("\0\0".join("\0".join(step) for step in steps).encode()).hexdigest()
     marker = venv / ".harness-installed"
     if not python.exists():
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
     if marker.exists() and marker.read_text() == stamp:
-        session.log(f"reusing {venv} ({' '.join(requirements)})")
+        session.log(f"reusing {venv} ({' '.join(steps[-1])})")
     else:
-        session.run(str(python), "-m", "pip", "install", "-q", *requirements, external=True)
+        for step in steps:
+            session.run(str(python), "-m", "pip", "install", "-q", *step, external=True)
         marker.write_text(stamp)
     return str(python)
