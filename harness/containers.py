@@ -27,10 +27,11 @@ from harness.errors import UsageError
 from harness.matrix import Cell
 
 ENGINES = ("docker", "podman")
+# No closing period and no way around the container: each caller adds the one
+# its own command takes (nox appends its own period to a session's error).
 NO_ENGINE_HELP = (
     "no container engine answered: install docker or podman and start it "
-    "(e.g. `apt-get install -y docker.io && dockerd &`), set HARNESS_CONTAINER_ENGINE, "
-    "or run natively with `-- --native`."
+    "(e.g. `apt-get install -y docker.io && dockerd &`), or set HARNESS_CONTAINER_ENGINE"
 )
 
 #: A field each engine's `info` has only when its daemon/runtime answers.
@@ -89,8 +90,12 @@ def engine_for_display() -> str:
     return os.environ.get("HARNESS_CONTAINER_ENGINE") or detect_engine() or "docker"
 
 
-def require_engine() -> str:
-    """The engine to use, or one UsageError that says which step is missing."""
+def require_engine(instead: str = "") -> str:
+    """The engine to use, or one UsageError that says which step is missing.
+
+    ``instead`` is the caller's way to do without a container, if it has one.
+    """
+    tail = f"; or {instead}." if instead else "."
     chosen = os.environ.get("HARNESS_CONTAINER_ENGINE")
     if chosen and chosen not in ENGINES:
         raise UsageError(
@@ -101,7 +106,7 @@ def require_engine() -> str:
     installed = [e for e in candidates if shutil.which(e)]
     if not installed:
         where = f"HARNESS_CONTAINER_ENGINE={chosen}, but {chosen}" if chosen else "docker/podman"
-        raise UsageError(f"{where} is not installed. " + NO_ENGINE_HELP)
+        raise UsageError(f"{where} is not installed. {NO_ENGINE_HELP}{tail}")
     reasons = {}
     for engine in installed:
         reason = _probe(engine)
@@ -115,8 +120,7 @@ def require_engine() -> str:
         else ("`systemctl --user start podman.socket`, or check `podman info`")
     )
     raise UsageError(
-        f"{engine} is installed but does not answer ({reason}); start it: {start}, "
-        f"or run natively with `-- --native`."
+        f"{engine} is installed but does not answer ({reason}); start it: {start}{tail}"
     )
 
 

@@ -149,6 +149,31 @@ def test_doctor_and_matrix_work_without_torch(tmp_path):
     assert json.loads(doctor.stdout)["torch"]["installed"] is False
 
 
+@pytest.fixture
+def no_torch(tmp_path):
+    """An environment whose Python finds no torch, as where only nox is installed."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    return {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+
+
+def test_doctor_without_torch_runs_no_cell(no_torch):
+    doctor = harness("doctor", env=no_torch)
+    assert doctor.returncode == 0, doctor.stderr
+    (line,) = [x for x in doctor.stdout.splitlines() if x.startswith("cells")]
+    assert "none runnable here" in line and "torch is not installed" in line
+    report = json.loads(harness("doctor", "--json", env=no_torch).stdout)
+    assert report["cells"]["runnable"] == [] and "torch" in report["cells"]["blocked"]
+
+
+def test_run_without_torch_is_one_line_exit_2(no_torch, tmp_path):
+    proc = harness("run", "cpu-2rank", "--results", str(tmp_path / "r"), env=no_torch)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("harness: error: cell cpu-2rank cannot run: torch is not")
+    assert "pip install torch==2.13.0 --extra-index-url" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_version_matches_the_package():
     import harness as pkg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -80,3 +81,38 @@ def test_a_bad_matrix_stops_nox_with_the_message(tmp_path):
     assert proc.returncode == 2
     assert "accelerators.cpu.backend is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def nox_run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nox", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_the_listing_marks_only_what_a_bare_nox_runs():
+    proc = nox_run("--list", "--no-color")
+    assert proc.returncode == 0, proc.stderr
+    marked = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("* ")}
+    assert marked == {"lint", "tests"}
+    assert "- test-cpu-4rank" in proc.stdout
+    # ... while the JSON listing, for CI matrices, still holds every session
+    assert {"lint", "tests", "test-cpu-4rank", "certify-cuda-8gpu"} <= {
+        s["name"] for s in nox_list()
+    }
+
+
+def test_forcing_a_container_without_an_engine_is_one_sentence():
+    """No doubled period (nox ends the line itself), and the way out this session takes."""
+    proc = nox_run(
+        "-s", "test-cuda-4gpu", "--", "--container", env={"HARNESS_CONTAINER_ENGINE": "podman",
+                                                           "PATH": os.path.dirname(sys.executable)}
+    )  # fmt: skip
+    assert proc.returncode == 1
+    (line,) = [x for x in proc.stderr.splitlines() if "aborted" in x]
+    assert "no container engine answered" in line and "drop --container" in line
+    assert line.endswith(".") and ".." not in line

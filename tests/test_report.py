@@ -323,6 +323,9 @@ def test_build_reports_a_junit_from_harness_run(tmp_path, capsys):
     )
     report = bundle.load(tmp_path)
     assert report["cell"]["name"] == "cpu-1rank" and report["verdict"] == "fail"
+    assert report["run"]["command"] == (
+        f"harness report build {tmp_path} --cell cpu-1rank --matrix {matrix}"
+    )
     assert {c["name"] for c in report["capabilities"]} == {
         "collectives",
         "device_mesh",

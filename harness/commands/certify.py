@@ -236,21 +236,23 @@ def build_report(
     args,
     known=None,
     upstream_info: dict | None = None,
+    command: list[str] | None = None,
 ):
     """The sealed report of a results folder holding this cell's junit.xml.
 
     ``known``: loaded waivers; they are applied, and copied into ``out``.
-    ``upstream_info``: what ``--upstream`` ran (path, file count, tree sha256)."""
+    ``upstream_info``: what ``--upstream`` ran (path, file count, tree sha256).
+    ``command``: the one that made it (default: this cell's ``harness certify``)."""
     from harness.report import bundle, junit, schema, waivers
 
-    command = ["harness", "certify", cell.name, *(["--matrix", args.matrix] if args.matrix else [])]
-    if getattr(args, "waivers", None):
-        command += ["--waivers", args.waivers]
-    if getattr(args, "upstream", None):
-        command += ["--upstream", args.upstream]
-        command += ["--upstream-only"] if args.upstream_only else []
-    if args.passthrough:
-        command += ["--", *args.passthrough]
+    if command is None:
+        command = ["harness", "certify", cell.name]
+        command += ["--matrix", args.matrix] if args.matrix else []
+        command += ["--waivers", args.waivers] if getattr(args, "waivers", None) else []
+        if getattr(args, "upstream", None):
+            command += ["--upstream", args.upstream]
+            command += ["--upstream-only"] if args.upstream_only else []
+        command += ["--", *args.passthrough] if args.passthrough else []
     results = junit.parse(out / "junit.xml")  # bad input fails before torch is imported
     results, applied = waivers.apply(known, results)
     waivers.write(out, known)

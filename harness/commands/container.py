@@ -111,7 +111,9 @@ def run_cell(args) -> int:
         print(shlex.join(containers.run_argv(cell, **common)))
         return 0
 
-    engine = containers.require_engine()
+    engine = containers.require_engine(
+        f"run the cell without a container: `harness {args.inner} {cell.name}`"
+    )
     containers.check_host_devices(cell, containers.device_ids(cell, devices))
     as_root = user is None and hasattr(os, "getuid") and os.getuid() == 0
     if as_root:

@@ -21,14 +21,16 @@ def add_parser(sub, parents) -> None:
 
 
 def doctor(args) -> int:
+    torch = torch_info()
+    blocked = None if torch["installed"] else f"torch is not installed ({torch['error']})"
     report = {
         "harness": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch_info(),
+        "torch": torch,
         "container_engine": container_info(),
         "nix": _version_of(["nix", "--version"]),
-        "cells": runnable_cells(args.matrix),
+        "cells": runnable_cells(args.matrix, blocked),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -87,11 +89,14 @@ def container_info() -> dict[str, Any]:
     }
 
 
-def runnable_cells(matrix_path: str | None) -> dict[str, Any]:
+def runnable_cells(matrix_path: str | None, blocked: str | None = None) -> dict[str, Any]:
+    """Cells this host can run; ``blocked`` is a reason none can (said once, not per cell)."""
     from harness import hosts
     from harness.matrix import load_matrix
 
     matrix = load_matrix(matrix_path)
+    if blocked:
+        return {"matrix": str(matrix.path), "runnable": [], "refused": {}, "blocked": blocked}
     ok, refused = [], {}
     for cell in matrix.cells:
         try:
@@ -130,6 +135,9 @@ def print_human(report: dict[str, Any]) -> None:
     )
     print(f"nix          {report['nix'] or 'not installed'}")
     cells = report["cells"]
+    if cells.get("blocked"):
+        print(f"cells        none runnable here from {cells['matrix']}: {cells['blocked']}")
+        return
     print(
         f"cells        {len(cells['runnable'])} runnable here from {cells['matrix']}: "
         f"{' '.join(cells['runnable'])}"

@@ -176,7 +176,9 @@ def build_cmd(args) -> int:
     cell = matrix.cell(args.cell)
     folder = Path(args.dir)
     args.passthrough = list(args.passthrough)
-    report = build_report(cell, matrix, folder, None, 0.0, args)
+    command = ["harness", "report", "build", args.dir, "--cell", cell.name]
+    command += ["--matrix", args.matrix] if args.matrix else []
+    report = build_report(cell, matrix, folder, None, 0.0, args, command=command)
     bundle.write(folder, report)
     print(f"harness: {cell.name}: verdict {report['verdict']}: {folder / 'report.html'}")
     return 0 if report["verdict"] == "pass" else 1

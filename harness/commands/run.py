@@ -124,7 +124,22 @@ def _find_spec(name: str):
         return None
 
 
+def torch_missing() -> str | None:
+    """Why this Python cannot run any cell (torch is not importable), else None."""
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or blocked torch
+        found = False
+    return None if found else f"torch is not installed in {sys.executable}"
+
+
 def check_host(cell: Cell) -> None:
     """Refuse, before anything starts, a cell this host cannot serve (harness.hosts)."""
+    missing = torch_missing()  # the cell runs here, under this Python: it needs torch
+    if missing:
+        raise UsageError(
+            f"cell {cell.name} cannot run: {missing}; install it: "
+            f"{shlex.join(['pip', 'install', cell.torch, *cell.pip_args])}"
+        )
     hosts.check_cell(cell)
     hosts.preflight(cell)
