@@ -1,4 +1,62 @@
 """The kit's own tests. Files under data/ are inputs that tests run in subprocesses
 (failure scenarios, files to migrate, suites for test matrices), not tests here."""
 
+import os
+import shutil
+
+import pytest
+
 collect_ignore = ["data", "nix"]
+
+# Tools some tests need from the machine, how a user gets each, and how CI
+# proves it has them: HARNESS_REQUIRE=docker,nix,chromium (as .ci/run sets it)
+# turns a skip for a missing tool into a failure.
+NEEDS = {
+    "docker": (
+        lambda: __import__("harness.containers").containers.detect_engine() is not None,
+        "no container engine answers (docker or podman): install one and start it "
+        "(Debian: apt-get install docker.io && dockerd &, or bash .ci/setup/20-containers.sh)",
+    ),
+    "nix": (
+        lambda: shutil.which("nix") is not None and shutil.which("nix-instantiate") is not None,
+        "nix is not installed (Debian: apt-get install nix-bin, or bash .ci/setup/10-nix.sh)",
+    ),
+    "chromium": (
+        lambda: bool(shutil.which("chromium") or shutil.which("chromium-browser")),
+        "chromium is not installed (Debian: apt-get install chromium, "
+        "or bash .ci/setup/30-chromium.sh)",
+    ),
+}
+_found: dict[str, bool] = {}
+
+
+def required_tools() -> set[str]:
+    wanted = {t.strip() for t in os.environ.get("HARNESS_REQUIRE", "").split(",") if t.strip()}
+    unknown = wanted - set(NEEDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"HARNESS_REQUIRE names {', '.join(sorted(unknown))}; known: {', '.join(NEEDS)}"
+        )
+    return wanted
+
+
+def pytest_configure(config):
+    required_tools()  # a typo in HARNESS_REQUIRE stops the run before any test
+    config.addinivalue_line(
+        "markers",
+        f"needs(tool): skip without the tool ({', '.join(NEEDS)}); "
+        "fail instead when HARNESS_REQUIRE names it",
+    )
+
+
+def pytest_runtest_setup(item):
+    for marker in item.iter_markers("needs"):
+        (tool,) = marker.args
+        probe, how = NEEDS[tool]
+        if tool not in _found:
+            _found[tool] = probe()
+        if _found[tool]:
+            continue
+        if tool in required_tools():
+            pytest.fail(f"HARNESS_REQUIRE={tool}, but {how}", pytrace=False)
+        pytest.skip(how)

@@ -26,10 +26,7 @@ ENGINE = containers.detect_engine()
 
 pytestmark = [
     pytest.mark.container,
-    pytest.mark.skipif(
-        ENGINE is None,
-        reason="no container engine answers here (start dockerd, or see docs/containers.md)",
-    ),
+    pytest.mark.needs("docker"),  # skip reason, HARNESS_REQUIRE: conftest.py
 ]
 
 SUITE = """

@@ -26,10 +26,7 @@ CUDA_NAMES = {"cuda_cudart", "cudnn", "libcublas", "libcusparse_lt", "libnvjitli
 # What the flake needs from the checkout to evaluate.
 FLAKE_FILES = ("flake.nix", "flake.lock", "nix", "pyproject.toml", "matrix.toml", "harness")
 
-needs_nix = pytest.mark.skipif(
-    shutil.which("nix") is None,
-    reason="nix is not installed (CI installs Debian's nix-bin): flake structure checks skipped",
-)
+needs_nix = pytest.mark.needs("nix")  # skip reason and HARNESS_REQUIRE: conftest.py
 
 
 class Nix:
@@ -96,9 +93,8 @@ def shells(nix) -> dict:
     return {system: nix.eval(f"devShells.{system}", summary) for system in SYSTEMS}
 
 
+@needs_nix
 def test_flake_nix_parses():
-    if shutil.which("nix-instantiate") is None:
-        pytest.skip("nix is not installed (CI installs Debian's nix-bin)")
     for path in [ROOT / "flake.nix", *sorted((ROOT / "nix").glob("*.nix"))]:
         out = subprocess.run(
             ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True, timeout=30

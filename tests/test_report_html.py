@@ -18,9 +18,7 @@ import pytest
 from harness.report import bundle, junit, merge, schema
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)"
-)
+pytestmark = pytest.mark.needs("chromium")  # skip reason, HARNESS_REQUIRE: conftest.py
 
 CASE = '<testcase classname="harness.conformance.test_{cap}.T" name="test_{n}" time="0.1">{body}</testcase>'
 FAIL = '<failure message="AssertionError: rank 3: all_reduce sum differs">tb</failure>'
