@@ -14,7 +14,17 @@ import sys
 from harness._version import __version__
 from harness.errors import UsageError
 
-COMMANDS = ("matrix", "run", "doctor", "migrate", "certify", "report", "container")
+COMMANDS = (
+    "matrix",
+    "run",
+    "doctor",
+    "migrate",
+    "certify",
+    "report",
+    "container",
+    "init",
+    "ci",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -143,7 +143,11 @@ def image_id(engine: str, image: str) -> str | None:
 
 
 def build_root(cell: Cell, root: str | Path | None = None) -> Path:
-    """The build context: ``root``, else the matrix's folder, else the kit's source tree."""
+    """The build context: ``root``, else the matrix's folder, else the kit's source tree,
+    else one made from the installed kit (a pip install: its Dockerfiles are package data).
+    """
+    from harness import kitfiles
+
     dockerfile = cell.container.get("dockerfile")
     if not dockerfile:
         raise UsageError(
@@ -154,10 +158,19 @@ def build_root(cell: Cell, root: str | Path | None = None) -> Path:
     for candidate in candidates:
         if (candidate / dockerfile).is_file() and (candidate / "harness").is_dir():
             return candidate.resolve()
+    shipped = Path(dockerfile)
+    if root is None and shipped.parent == Path("docker"):
+        if (kitfiles.docker_dir() / shipped.name).is_file():
+            return kitfiles.build_context(_cache_dir() / f"context-{__version__}")
     raise UsageError(
         f"cell {cell.name}: {dockerfile} not found under {', '.join(map(str, candidates))}; "
-        f"build from a dtensor-harness checkout (--context DIR)."
+        f"pass the folder that holds it and the kit's source (--context DIR)."
     )
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dtensor-harness"
 
 
 def build_argv(cell: Cell, root: str | Path = ".", engine: str | None = None) -> list[str]:

@@ -26,6 +26,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SCHEMA_VERSION = 1
+_told = False  # whether this process said it uses the starter matrix
 MODES = ("native", "local")
 
 
@@ -59,6 +60,8 @@ _ACCEL_KEYS = {
     "backend": (str, "a collective backend name"),
     "cells": (dict, "a table of mode = [world sizes]"),
     "container": (dict, "a table"),
+    # CI runner labels for `harness ci`: a list, or a table of lists per CI system
+    "runs_on": ((list, dict), "a list of runner labels, or { github = [...], gitlab = [...] }"),
 }
 _CONTAINER_KEYS = {
     "dockerfile": (str, "a path"),
@@ -95,6 +98,7 @@ class Cell:
     results: str = "results"
     root: str = "."  # folder of the matrix file; relative suites resolve here
     waivers: str = ""  # waivers file certify applies, relative to root
+    runs_on: Any = field(default_factory=list)  # the accelerator's CI runner labels (harness.ci)
     #: the accelerator's facts (built-in, packaged or declared by the matrix)
     facts: Accelerator | None = field(default=None, compare=False, repr=False)
 
@@ -168,6 +172,7 @@ class Cell:
             "torch": self.torch,
             "pip_args": list(self.pip_args),
             "waivers": self.waivers,
+            "runs_on": self.runs_on,
             "env": dict(self.env),
             "image": self.image,
             "container": dict(self.container),
@@ -217,15 +222,34 @@ def cell_name(
 
 
 def default_matrix_path() -> Path:
-    """matrix.toml in the working directory, else the one shipped beside the package."""
+    """matrix.toml in the working directory, else the kit's starter matrix (package data)."""
     here = Path("matrix.toml")
     if here.is_file():
         return here
-    return Path(__file__).resolve().parent.parent / "matrix.toml"
+    from harness.kitfiles import starter_matrix
+
+    return starter_matrix()
+
+
+def _say_if_starter(path: Path) -> None:
+    """Tell, once per process, that no matrix.toml was found and the starter is in use."""
+    global _told
+    from harness.kitfiles import starter_matrix
+
+    if not _told and path == starter_matrix():
+        print(
+            f"harness: no matrix.toml here; using the kit's starter matrix {path} "
+            f"(`harness init` writes one to edit, or pass --matrix FILE)",
+            file=sys.stderr,
+        )
+        _told = True
 
 
 def load_matrix(path: str | Path | None = None) -> Matrix:
-    path = Path(path) if path is not None else default_matrix_path()
+    if path is None:
+        path = default_matrix_path()
+        _say_if_starter(path)
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -447,8 +471,21 @@ def _make_cell(
         results=defaults.get("results", "results"),
         root=str(path.resolve().parent),
         waivers=pick("waivers", ""),
+        runs_on=_runs_on(spec.get("runs_on", []), f"accelerators.{facts.name}.runs_on"),
         facts=facts,
     )
+
+
+def _runs_on(value: Any, where: str) -> Any:
+    """Runner labels: a list of strings, or a table of such lists per CI system."""
+    tables = value.items() if isinstance(value, dict) else [("", value)]
+    for system, labels in tables:
+        key = f"{where}.{system}" if system else where
+        if system and system not in ("github", "gitlab"):
+            raise MatrixError(f"unknown key {key!r}; runs_on takes github and gitlab.")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise MatrixError(f'{key} must be a list of runner labels such as ["gpu-8x"].')
+    return value
 
 
 def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: str) -> Cell:

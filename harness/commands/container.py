@@ -65,8 +65,10 @@ def add_parser(sub, parents) -> None:
 
 
 def build_image(args) -> int:
-    cell = load_matrix(args.matrix).cell(args.cell)
+    matrix = load_matrix(args.matrix)
+    cell = matrix.cell(args.cell)
     root = containers.build_root(cell, args.context)
+    _say(f"{cell.name} from matrix {matrix.path.resolve()}; build context {root}")
     if args.dry_run:
         print(shlex.join(containers.build_argv(cell, root)))
         return 0
@@ -107,6 +109,7 @@ def run_cell(args) -> int:
         "user": user,
         "ulimits": containers.caller_limits(),
     }
+    _say(f"{cell.name} from matrix {matrix.path.resolve()}")
     if args.dry_run:
         print(shlex.join(containers.run_argv(cell, **common)))
         return 0

@@ -29,6 +29,7 @@ def list_cells(args) -> int:
     if args.json:
         print(json.dumps([cell.to_dict() for cell in matrix.cells], indent=2))
         return 0
+    print(f"matrix {matrix.path.resolve()}: {len(matrix.cells)} cells")
     rows = [("CELL", "SESSION", "DEVICE", "BACKEND", "RANKS", "MODE")]
     rows += [
         (c.name, c.session, c.device, c.backend, str(c.world_size), c.mode) for c in matrix.cells

@@ -44,8 +44,8 @@ def run(args) -> int:
     check_host(cell)
     with lock.hold(results, f"harness run {cell.name}", wait_for(args)) as held:
         print(
-            f"harness: {cell.name}: {cell.world_size} ranks, {cell.mode} mode, "
-            f"{cell.device}/{cell.backend}; JUnit XML -> {results / 'junit.xml'}",
+            f"harness: {cell.name} (matrix {matrix.path}): {cell.world_size} ranks, "
+            f"{cell.mode} mode, {cell.device}/{cell.backend}; JUnit XML -> {results / 'junit.xml'}",
             flush=True,
         )
         # pytest inherits the lock: the folder stays taken while it runs, even if we die

@@ -1,0 +1,92 @@
+"""``harness init [DIR]``: a matrix, a noxfile and a CI workflow for your repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import ci, kitfiles
+from harness._version import __version__
+from harness.errors import UsageError
+
+NOXFILE = '''\
+"""nox sessions from matrix.toml, made by dtensor-harness (harness.nox_sessions).
+
+nox --list                  every session (test-CELL, certify-CELL, build-ACCELERATOR)
+nox -s {default}     one cell (in its image when docker or podman answers)
+nox -t sim                  every LocalTensor cell
+"""
+
+import sys
+
+import nox
+
+from harness.nox_sessions import define_sessions
+
+# A bare `nox` runs one CPU cell, not every cell of every accelerator; `--json`
+# still lists every session, for CI matrices.
+if "--json" not in sys.argv:
+    nox.options.sessions = ["{default}"]
+
+# What each cell's virtualenv installs beside torch: the kit, and your own
+# package if the matrix's suites need it (add "-e", ".").
+define_sessions("matrix.toml", install=["dtensor-harness=={version}"])
+'''
+
+
+def add_parser(sub, parents) -> None:
+    parser = sub.add_parser(
+        "init",
+        help="write matrix.toml, noxfile.py and a CI workflow into a repository",
+    )
+    parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: .")
+    parser.add_argument(
+        "--ci",
+        choices=(*ci.SYSTEMS, "none"),
+        default="github",
+        help="the CI workflow to write (default: github)",
+    )
+    parser.add_argument(
+        "--only",
+        default="cpu",
+        metavar="NAMES",
+        help="accelerators or cells the workflow runs (default: cpu; "
+        "`harness ci` makes it again with more)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite files already there")
+    parser.set_defaults(handler=init, matrix=None)
+
+
+def init(args) -> int:
+    from harness.matrix import load_matrix
+
+    root = Path(args.dir)
+    starter = kitfiles.starter_matrix()
+    matrix = load_matrix(starter)
+    cpu = [c for c in matrix.cells if c.accelerator == "cpu" and c.mode == "native"]
+    default = f"test-{(cpu[len(cpu) // 2] if cpu else matrix.cells[0]).name}"
+    files = {
+        "matrix.toml": starter.read_text(encoding="utf-8"),
+        "noxfile.py": NOXFILE.format(default=default, version=__version__),
+    }
+    if args.ci != "none":
+        files[ci.DEFAULT_PATHS[args.ci]] = None  # made once matrix.toml is in place
+    there = [name for name in files if (root / name).exists()]
+    if there and not args.force:
+        raise UsageError(
+            f"{', '.join(str(root / n) for n in there)} already there; "
+            f"pass --force to overwrite, or init another folder."
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:  # the workflow, from the matrix just written; its header's
+            # command is the one to run in that folder
+            text = ci.workflow_text(args.ci, None, args.only, None, name, load=root / "matrix.toml")
+        path.write_text(text, encoding="utf-8")
+        print(f"harness: wrote {path}")
+    print(
+        f"harness: next: pip install nox dtensor-harness=={__version__}; "
+        f"cd {root} && nox --list && nox -s {default}"
+    )
+    return 0
