@@ -20,6 +20,7 @@ else
       torch
       ps.pytest
       ps.expecttest
+      ps.pyyaml # harness ci
     ];
     # checks.<system>.tests runs the suite; the package only proves it imports.
     doCheck = false;

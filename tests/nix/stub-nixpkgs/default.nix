@@ -101,6 +101,7 @@ let
     pytest-xdist = pyPkg "pytest-xdist" { };
     pytest-timeout = pyPkg "pytest-timeout" { };
     expecttest = pyPkg "expecttest" { };
+    pyyaml = pyPkg "pyyaml" { };
     hypothesis = pyPkg "hypothesis" { };
     rich = pyPkg "rich" { };
     nox = pyPkg "nox" { };
