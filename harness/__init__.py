@@ -39,6 +39,11 @@ _EXPORTS: dict[str, str] = {
     "run_subtests": "harness.bases",
     "timeout_after": "harness.bases",
     "run_tests": "harness.testcase",
+    # requirements stated as capabilities (decided in the parent, before any rank)
+    "Capability": "harness.requirements",
+    "requires_capabilities": "harness.requirements",
+    # accelerators (torch-free)
+    "Accelerator": "harness.accelerators",
     # LocalTensor mode
     "LocalTensor": "harness.local",
     "LocalTensorMode": "harness.local",

@@ -186,7 +186,7 @@ BUILTINS: dict[str, Accelerator] = {
 DEFINITION_KEYS = {
     "unit": (str, "a unit word such as card (cells are NAME-<N>UNIT)"),
     "plugin": ((str, list), "a module name or a list of module names"),
-    "visible_devices": (str, "an environment variable name such as ACME_VISIBLE_DEVICES"),
+    "visible_devices": (str, "an environment variable name such as NPU_VISIBLE_DEVICES"),
     "count": ((dict, list), "a probe table or a list of them ({ glob = ... })"),
     "driver": ((dict, list), "a probe table or a list of them ({ run = [...] } or { read = ... })"),
 }

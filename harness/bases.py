@@ -298,7 +298,7 @@ def _runner_made_group() -> bool:
 
 def _bind_device(device_type: str, rank: int) -> None:
     if device_type != "cpu" and devices.host_device_count(device_type) > 0:
-        torch.accelerator.set_device_index(rank)
+        devices.bind_device(device_type, rank)
 
 
 class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
@@ -323,8 +323,8 @@ class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
             if accelerator_budget() < self.world_size:
                 raise unittest.SkipTest(multi_gpu_skip(self.world_size).message)
         device_id = None
-        if any(name in backend for name in ACCELERATOR_DIST_BACKENDS):
-            torch.accelerator.set_device_index(self.rank)
+        if devices.needs_accelerator(backend):
+            devices.bind_device(self.device_type, self.rank)
             if eager_init:
                 device_id = torch.device(f"{self.device_type}:{self.rank}")
         dist.init_process_group(

@@ -181,6 +181,8 @@ def register_fake_backend() -> None:
     """
     import torch.distributed as dist
 
+    from harness import hosts
+
     if backend_registered("fake"):
         return
     fake_pg = private(
@@ -195,9 +197,7 @@ def register_fake_backend() -> None:
             common_opts.group_rank, common_opts.group_size, backend_opts
         )
 
-    dist.Backend.register_backend(
-        "fake", create, extended_api=True, devices=["cpu", "cuda", "hpu", "xpu"]
-    )
+    dist.Backend.register_backend("fake", create, extended_api=True, devices=hosts.device_types())
 
 
 def set_record_function(enabled: bool) -> None:

@@ -282,7 +282,12 @@ def run_argv(
         argv.append(DEFAULT_SHM)
     argv += run_flags
     if ids:
-        argv += [_fill(flag, ids) for flag in spec.get("device_flags", [])]
+        for flag in spec.get("device_flags", []):  # "{device}": one flag per device
+            argv += (
+                [flag.replace("{device}", i) for i in ids]
+                if "{device}" in flag
+                else [_fill(flag, ids)]
+            )
     env: dict[str, str] = dict(cell.harness_env())
     if ids:
         env.update({k: _fill(v, ids) for k, v in spec.get("device_env", {}).items()})

@@ -12,11 +12,21 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-import torch.distributed as dist
+from harness import accelerators, hosts
 
-#: Backends that need one accelerator per rank.
-ACCELERATOR_DIST_BACKENDS = ["nccl", "xccl", "hccl"]
+# The active cell's accelerator plugins (HARNESS_PLUGINS) come before torch is
+# asked anything: every process that runs a test (the parent, each rank, the
+# fork server, torchrun's ranks) imports this module before a process group.
+hosts.import_plugins()
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+#: The built-in accelerators' own backends, which need one device per rank (the
+#: table's; :func:`needs_accelerator` asks torch, so a vendor's backend counts too).
+ACCELERATOR_DIST_BACKENDS = list(
+    dict.fromkeys(a.backend for a in accelerators.BUILTINS.values() if a.binds_devices)
+)
 
 #: Per-test timeout when neither the cell, the class nor the test sets one.
 DEFAULT_TIMEOUT = 300.0
@@ -50,22 +60,25 @@ def host_device_count(device_type: str) -> int:
     """How many ranks of ``device_type`` this host can serve, without spawning.
 
     CPU ranks are processes, so CPU has no device limit (``sys.maxsize``).
-    ROCm reports itself as ``cuda``; ``rocm`` is accepted as its alias.
+    ROCm reports itself as ``cuda``; ``rocm`` (any accelerator name) is accepted.
+    The one answer lives in :func:`harness.hosts.torch_device_count`.
     """
-    if device_type in ("cpu", "meta"):
-        return _UNLIMITED
-    if device_type == "rocm":
-        device_type = "cuda"
-    try:
-        module = torch.get_device_module(device_type)
-    except (RuntimeError, AttributeError):
-        return 0
-    try:
-        if hasattr(module, "is_available") and not module.is_available():
-            return 0
-        return int(module.device_count())
-    except Exception:  # a broken driver counts as no device, not a crash
-        return 0
+    if device_type in accelerators.BUILTINS:
+        device_type = accelerators.BUILTINS[device_type].device
+    return hosts.torch_device_count(device_type) or 0
+
+
+def bind_device(device_type: str, index: int) -> None:
+    """Make device ``index`` of ``device_type`` this process's current one.
+
+    Through ``torch.accelerator`` when ``device_type`` is the current accelerator
+    (cuda, xpu, hpu, a PrivateUse1 device such as npu), else its device module.
+    """
+    current = detected_accelerator()
+    if current == device_type:
+        torch.accelerator.set_device_index(index)
+    else:
+        torch.get_device_module(device_type).set_device(index)
 
 
 def is_rocm() -> bool:
@@ -73,34 +86,24 @@ def is_rocm() -> bool:
 
 
 def default_backend(device_type: str) -> str:
-    try:
-        return dist.get_default_backend_for_device(device_type)
-    except (ValueError, RuntimeError, AttributeError):
-        return dist.Backend.default_device_backend_map.get(device_type, "gloo")
+    """The backend torch pairs with ``device_type``, after the plugins registered theirs."""
+    return hosts.default_backend(device_type)
 
 
 def backend_available(backend: str) -> bool:
-    """Whether every backend named in ``backend`` (``cpu:gloo,cuda:nccl`` too) is built."""
-    checks = {
-        "gloo": dist.is_gloo_available,
-        "nccl": dist.is_nccl_available,
-        "mpi": dist.is_mpi_available,
-        "ucc": getattr(dist, "is_ucc_available", lambda: False),
-        "xccl": getattr(dist, "is_xccl_available", lambda: False),
-        "fake": lambda: True,
-    }
-    if not dist.is_available():
-        return False
-    for part in backend.split(","):
-        name = part.split(":")[-1].strip()
-        check = checks.get(name)
-        if check is not None and not check():
-            return False
-    return True
+    """Whether every backend named in ``backend`` (``cpu:gloo,cuda:nccl`` too) is usable."""
+    return hosts.backend_available(backend)
 
 
 def needs_accelerator(backend: str) -> bool:
-    return any(name in backend for name in ACCELERATOR_DIST_BACKENDS)
+    """Whether ``backend`` has a part that cannot run on cpu (one device per rank)."""
+    for _, name in accelerators.mixed_parts(backend):
+        capable = dist.Backend.backend_capability.get(name.lower())
+        if capable is None:  # not registered (yet): the table's word
+            capable = ["cpu"] if name not in ACCELERATOR_DIST_BACKENDS else []
+        if "cpu" not in capable:
+            return True
+    return False
 
 
 def _detect() -> tuple[str, int, str, int]:
@@ -158,6 +161,7 @@ __all__ = [
     "NUM_DEVICES",
     "PG_BACKEND",
     "backend_available",
+    "bind_device",
     "cell_world_size",
     "default_backend",
     "default_timeout",

@@ -150,6 +150,14 @@ def torch_device_count(device: str, plugins: Iterable[str] = ()) -> int | None:
         return 0
 
 
+def device_types() -> list[str]:
+    """Every device type a kit-made backend (threaded, fake) must serve: cpu, the
+    known accelerators' and the active cell's (HARNESS_DEVICE)."""
+    types = ["cpu", *(a.device for a in accelerators.known().values())]
+    active = os.environ.get("HARNESS_DEVICE", "").strip()
+    return list(dict.fromkeys([*types, active] if active else types))
+
+
 # --- backends ---------------------------------------------------------------------
 
 
@@ -248,11 +256,13 @@ def preflight(cell: Cell) -> None:
     spec = cell.spec
     if spec.builtin and not spec.plugins:
         return
-    if not torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
         raise UsageError(
-            f"cell {cell.name} needs torch to check its accelerator {cell.accelerator!r}; "
-            f"install the cell's torch ({cell.torch})."
-        )
+            f"cell {cell.name} needs torch to check its accelerator {cell.accelerator!r} "
+            f"({exc}); install the cell's torch ({cell.torch})."
+        ) from None
     import_plugins(plugin_modules(spec.plugins))
     why = device_type_known(cell.device)
     if why is not None:
@@ -281,6 +291,7 @@ __all__ = [
     "default_backend",
     "device_count",
     "device_type_known",
+    "device_types",
     "import_plugins",
     "plugin_modules",
     "plugin_version",

@@ -88,6 +88,12 @@ def pytest_configure(config: pytest.Config) -> None:
             f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
         )
     os.environ.update(env)
+    from harness.hosts import PluginError, import_plugins
+
+    try:  # before any test module (and so any rank) imports torch-side code
+        import_plugins()
+    except PluginError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -15,7 +15,7 @@ import unittest
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from harness import devices
+from harness import devices, requirements
 from harness.ranks import external
 
 # unittest leaves this module's frames out of failure tracebacks
@@ -138,6 +138,9 @@ def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = Fals
         reason = _accelerator_shortfall(test, *needs)
         if reason is not None:
             return reason
+    reason = requirements.unmet(requirements.required_by(test, method))
+    if reason is not None:  # @requires_capabilities, decided here rather than in a rank
+        return reason
     if local:
         return None
     try:

@@ -1,6 +1,7 @@
 # Facts the flake reads from the repository instead of writing them twice:
 # the version, the lowest torch the kit works with (pyproject.toml), the cells
-# and Dockerfiles of the accelerators Nix cannot serve (matrix.toml).
+# (nix/cells.json, made by `harness matrix list`) and the Dockerfiles of the
+# accelerators Nix cannot serve (matrix.toml).
 { root }:
 let
   inherit (builtins)
@@ -17,17 +18,15 @@ let
     filter (d: match "torch[ ]*>=.*" d != null) pyproject.project.dependencies ++ [ "torch>=0" ]
   );
 
-  # First native cell of an accelerator that overrides do not drop, named as
-  # harness.matrix names it.
+  # The cells as `harness matrix list --json --fields name,accelerator,mode,unit`
+  # prints them (nix/cells.json; tests/test_accelerators.py keeps it in step):
+  # cell names and units are harness.matrix's rule, not repeated here.
+  cells = builtins.fromJSON (readFile (root + "/nix/cells.json"));
+
+  # First native cell of an accelerator (overrides that drop cells are applied).
   exampleCell =
     accelerator:
-    let
-      spec = matrix.accelerators.${accelerator};
-      unit = if accelerator == "gaudi" then "hpu" else if accelerator == "cpu" then "rank" else "gpu";
-      name = n: "${accelerator}-${toString n}${unit}";
-      kept = filter (n: !((matrix.overrides or { }).${name n}.drop or false)) spec.cells.native;
-    in
-    name (head (kept ++ spec.cells.native));
+    (head (filter (c: c.accelerator == accelerator && c.mode == "native") cells)).name;
 in
 {
   pname = pyproject.project.name;

@@ -268,3 +268,44 @@ def test_a_vendor_package_cannot_take_a_builtin_name(vendor_package, tmp_path):
     with pytest.raises(UsageError, match="'cuda' is a built-in accelerator") as caught:
         load_matrix(ROOT / "matrix.toml")
     assert "acme-vendor" in str(caught.value)
+
+
+def test_a_declared_accelerators_container_flags_reach_the_run_line(tmp_path):
+    from harness import containers
+
+    text = ACME + (
+        "[accelerators.acme.container]\n"
+        'dockerfile = "docker/acme.Dockerfile"\n'
+        'run_flags = ["--device=/dev/acme_manager", "--ipc=host"]\n'
+        'device_flags = ["--device=/dev/acme{device}"]\n'
+    )
+    cell = load_matrix(write(tmp_path, text)).cell("acme-2card")
+    argv = containers.run_argv(
+        cell, matrix_file=tmp_path / "matrix.toml", results=tmp_path, engine="docker"
+    )
+    line = " ".join(argv)
+    assert "--device=/dev/acme_manager --ipc=host --device=/dev/acme0 --device=/dev/acme1" in line
+    assert "-e HARNESS_PLUGINS=acme_torch" in line and "dtensor-harness:acme-torch" in line
+    # device_flags choose the devices: no visible-devices variable on top of them
+    assert "ACME_VISIBLE_DEVICES" not in line
+
+
+def test_nix_reads_the_cells_harness_lists(capsys):
+    """nix/project.nix takes cell names and units from this file, not from a rule of its own."""
+    fields = "name,accelerator,mode,unit"
+    assert (
+        main(
+            ["matrix", "list", "--json", "--fields", fields, "--matrix", str(ROOT / "matrix.toml")]
+        )
+        == 0
+    )
+    import json
+
+    listed = json.loads(capsys.readouterr().out)
+    committed = json.loads((ROOT / "nix" / "cells.json").read_text())
+    assert committed == listed, (
+        "nix/cells.json is stale; run: harness matrix list --json "
+        f"--fields {fields} > nix/cells.json"
+    )
+    project = (ROOT / "nix" / "project.nix").read_text()
+    assert '"hpu"' not in project and '"rank"' not in project  # no unit rule of its own

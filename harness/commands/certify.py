@@ -103,7 +103,7 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
         prepared = upstream.prepare(args.upstream, work) if args.upstream else None
         if prepared is not None:
             runs.append(_upstream_run(cell, out, prepared, args.passthrough))
-        code = _run_suite(cell, out, runs, args.verbose, held)
+        code = _run_suite(cell, out, runs, args.verbose, held, matrix.path)
         if prepared is not None and (out / _UPSTREAM_XML).is_file():
             upstream.merge_junit(out / "junit.xml", out / _UPSTREAM_XML)
             (out / _UPSTREAM_XML).unlink()
@@ -153,7 +153,9 @@ def _upstream_run(cell: Cell, out: Path, prepared, extra: list[str]):
     return argv, str(prepared.root), upstream.environment()
 
 
-def _run_suite(cell: Cell, out: Path, runs: list, verbose: bool, held: int) -> int:
+def _run_suite(
+    cell: Cell, out: Path, runs: list, verbose: bool, held: int, matrix_path: Path | None = None
+) -> int:
     """Run each pytest (argv, cwd, env) in turn, holding the folder's lock; one exit code."""
     from harness.report.progress import Progress
     from harness.report.pytest_progress import ENV, FINGERPRINT_ENV
@@ -162,6 +164,7 @@ def _run_suite(cell: Cell, out: Path, runs: list, verbose: bool, held: int) -> i
     base = {
         **os.environ,
         **cell.harness_env(),
+        **({"HARNESS_MATRIX": str(Path(matrix_path).resolve())} if matrix_path else {}),
         ENV: str(events.resolve()),
         FINGERPRINT_ENV: str((out / ".fingerprint.json").resolve()),
     }
@@ -283,7 +286,7 @@ def _fingerprint(out: Path, cell: Cell) -> dict:
     try:
         info = json.loads(taken.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return fingerprint.collect(cell.device, cell.backend)
+        return fingerprint.collect(cell.device, cell.backend, cell.spec)
     finally:
         taken.unlink(missing_ok=True)
     return info

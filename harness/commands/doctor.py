@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from typing import Any
 
+from harness import accelerators, hosts
 from harness._version import __version__
 from harness.errors import UsageError
 
@@ -21,6 +22,10 @@ def add_parser(sub, parents) -> None:
 
 
 def doctor(args) -> int:
+    from harness.matrix import load_matrix
+
+    matrix = load_matrix(args.matrix)
+    accels = accelerators_info(matrix)  # before torch_info: plugins may register backends
     torch = torch_info()
     blocked = None if torch["installed"] else f"torch is not installed ({torch['error']})"
     report = {
@@ -28,9 +33,10 @@ def doctor(args) -> int:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch,
+        "accelerators": accels,
         "container_engine": container_info(),
         "nix": _version_of(["nix", "--version"]),
-        "cells": runnable_cells(args.matrix, blocked),
+        "cells": runnable_cells(matrix, blocked),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -53,19 +59,15 @@ def torch_info() -> dict[str, Any]:
     elif getattr(torch.version, "xpu", None):
         build = f"xpu {torch.version.xpu}"
     devices = {}
-    for kind in ("cuda", "xpu", "hpu", "mps"):
-        module = getattr(torch, kind, None)
-        try:
-            count = module.device_count() if module and module.is_available() else 0
-        except Exception:  # a broken driver must not break the doctor
-            count = 0
+    for kind in dict.fromkeys(a.device for a in accelerators.known().values()):
+        count = hosts.torch_device_count(kind) if kind != "cpu" else 0
         if count:
             devices[kind] = count
     backends = {}
     if dist.is_available():
-        for name in ("gloo", "nccl", "mpi", "ucc", "xccl"):
-            check = getattr(dist, f"is_{name}_available", None)
-            backends[name] = bool(check and check())
+        for name in dict.fromkeys(b.lower() for b in dist.Backend.backend_list):
+            if name not in ("undefined", "fake", "harness_threads"):
+                backends[name] = hosts.backend_available(name)
     accelerator = None
     if hasattr(torch, "accelerator") and torch.accelerator.is_available():
         accelerator = str(torch.accelerator.current_accelerator())
@@ -80,6 +82,51 @@ def torch_info() -> dict[str, Any]:
     }
 
 
+def accelerators_info(matrix) -> dict[str, Any]:
+    """Per accelerator of the matrix: do its plugins import, does torch know its
+    device type, is its backend available, how many devices does the host show."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        torch_ok = False
+    else:
+        torch_ok = True
+    found: dict[str, Any] = {}
+    for name in matrix.accelerators:
+        cell = matrix.select(name)[0]
+        spec = cell.spec
+        entry: dict[str, Any] = {
+            "source": spec.source,
+            "device": spec.device,
+            "backend": cell.backend,
+            "unit": spec.unit,
+            "plugins": {},
+        }
+        probed = accelerators.probe_count(spec)
+        if spec.binds_devices:
+            entry["devices_probed"] = probed
+        found[name] = entry
+        if not torch_ok:
+            continue
+        plugins_ok = True
+        for module in spec.plugins:
+            try:
+                hosts.import_plugins([module])
+                entry["plugins"][module] = hosts.plugin_version(module) or "imported"
+            except UsageError as exc:
+                why = str(exc).split(" did not import: ", 1)[-1].split("; install", 1)[0]
+                entry["plugins"][module] = f"does not import ({why})"
+                plugins_ok = False
+        if not plugins_ok:
+            continue
+        why = hosts.device_type_known(spec.device)
+        entry["device_type"] = "known" if why is None else f"unknown: {why}"
+        entry["backend_available"] = hosts.backend_available(cell.backend)
+        if spec.binds_devices:
+            entry["devices"] = hosts.torch_device_count(spec.device)
+    return found
+
+
 def container_info() -> dict[str, Any]:
     from harness.containers import detect_engine
 
@@ -89,12 +136,8 @@ def container_info() -> dict[str, Any]:
     }
 
 
-def runnable_cells(matrix_path: str | None, blocked: str | None = None) -> dict[str, Any]:
+def runnable_cells(matrix, blocked: str | None = None) -> dict[str, Any]:
     """Cells this host can run; ``blocked`` is a reason none can (said once, not per cell)."""
-    from harness import hosts
-    from harness.matrix import load_matrix
-
-    matrix = load_matrix(matrix_path)
     if blocked:
         return {"matrix": str(matrix.path), "runnable": [], "refused": {}, "blocked": blocked}
     ok, refused = [], {}
@@ -128,6 +171,20 @@ def print_human(report: dict[str, Any]) -> None:
         print(f"torch        {torch['version']} ({torch['build']} build)")
         print(f"accelerator  {torch['accelerator'] or 'none'}; devices: {devices}")
         print(f"backends     {backends}")
+    for name, accel in report["accelerators"].items():
+        facts = [f"{accel['device']}/{accel['backend']}", f"unit {accel['unit']}"]
+        for module, state in accel["plugins"].items():
+            facts.append(f"plugin {module} {state}")
+        if "device_type" in accel:
+            facts.append(f"device type {accel['device_type']}")
+        if "backend_available" in accel:
+            facts.append(
+                f"backend {'available' if accel['backend_available'] else 'NOT available'}"
+            )
+        if "devices" in accel:
+            count = accel["devices"]
+            facts.append("devices: no limit" if count == hosts.UNLIMITED else f"devices {count}")
+        print(f"{name:12} " + "; ".join(facts))
     engine = report["container_engine"]
     print(
         f"containers   {engine['answering'] or 'no engine answering'}"

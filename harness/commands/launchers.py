@@ -181,5 +181,5 @@ def _check_world(cell: Cell, env: dict[str, str]) -> None:
 
 def _check_devices(cell: Cell, ranks_here: int) -> None:
     """Refuse a node that cannot give each of its ranks a device (harness.hosts)."""
-    hosts.check_cell(cell, ranks_here=ranks_here)
     hosts.preflight(cell)
+    hosts.check_cell(cell, ranks_here=ranks_here)

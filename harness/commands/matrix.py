@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from harness.errors import UsageError
 from harness.matrix import load_matrix
 
 
@@ -12,6 +13,11 @@ def add_parser(sub, parents) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     listing = verbs.add_parser("list", parents=parents, help="every cell and its session")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--fields",
+        metavar="A,B",
+        help="with --json: only these keys of each cell (e.g. name,accelerator,mode,unit)",
+    )
     listing.set_defaults(handler=list_cells)
     show = verbs.add_parser("show", parents=parents, help="one cell in full")
     show.add_argument("cell", help="cell name, with or without its test- prefix")
@@ -27,7 +33,16 @@ def add_parser(sub, parents) -> None:
 def list_cells(args) -> int:
     matrix = load_matrix(args.matrix)
     if args.json:
-        print(json.dumps([cell.to_dict() for cell in matrix.cells], indent=2))
+        cells = [cell.to_dict() for cell in matrix.cells]
+        if args.fields:
+            keys = [k.strip() for k in args.fields.split(",") if k.strip()]
+            unknown = [k for k in keys if cells and k not in cells[0]]
+            if unknown:
+                raise UsageError(
+                    f"--fields: no cell key {unknown[0]!r}; keys: {', '.join(cells[0])}."
+                )
+            cells = [{k: c[k] for k in keys} for c in cells]
+        print(json.dumps(cells, indent=2))
         return 0
     print(f"matrix {matrix.path.resolve()}: {len(matrix.cells)} cells")
     rows = [("CELL", "SESSION", "DEVICE", "BACKEND", "RANKS", "MODE")]

@@ -141,5 +141,5 @@ def check_host(cell: Cell) -> None:
             f"cell {cell.name} cannot run: {missing}; install it: "
             f"{shlex.join(['pip', 'install', cell.torch, *cell.pip_args])}"
         )
+    hosts.preflight(cell)  # plugins, device type, backend: the accelerator itself first
     hosts.check_cell(cell)
-    hosts.preflight(cell)

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed import ReduceOp
 
-from harness import compat
+from harness import compat, hosts
 
 BACKEND = "harness_threads"
 
@@ -110,7 +110,7 @@ def _install() -> None:
             compat.set_c10d_world(_WorldSwitch(compat.c10d_world()))
         if not compat.backend_registered(BACKEND):
             dist.Backend.register_backend(
-                BACKEND, _create_group, extended_api=True, devices=["cpu", "cuda", "xpu", "hpu"]
+                BACKEND, _create_group, extended_api=True, devices=hosts.device_types()
             )
 
 

@@ -14,13 +14,23 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from harness import accelerators, hosts
+from harness.accelerators import Accelerator
 
-def collect(device: str = "cpu", backend: str = "gloo") -> dict[str, Any]:
-    """Fingerprint of this host for a cell on ``device`` with ``backend``."""
+
+def collect(
+    device: str = "cpu", backend: str = "gloo", accelerator: Accelerator | None = None
+) -> dict[str, Any]:
+    """Fingerprint of this host for a cell on ``device`` with ``backend``.
+
+    ``accelerator`` (default: the active cell's, from HARNESS_ACCELERATOR and the
+    matrix) says how to read the driver and which plugin modules to name.
+    """
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "os": _os_name(),
@@ -32,8 +42,38 @@ def collect(device: str = "cpu", backend: str = "gloo") -> dict[str, Any]:
     }
     with warnings.catch_warnings():  # torch's import-time warnings are not the report's
         warnings.simplefilter("ignore")
-        info["torch"] = _torch(device, backend)
+        facts = accelerator or _active_accelerator(device)
+        info["torch"] = _torch(device, backend, facts)
+        info["accelerator"] = _accelerator(facts, device, backend)
     return _drop_empty(info)
+
+
+def _active_accelerator(device: str) -> Accelerator | None:
+    """The active cell's accelerator: packaged or built-in by name, else from its matrix."""
+    name = os.environ.get("HARNESS_ACCELERATOR", "")
+    try:
+        if name in accelerators.known():
+            return accelerators.known()[name]
+        if name and os.environ.get("HARNESS_MATRIX") and os.environ.get("HARNESS_CELL"):
+            from harness.matrix import load_matrix
+
+            return load_matrix(os.environ["HARNESS_MATRIX"]).cell(os.environ["HARNESS_CELL"]).spec
+    except Exception:  # a fingerprint never fails a report
+        pass
+    hip = "torch" in sys.modules and getattr(sys.modules["torch"].version, "hip", None)
+    return accelerators.for_device(device, hip=bool(hip))
+
+
+def _accelerator(facts: Accelerator | None, device: str, backend: str) -> dict[str, Any]:
+    """Which accelerator, device, backend and plugin modules (with versions) ran."""
+    plugins = hosts.plugin_modules(facts.plugins if facts else ())
+    return {
+        "name": facts.name if facts else None,
+        "source": facts.source if facts else None,
+        "device": device,
+        "backend": backend,
+        "plugins": {m: hosts.plugin_version(m) or "unknown" for m in plugins},
+    }
 
 
 def _drop_empty(value: Any) -> Any:
@@ -130,7 +170,7 @@ def _container() -> dict[str, Any]:
     return info
 
 
-def _torch(device: str, backend: str) -> dict[str, Any]:
+def _torch(device: str, backend: str, facts: Accelerator | None) -> dict[str, Any]:
     try:
         import torch
         import torch.distributed as dist
@@ -145,8 +185,8 @@ def _torch(device: str, backend: str) -> dict[str, Any]:
         "hip": getattr(version, "hip", None),
         "xpu": getattr(version, "xpu", None),
         "distributed": dist.is_available(),
-        "backends": _backends(torch, dist),
-        "device": _devices(torch, device),
+        "backends": _backends(torch, dist, backend),
+        "device": _devices(torch, device, facts),
     }
     info["build"] = (
         f"cuda {info['cuda']}"
@@ -161,17 +201,16 @@ def _torch(device: str, backend: str) -> dict[str, Any]:
     return info
 
 
-def _backends(torch: Any, dist: Any) -> dict[str, Any]:
+def _backends(torch: Any, dist: Any, backend: str) -> dict[str, Any]:
+    """Every backend registered here (plugins' too) that is available, with versions."""
+    names = [b.lower() for b in getattr(dist.Backend, "backend_list", [])]
+    names += [name for _, name in accelerators.mixed_parts(backend)]
     found: dict[str, Any] = {}
-    for name, probe in (
-        ("gloo", "is_gloo_available"),
-        ("nccl", "is_nccl_available"),
-        ("mpi", "is_mpi_available"),
-        ("xccl", "is_xccl_available"),
-    ):
-        check = getattr(dist, probe, None)
+    for name in dict.fromkeys(names):
+        if name in ("undefined", "fake", "harness_threads"):  # the kit's own
+            continue
         try:
-            if check is not None and check():
+            if dist.is_backend_available(name):
                 found[name] = True
         except Exception:  # a probe that crashes means "not usable here"
             continue
@@ -184,7 +223,7 @@ def _backends(torch: Any, dist: Any) -> dict[str, Any]:
     return found
 
 
-def _devices(torch: Any, device: str) -> dict[str, Any]:
+def _devices(torch: Any, device: str, facts: Accelerator | None) -> dict[str, Any]:
     if device == "cpu":
         return {"type": "cpu", "count": 1, "names": [_cpu()["model"] or platform.machine()]}
     info: dict[str, Any] = {"type": device}
@@ -201,28 +240,26 @@ def _devices(torch: Any, device: str) -> dict[str, Any]:
         except Exception:
             break
     info["names"] = names
-    info["driver"] = _driver(torch, device, module)
+    info["driver"] = _driver(facts, module) if facts else None
     return info
 
 
-def _driver(torch: Any, device: str, module: Any) -> str | None:
-    if device == "cuda" and getattr(torch.version, "hip", None):
-        return _read("/sys/module/amdgpu/version") or _first_line(
-            _run(["rocm-smi", "--showdriverversion", "--csv"]), skip_header=True
-        )
-    if device == "cuda":
-        smi = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        if smi:
-            return smi.splitlines()[0].strip()
-        proc = _read("/proc/driver/nvidia/version")
-        return proc.splitlines()[0] if proc else None
-    if device == "xpu":
-        try:
-            return str(module.get_device_properties(0).driver_version)
-        except Exception:
-            return None
-    if device == "hpu":
-        return _first_line(_run(["hl-smi", "-Q", "driver_version", "-f", "csv,noheader"]))
+def _driver(facts: Accelerator, module: Any) -> str | None:
+    """The first answer of the accelerator's driver probes (the table's, in order)."""
+    for probe in facts.driver:
+        if "read" in probe:
+            answer = _first_line(_read(probe["read"]))
+        elif "run" in probe:
+            answer = _first_line(_run(list(probe["run"])), probe.get("skip_header", False))
+        elif "property" in probe:
+            try:
+                answer = str(getattr(module.get_device_properties(0), probe["property"]))
+            except Exception:
+                answer = None
+        else:
+            answer = None
+        if answer:
+            return answer
     return None
 
 

@@ -1,0 +1,184 @@
+"""An accelerator the kit never heard of, declared only as data, works end to end.
+
+tests/data/acme/matrix.toml declares ``acme`` (device cpu, backend ``acmeccl``,
+unit card, plugin ``acme_ccl``); acme_ccl.py registers ``acmeccl`` with
+``dist.Backend.register_backend`` (gloo underneath), as a vendor's plugin
+registers its collective library. Nothing in harness/ names any of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "acme"
+MATRIX = DATA / "matrix.toml"
+
+
+def harness(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(DATA), os.environ.get("PYTHONPATH", "")]),
+        "CI": "true",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_the_kit_names_no_acme():
+    for path in (ROOT / "harness").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        found = re.search(r"acmeccl|acme_ccl|acme-\d|accelerators\.acme|\"acme\"", text)
+        assert found is None, f"{path} names the test accelerator: {found and found.group()}"
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("acme")
+    log = tmp / "groups.log"
+    out = tmp / "report"
+    done = harness(
+        "certify",
+        "acme-2card",
+        "--matrix",
+        str(MATRIX),
+        "--out",
+        str(out),
+        cwd=tmp,
+        env={"ACME_CCL_LOG": str(log)},
+    )
+    return done, out, log
+
+
+def test_its_cell_passes_the_conformance_suite_and_certifies(certified):
+    done, out, log = certified
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    passed = sum(c["passed"] for c in report["capabilities"])
+    assert passed >= 40, report["summary"]
+    # every rank made its groups on the plugin's backend, not on plain gloo
+    ranks = {line.split()[1] for line in log.read_text().splitlines()}
+    assert ranks == {"0", "1"}
+
+
+def test_the_report_names_its_backend_device_plugin_and_version(certified):
+    done, out, _ = certified
+    report = json.loads((out / "report.json").read_text())
+    assert (report["cell"]["backend"], report["cell"]["device"]) == ("acmeccl", "cpu")
+    accel = report["fingerprint"]["accelerator"]
+    assert accel == {
+        "name": "acme",
+        "source": "matrix",
+        "device": "cpu",
+        "backend": "acmeccl",
+        "plugins": {"acme_ccl": "0.3.1"},
+    }
+    assert report["fingerprint"]["torch"]["backends"]["acmeccl"] is True
+    assert "acme_ccl" in (out / "report.md").read_text()
+
+
+def test_its_sim_cell_runs_on_the_plugin_device(tmp_path):
+    done = harness(
+        "run",
+        "acme-4sim",
+        "--matrix",
+        str(MATRIX),
+        "--",
+        "-q",
+        "-k",
+        "CollectivesTest and all_reduce",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+    junit = (tmp_path / "results" / "acme-4sim" / "junit.xml").read_text()
+    assert 'name="acme-4sim"' in junit
+
+
+def test_doctor_says_the_plugin_imports_and_the_backend_is_there(tmp_path):
+    done = harness("doctor", "--json", "--matrix", str(MATRIX), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    acme = report["accelerators"]["acme"]
+    assert acme["plugins"] == {"acme_ccl": "0.3.1"}
+    assert (acme["device_type"], acme["backend_available"]) == ("known", True)
+    assert report["torch"]["backends"]["acmeccl"] is True
+    assert "acme-2card" in report["cells"]["runnable"]
+
+
+BROKEN = {
+    "plugin that does not import": (
+        ('plugin = "acme_ccl"', 'plugin = "acme_ccl_missing"'),
+        ["'acme_ccl_missing' did not import", "ModuleNotFoundError"],
+    ),
+    "backend still unregistered after the plugin": (
+        ('backend = "acmeccl"', 'backend = "acmeccl2"'),
+        ["backend 'acmeccl2' is not available after importing acme_ccl", "register_backend"],
+    ),
+    "device type torch does not know": (
+        ('device = "cpu"', 'device = "npu"'),
+        ["torch does not know device type 'npu'", "plugin"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_accelerator_is_one_line_exit_2_before_any_rank(case, tmp_path):
+    (old, new), words = BROKEN[case]
+    text = MATRIX.read_text()
+    assert old in text
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(text.replace(old, new))
+    log = tmp_path / "groups.log"
+    done = harness(
+        "run", "acme-2card", "--matrix", str(matrix), cwd=tmp_path, env={"ACME_CCL_LOG": str(log)}
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), done.stderr
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert not log.exists() and not (tmp_path / "results").exists()  # nothing started
+
+
+def test_nox_sessions_come_from_its_matrix(tmp_path):
+    pytest.importorskip("nox")
+    (tmp_path / "noxfile.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "from harness.nox_sessions import define_sessions\n"
+        f"define_sessions({str(MATRIX)!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "--list", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    sessions = {s["name"]: s for s in json.loads(done.stdout)}
+    assert set(sessions) == {
+        *(f"{verb}-acme-{cell}" for verb in ("test", "certify") for cell in ("1card", "2card")),
+        "test-acme-4sim",
+        "certify-acme-4sim",
+        "build-acme",
+    }
+    assert sessions["test-acme-2card"]["tags"] == ["test", "acme", "native", "card", "ws2"]
