@@ -109,8 +109,8 @@ def needs_accelerator(backend: str) -> bool:
 def _detect() -> tuple[str, int, str, int]:
     accel = detected_accelerator()
     device_type = os.environ.get("HARNESS_DEVICE", "").strip() or accel or "cpu"
-    if device_type == "rocm":
-        device_type = "cuda"
+    if device_type in accelerators.BUILTINS:  # an accelerator's name (rocm): its device type
+        device_type = accelerators.BUILTINS[device_type].device
     count = host_device_count(device_type) if device_type != "cpu" else 0
     backend = os.environ.get("HARNESS_BACKEND", "").strip() or default_backend(device_type)
     world = _env_int("HARNESS_WORLD_SIZE")

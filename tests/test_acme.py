@@ -103,13 +103,36 @@ def test_its_sim_cell_runs_on_the_plugin_device(tmp_path):
         "--",
         "-q",
         "-k",
-        "CollectivesTest and all_reduce",
+        "CollectivesTest and test_all_reduce_sum",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     junit = (tmp_path / "results" / "acme-4sim" / "junit.xml").read_text()
     assert 'name="acme-4sim"' in junit
+
+
+def test_torchrun_ranks_import_the_plugin_and_use_its_backend(tmp_path):
+    log = tmp_path / "groups.log"
+    done = harness(
+        "run",
+        "acme-2card",
+        "--matrix",
+        str(MATRIX),
+        "--launcher",
+        "torchrun",
+        "--",
+        "-k",
+        "CollectivesTest and test_all_reduce_sum",
+        cwd=tmp_path,
+        env={"ACME_CCL_LOG": str(log)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pids_ranks = {tuple(line.split()[:2]) for line in log.read_text().splitlines()}
+    assert {rank for _, rank in pids_ranks} == {"0", "1"}
+    assert len({pid for pid, _ in pids_ranks}) == 2  # two rank processes, one group each
+    junit = (tmp_path / "results" / "acme-2card" / "junit.xml").read_text()
+    assert "test_all_reduce_sum" in junit and "<failure" not in junit
 
 
 def test_doctor_says_the_plugin_imports_and_the_backend_is_there(tmp_path):

@@ -209,11 +209,8 @@ def _backends(torch: Any, dist: Any, backend: str) -> dict[str, Any]:
     for name in dict.fromkeys(names):
         if name in ("undefined", "fake", "harness_threads"):  # the kit's own
             continue
-        try:
-            if dist.is_backend_available(name):
-                found[name] = True
-        except Exception:  # a probe that crashes means "not usable here"
-            continue
+        if hosts.backend_available(name):  # the one answer (after the cell's plugins)
+            found[name] = True
     if found.get("nccl"):
         try:
             nccl = torch.cuda.nccl.version()
