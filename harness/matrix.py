@@ -47,10 +47,20 @@ _TOP_KEYS = {
 _COMMON_KEYS = {  # allowed in [defaults], [accelerators.X] and [overrides."cell"]
     "timeout": (int, "a whole number of seconds"),
     "suites": _STR_LIST,
-    "torch": (str, 'a requirement string such as "torch==2.13.0"'),
+    "torch": (
+        (str, list),
+        'a requirement such as "torch==2.13.0", or a list of them (the first is the default)',
+    ),
     "pip_args": _STR_LIST,
     "env": _STR_TABLE,
     "waivers": (str, "a path to a waivers TOML file (docs/certification.md)"),
+}
+#: keys of one torch entry given as a table: { name = "nightly", requirement = "torch", ... }
+_TORCH_KEYS = {
+    "requirement": (str, 'a requirement string such as "torch==2.15.0"'),
+    "name": (str, 'a short label for tags and cell names, such as "nightly"'),
+    "pip_args": _STR_LIST,
+    "base_image": (str, "an image reference whose torch is this one"),
 }
 _DEFAULT_KEYS = {**_COMMON_KEYS, "results": (str, "a folder path")}
 _ACCEL_KEYS = {
@@ -74,6 +84,7 @@ _CONTAINER_KEYS = {
 }
 _OVERRIDE_KEYS = {
     **_COMMON_KEYS,
+    "torch": (str, 'a requirement string such as "torch==2.13.0"'),
     "drop": (bool, "true or false"),
     "backend": (str, "a collective backend name"),
 }
@@ -99,6 +110,8 @@ class Cell:
     root: str = "."  # folder of the matrix file; relative suites resolve here
     waivers: str = ""  # waivers file certify applies, relative to root
     runs_on: Any = field(default_factory=list)  # the accelerator's CI runner labels (harness.ci)
+    #: the torch axis: "" for the accelerator's first (default) torch, else the entry's label
+    torch_name: str = ""
     #: the accelerator's facts (built-in, packaged or declared by the matrix)
     facts: Accelerator | None = field(default=None, compare=False, repr=False)
 
@@ -120,7 +133,17 @@ class Cell:
 
     @property
     def tags(self) -> list[str]:
-        return [self.accelerator, self.mode, self.unit, f"ws{self.world_size}"]
+        core = [self.accelerator, self.mode, self.unit, f"ws{self.world_size}"]
+        # another torch's cells answer to their torch tag only, so `nox -t sim` keeps
+        # running the default torch's cells and `nox -t torch2.11` every 2.11 cell
+        if self.torch_name:
+            return [f"torch{self.torch_label}"]
+        return core if self.torch_label == "any" else [*core, f"torch{self.torch_label}"]
+
+    @property
+    def torch_label(self) -> str:
+        """The torch's short name: the entry's label, else major.minor of its pin."""
+        return self.torch_name or torch_label(self.torch)
 
     @property
     def torch_version(self) -> str:
@@ -128,8 +151,13 @@ class Cell:
         return match.group(1) if match else "any"
 
     @property
+    def torch_tag(self) -> str:
+        """The torch in image and venv names: its pinned version, else its label."""
+        return self.torch_version if self.torch_version != "any" else self.torch_label
+
+    @property
     def image(self) -> str:
-        return f"dtensor-harness:{self.accelerator}-torch{self.torch_version}"
+        return f"dtensor-harness:{self.accelerator}-torch{self.torch_tag}"
 
     @property
     def devices_needed(self) -> int:
@@ -153,6 +181,7 @@ class Cell:
             "HARNESS_WORLD_SIZE": str(self.world_size),
             "HARNESS_MODE": self.mode,
             "HARNESS_TIMEOUT": str(self.timeout),
+            "HARNESS_TORCH": self.torch,
         }
         if self.plugins:  # imported in the parent and every rank (harness.hosts)
             env["HARNESS_PLUGINS"] = ",".join(self.plugins)
@@ -170,6 +199,8 @@ class Cell:
             "timeout": self.timeout,
             "suites": list(self.suites),
             "torch": self.torch,
+            "torch_label": self.torch_label,
+            "default_torch": not self.torch_name,
             "pip_args": list(self.pip_args),
             "waivers": self.waivers,
             "runs_on": self.runs_on,
@@ -219,6 +250,12 @@ def cell_name(
 ) -> str:
     unit = SIM_UNIT if mode == "local" else (facts or accelerators.get(accelerator)).unit
     return f"{accelerator}-{world_size}{unit}"
+
+
+def torch_label(requirement: str) -> str:
+    """``torch==2.11.0`` -> ``2.11``; a requirement without a pin -> ``any``."""
+    match = re.search(r"==\s*(\d+)\.(\d+)", requirement)
+    return f"{match.group(1)}.{match.group(2)}" if match else "any"
 
 
 def default_matrix_path() -> Path:
@@ -405,6 +442,8 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
             if required not in spec:
                 raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
         _check_backend(spec["backend"], facts, backends, f"{where}.backend")
+        torch_where = f"{where}.torch" if "torch" in spec else "defaults.torch"
+        torch_axis = _torch_axis(spec.get("torch", defaults.get("torch", "torch")), torch_where)
         for mode, sizes in spec["cells"].items():
             mode_where = f"{where}.cells.{mode}"
             if mode not in MODES:
@@ -420,12 +459,14 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
             for n in sizes:
                 if n < 1:
                     raise MatrixError(f"{mode_where}: world size {n} must be at least 1.")
-                cell = _make_cell(facts, n, mode, spec, defaults, path)
-                if cell.name in cells:
-                    raise MatrixError(
-                        f"{mode_where}: duplicate cell {cell.name!r}; list each world size once."
-                    )
-                cells[cell.name] = cell
+                for entry in torch_axis:
+                    cell = _make_cell(facts, n, mode, spec, defaults, path, entry)
+                    if cell.name in cells:
+                        raise MatrixError(
+                            f"{mode_where}: duplicate cell {cell.name!r}; "
+                            f"list each world size once."
+                        )
+                    cells[cell.name] = cell
 
     for name, override in data.get("overrides", {}).items():
         where = f"overrides.{name}"
@@ -444,8 +485,54 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
     return list(cells.values())
 
 
+def _torch_axis(value: str | list, where: str) -> list[dict[str, Any]]:
+    """The torch entries of an accelerator, the default first, each with a unique label."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise MatrixError(f'{where} is an empty list; give at least one, e.g. ["torch==2.13.0"].')
+    entries: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        item_where = f"{where}[{i}]"
+        if isinstance(item, str):
+            item = {"requirement": item}
+        if not isinstance(item, dict):
+            raise MatrixError(
+                f"{item_where} must be a requirement string or a table with requirement, "
+                f"not {_describe(item)}."
+            )
+        _check_keys(item, _TORCH_KEYS, item_where)
+        if "requirement" not in item:
+            raise MatrixError(f'{item_where}.requirement is missing, e.g. requirement = "torch".')
+        if not re.match(r"torch\b", item["requirement"].strip()):
+            raise MatrixError(
+                f"{item_where}: {item['requirement']!r} is not a torch requirement; "
+                f'write it as "torch==2.15.0".'
+            )
+        label = item.get("name") or torch_label(item["requirement"])
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.]*", label):
+            raise MatrixError(f"{item_where}.name {label!r}: use letters, digits and dots.")
+        if label == "any" and i > 0:
+            raise MatrixError(
+                f"{item_where}: {item['requirement']!r} pins no version, so its cells would "
+                f'have no name; add name = "nightly" (or pin it with ==).'
+            )
+        if label in [e["label"] for e in entries]:
+            raise MatrixError(
+                f"{item_where}: a second torch labelled {label!r}; each torch of an "
+                f"accelerator needs its own major.minor, or a name."
+            )
+        entries.append({**item, "label": label, "default": i == 0})
+    return entries
+
+
 def _make_cell(
-    facts: Accelerator, n: int, mode: str, spec: dict, defaults: dict, path: Path
+    facts: Accelerator,
+    n: int,
+    mode: str,
+    spec: dict,
+    defaults: dict,
+    path: Path,
+    torch: Mapping[str, Any] | None = None,
 ) -> Cell:
     def pick(key: str, fallback: Any) -> Any:
         return spec.get(key, defaults.get(key, fallback))
@@ -454,8 +541,13 @@ def _make_cell(
     if timeout <= 0:
         where = "accelerators." + facts.name if "timeout" in spec else "defaults"
         raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
+    torch = torch or {"requirement": pick("torch", "torch"), "default": True}
+    suffix = "" if torch["default"] else f"-torch{torch['label']}"
+    container = {**facts.container, **spec.get("container", {})}
+    if "base_image" in torch:  # a vendor image per torch: its own torch, not reinstalled
+        container["base_image"] = torch["base_image"]
     return Cell(
-        name=cell_name(facts.name, n, mode, facts),
+        name=cell_name(facts.name, n, mode, facts) + suffix,
         accelerator=facts.name,
         device=facts.device,
         backend=spec["backend"],
@@ -463,11 +555,12 @@ def _make_cell(
         mode=mode,
         timeout=timeout,
         suites=tuple(pick("suites", ["harness.conformance"])),
-        torch=pick("torch", "torch"),
-        pip_args=tuple(pick("pip_args", [])),
+        torch=torch["requirement"],
+        torch_name="" if torch["default"] else torch["label"],
+        pip_args=tuple(torch.get("pip_args", pick("pip_args", []))),
         env={**defaults.get("env", {}), **spec.get("env", {})},
         # the table's run/device flags, then the matrix's choices over them
-        container={**facts.container, **spec.get("container", {})},
+        container=container,
         results=defaults.get("results", "results"),
         root=str(path.resolve().parent),
         waivers=pick("waivers", ""),

@@ -45,9 +45,10 @@ def list_cells(args) -> int:
         print(json.dumps(cells, indent=2))
         return 0
     print(f"matrix {matrix.path.resolve()}: {len(matrix.cells)} cells")
-    rows = [("CELL", "SESSION", "DEVICE", "BACKEND", "RANKS", "MODE")]
+    rows = [("CELL", "SESSION", "DEVICE", "BACKEND", "RANKS", "MODE", "TORCH")]
     rows += [
-        (c.name, c.session, c.device, c.backend, str(c.world_size), c.mode) for c in matrix.cells
+        (c.name, c.session, c.device, c.backend, str(c.world_size), c.mode, c.torch)
+        for c in matrix.cells
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
