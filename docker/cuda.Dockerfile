@@ -7,7 +7,7 @@
 # defaults here only make a bare `docker build` work. Context: the repo root.
 # Classic builder compatible (DOCKER_BUILDKIT=0, podman): no RUN --mount.
 
-ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime@sha256:db80a41f8428644cebcb3d75b0b62df334ab6c0e75785951eb25f48bfbd42407
 FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE

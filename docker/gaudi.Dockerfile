@@ -7,12 +7,12 @@
 # defaults here only make a bare `docker build` work. Context: the repo root.
 # Classic builder compatible (DOCKER_BUILDKIT=0, podman): no RUN --mount.
 
-ARG BASE_IMAGE=vault.habana.ai/gaudi-docker/1.22.0/ubuntu24.04/habanalabs/pytorch-installer-2.13.0:latest
+ARG BASE_IMAGE=vault.habana.ai/gaudi-docker/1.22.2/ubuntu24.04/habanalabs/pytorch-installer-2.7.1:1.22.2-32
 FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
 ARG ACCELERATOR=gaudi
-ARG TORCH=torch==2.13.0
+ARG TORCH=torch==2.7.1
 ARG PIP_ARGS=""
 ARG PYTHON=python3
 ARG VENDOR_TORCH=1

@@ -7,12 +7,12 @@
 # defaults here only make a bare `docker build` work. Context: the repo root.
 # Classic builder compatible (DOCKER_BUILDKIT=0, podman): no RUN --mount.
 
-ARG BASE_IMAGE=rocm/pytorch:rocm6.4_ubuntu24.04_py3.12_pytorch_release_2.13.0
+ARG BASE_IMAGE=rocm/pytorch:rocm7.2.4_ubuntu24.04_py3.12_pytorch_release_2.10.0@sha256:4449f856653602317e4101a76fce599c7fcd58ccec2e539951fce5f73083179e
 FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
 ARG ACCELERATOR=rocm
-ARG TORCH=torch==2.13.0
+ARG TORCH=torch==2.10.0
 ARG PIP_ARGS=""
 ARG PYTHON=python3
 ARG VENDOR_TORCH=1

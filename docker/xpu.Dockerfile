@@ -1,5 +1,7 @@
 # dtensor-harness image for xpu.
-# Intel XPU: Intel's image (oneAPI runtime, oneCCL for the xccl backend).
+# Intel XPU: Intel's oneAPI runtime image, with PyTorch's own XPU wheels on it
+# (download.pytorch.org/whl/xpu: they carry oneCCL for the xccl backend). Intel's
+# extension for PyTorch stopped releasing after 2.8, so its images are not used.
 # /dev/dri comes from matrix.toml's run_flags.
 #
 # Build it with `harness container build xpu-...` or `nox -s build-xpu`: the
@@ -7,15 +9,15 @@
 # defaults here only make a bare `docker build` work. Context: the repo root.
 # Classic builder compatible (DOCKER_BUILDKIT=0, podman): no RUN --mount.
 
-ARG BASE_IMAGE=intel/intel-extension-for-pytorch:2.13.0-xpu
+ARG BASE_IMAGE=intel/deep-learning-essentials:2025.3.2-0-devel-ubuntu24.04
 FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
 ARG ACCELERATOR=xpu
-ARG TORCH=torch==2.13.0
+ARG TORCH=torch==2.11.0
 ARG PIP_ARGS=""
 ARG PYTHON=python3
-ARG VENDOR_TORCH=1
+ARG VENDOR_TORCH=0
 ARG HARNESS_UID=1000
 ARG HARNESS_VERSION=0.0.0
 ARG SOURCE=https://pypi.org/project/dtensor-harness/

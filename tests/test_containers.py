@@ -52,15 +52,15 @@ PINNED = {
     "{mounts} dtensor-harness:cuda-torch2.13.0 {tail}",
     "rocm-2gpu": "{run} --device=/dev/kfd --device=/dev/dri --group-add video "
     "--ipc=host --security-opt seccomp=unconfined {env} -e HIP_VISIBLE_DEVICES=0,1 "
-    "-e HARNESS_IMAGE=dtensor-harness:rocm-torch2.13.0 {mounts} "
-    "dtensor-harness:rocm-torch2.13.0 {tail}",
+    "-e HARNESS_IMAGE=dtensor-harness:rocm-torch2.10.0 {mounts} "
+    "dtensor-harness:rocm-torch2.10.0 {tail}",
     "xpu-4gpu": "{run} --device=/dev/dri --ipc=host {env} "
-    "-e ZE_AFFINITY_MASK=0,1,2,3 -e HARNESS_IMAGE=dtensor-harness:xpu-torch2.13.0 {mounts} "
-    "dtensor-harness:xpu-torch2.13.0 {tail}",
+    "-e ZE_AFFINITY_MASK=0,1,2,3 -e HARNESS_IMAGE=dtensor-harness:xpu-torch2.11.0 {mounts} "
+    "dtensor-harness:xpu-torch2.11.0 {tail}",
     "gaudi-8hpu": "{run} --runtime=habana --cap-add=sys_nice --ipc=host "
     "--net=host {env} -e HABANA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 "
-    "-e HARNESS_IMAGE=dtensor-harness:gaudi-torch2.13.0 {mounts} "
-    "dtensor-harness:gaudi-torch2.13.0 {tail}",
+    "-e HARNESS_IMAGE=dtensor-harness:gaudi-torch2.7.1 {mounts} "
+    "dtensor-harness:gaudi-torch2.7.1 {tail}",
 }
 
 
@@ -119,19 +119,31 @@ def test_certify_writes_to_the_same_mounted_folder():
     )
 
 
-@pytest.mark.parametrize("accelerator", ["cpu", "cuda", "rocm", "xpu", "gaudi"])
+# accelerator -> its default torch (the first of its torch list in matrix.toml)
+DEFAULT_TORCH = {
+    "cpu": "2.13.0",
+    "cuda": "2.13.0",
+    "rocm": "2.10.0",
+    "xpu": "2.11.0",
+    "gaudi": "2.7.1",
+}
+
+
+@pytest.mark.parametrize("accelerator", sorted(DEFAULT_TORCH))
 def test_build_command_line_is_pinned_per_accelerator(accelerator):
     cell = MATRIX.select(accelerator)[0]
     spec = cell.container
     argv = containers.build_argv(cell, ROOT, engine="docker")
+    version = DEFAULT_TORCH[accelerator]
     expected = [
         "docker", "build", "--force-rm", "-f", str(ROOT / f"docker/{accelerator}.Dockerfile"),
-        "-t", f"dtensor-harness:{accelerator}-torch2.13.0",
+        "-t", f"dtensor-harness:{accelerator}-torch{version}",
         "--build-arg", f"BASE_IMAGE={spec['base_image']}",
         "--build-arg", f"ACCELERATOR={accelerator}",
-        "--build-arg", "TORCH=torch==2.13.0",
+        "--build-arg", f"TORCH=torch=={version}",
         "--build-arg", f"PIP_ARGS={shlex.join(cell.pip_args)}",
-        "--build-arg", f"VENDOR_TORCH={int(accelerator != 'cpu')}",
+        # vendor images bring torch; cpu and xpu install PyTorch's own wheels
+        "--build-arg", f"VENDOR_TORCH={int(accelerator not in ('cpu', 'xpu'))}",
         "--build-arg", f"HARNESS_VERSION={containers.__version__}",
         *[a for k, v in spec.get("build_args", {}).items() for a in ("--build-arg", f"{k}={v}")],
         str(ROOT),
