@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,8 +124,8 @@ def _where(cell: Cell, posargs: list[str], session) -> str:
 
 def ensure_venv(session, cell: Cell, root: Path, install: Sequence[str]) -> str:
     """The virtualenv for a cell: one per accelerator and torch, shared by its cells."""
-    name = f"venv-{cell.accelerator}-torch{cell.torch_version}"
-    return _venv(session, root / ".nox" / name, install_steps(cell, install))
+    name = f"venv-{cell.accelerator}-torch{cell.torch_tag}"
+    return _venv(session, root / ".nox" / name, install_steps(cell, install), f"cell {cell.name}")
 
 
 def ensure_dev_venv(session, root: str | Path = ".") -> str:
@@ -133,6 +135,7 @@ def ensure_dev_venv(session, root: str | Path = ".") -> str:
         session,
         Path(root).resolve() / ".nox" / "venv-dev",
         install_steps(cpu, ["-e", ".[test,dev]"]),
+        "the kit's dev venv",
     )
 
 
@@ -146,7 +149,11 @@ def install_steps(cell: Cell, install: Sequence[str]) -> list[list[str]]:
     return [[cell.torch, *cell.pip_args], [cell.torch, *install]]
 
 
-def _venv(session, venv: Path, steps: list[list[str]]) -> str:
+#: pip gives up on an index that does not answer after about a minute, not five
+PIP_PATIENCE = ("--timeout", "20", "--retries", "2")
+
+
+def _venv(session, venv: Path, steps: list[list[str]], what: str = "") -> str:
     """Create ``venv`` once; run pip only when its install steps changed.
 
     A CPU cell must not pay pip's resolution on every run, and must never pull a
@@ -160,7 +167,29 @@ def _venv(session, venv: Path, steps: list[list[str]]) -> str:
     if marker.exists() and marker.read_text() == stamp:
         session.log(f"reusing {venv} ({' '.join(steps[-1])})")
     else:
+        marker.unlink(missing_ok=True)
         for step in steps:
-            session.run(str(python), "-m", "pip", "install", "-q", *step, external=True)
+            _pip(session, python, venv, step, what)
         marker.write_text(stamp)
     return str(python)
+
+
+def _pip(session, python: Path, venv: Path, step: list[str], what: str) -> None:
+    """One pip step; if pip cannot do it, one line naming the cell and the requirement.
+
+    The venv is removed then, so no half-made venv is mistaken for a good one.
+    """
+    argv = [str(python), "-m", "pip", "install", "-q", *PIP_PATIENCE, *step]
+    session.log(" ".join(argv[1:]))
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode == 0:
+        return
+    shutil.rmtree(venv, ignore_errors=True)
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR:")]
+    why = errors[-1].removeprefix("ERROR:").strip() if errors else f"pip exited {result.returncode}"
+    print(
+        f"nox: error: {what}: pip cannot install {' '.join(step)}: {why}; fix its torch "
+        f"requirement or index in matrix.toml (or reach the index). Removed {venv}.",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
