@@ -35,7 +35,14 @@ def test_every_cell_has_test_and_certify_sessions_with_tags():
         assert f"test-{cell.name}" in sessions
         assert f"certify-{cell.name}" in sessions
     assert {"tests", "lint", "build-cpu", "build-cuda"} <= set(sessions)
-    assert sessions["test-cuda-4gpu"]["tags"] == ["test", "cuda", "native", "gpu", "ws4", "torch2.13"]
+    assert sessions["test-cuda-4gpu"]["tags"] == [
+        "test",
+        "cuda",
+        "native",
+        "gpu",
+        "ws4",
+        "torch2.13",
+    ]
 
 
 def test_tags_select_by_mode():
