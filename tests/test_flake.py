@@ -246,11 +246,12 @@ def test_a_too_old_torch_in_nixpkgs_is_refused_with_the_fix(nix, tmp_path):
     default = old / "default.nix"
     text = default.read_text()
     assert 'torchVersion = "2.13.0";' in text
-    default.write_text(text.replace('torchVersion = "2.13.0";', 'torchVersion = "2.10.0";'))
+    # below pyproject's floor (torch>=2.7)
+    default.write_text(text.replace('torchVersion = "2.13.0";', 'torchVersion = "2.6.0";'))
     out = nix.run("eval", "--raw", f"path:{nix.flake}#packages.x86_64-linux.default.name", stub=old)
     assert out.returncode != 0
     message = out.stderr
-    assert "torch 2.10.0" in message and ">= 2.11" in message
+    assert "torch 2.6.0" in message and ">= 2.7" in message
     assert "nix flake update nixpkgs" in message
 
 
