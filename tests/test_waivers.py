@@ -321,3 +321,26 @@ def test_a_test_that_names_its_op_can_be_waived_by_op(tmp_path):
     out, section = waivers.apply(known, results)
     assert [r.outcome for r in out] == ["waived", "failed"]
     assert section["entries"][0]["status"] == "used"
+
+
+def test_report_build_applies_waivers_too(tmp_path, capsys):
+    (tmp_path / "junit.xml").write_text(
+        '<testsuites><testsuite name="s">'
+        '<testcase classname="suite.test_ops.OpsTest" name="test_nonzero" time="0.1">'
+        '<properties><property name="capability" value="ops"/>'
+        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_nonzero"/></properties>'
+        '<failure message="boom">boom</failure></testcase>'
+        '<testcase classname="suite.test_ops.OpsTest" name="test_add" time="0.1">'
+        '<properties><property name="capability" value="ops"/>'
+        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_add"/></properties>'
+        "</testcase></testsuite></testsuites>"
+    )
+    known = tmp_path / "known.toml"
+    known.write_text(GOOD)
+    argv = ["report", "build", str(tmp_path), "--cell", "cpu-2rank", "--matrix", str(MATRIX)]
+    assert main([*argv, "--waivers", str(known)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["verdict"], report["summary"]["waived"]) == ("pass", 1)
+    assert bundle.verify(tmp_path).ok, bundle.verify(tmp_path).problems
+    assert main(argv) == 1  # without them the failure stands
+    assert not (tmp_path / "waivers.toml").exists()  # and no earlier copy misleads

@@ -26,6 +26,7 @@ from harness.commands.run import (
 )
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
+from harness.report import waivers
 
 # Files a previous run left that a new run must not be mistaken for.
 _STALE = (
@@ -82,7 +83,7 @@ def certify(args) -> int:
     out = Path(args.out) if args.out else cell.results_dir
     if args.sign and not Path(args.sign).is_file():
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
-    known = _waivers(cell, args)  # a bad waivers file stops before anything runs
+    known = waivers.for_cell(cell, args.waivers)  # a bad file stops before anything runs
     if args.upstream_only and not args.upstream:
         raise UsageError("--upstream-only runs PyTorch's files: add --upstream DIR.")
     if args.upstream:
@@ -219,15 +220,6 @@ def _wait(child: subprocess.Popen) -> int:
     except KeyboardInterrupt:
         child.wait()
         raise
-
-
-def _waivers(cell: Cell, args):
-    """The waivers file this run applies: --waivers, else the cell's, else none."""
-    from harness.report import waivers
-
-    if getattr(args, "waivers", None):
-        return waivers.load(args.waivers)
-    return waivers.load(Path(cell.root) / cell.waivers) if cell.waivers else None
 
 
 def build_report(

@@ -82,6 +82,9 @@ def add_parser(sub, parents) -> None:
     )
     build.add_argument("dir", metavar="DIR")
     build.add_argument("--cell", required=True, help="the cell the JUnit XML came from")
+    build.add_argument(
+        "--waivers", metavar="FILE", help="waivers TOML to apply (default: the cell's `waivers`)"
+    )
     build.set_defaults(handler=build_cmd)
 
 
@@ -170,7 +173,7 @@ def sign_cmd(args) -> int:
 def build_cmd(args) -> int:
     from harness.commands.certify import build_report
     from harness.matrix import load_matrix
-    from harness.report import bundle
+    from harness.report import bundle, waivers
 
     matrix = load_matrix(args.matrix)
     cell = matrix.cell(args.cell)
@@ -178,7 +181,9 @@ def build_cmd(args) -> int:
     args.passthrough = list(args.passthrough)
     command = ["harness", "report", "build", args.dir, "--cell", cell.name]
     command += ["--matrix", args.matrix] if args.matrix else []
-    report = build_report(cell, matrix, folder, None, 0.0, args, command=command)
+    command += ["--waivers", args.waivers] if args.waivers else []
+    known = waivers.for_cell(cell, args.waivers)
+    report = build_report(cell, matrix, folder, None, 0.0, args, known, command=command)
     bundle.write(folder, report)
     print(f"harness: {cell.name}: verdict {report['verdict']}: {folder / 'report.html'}")
     return 0 if report["verdict"] == "pass" else 1

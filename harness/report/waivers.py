@@ -105,6 +105,14 @@ def load(path: str | Path) -> Waivers:
     return parse(raw, str(path))
 
 
+def for_cell(cell: Any, override: str | None = None) -> Waivers | None:
+    """The waivers a run of ``cell`` applies: ``override`` (--waivers), else the cell's
+    ``waivers`` (relative to its matrix file), else none."""
+    if override:
+        return load(override)
+    return load(Path(cell.root) / cell.waivers) if getattr(cell, "waivers", "") else None
+
+
 def parse(raw: bytes, source: str) -> Waivers:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -206,8 +214,11 @@ def status(outcomes: Iterable[str]) -> str:
 
 
 def write(folder: str | Path, waivers: Waivers | None) -> None:
-    """Put the applied file in the report folder, byte for byte (its sha256 is sealed)."""
-    if waivers is not None:
+    """Put the applied file in the report folder, byte for byte (its sha256 is sealed);
+    with none applied, remove one an earlier report left, so no file misleads."""
+    if waivers is None:
+        (Path(folder) / FILE).unlink(missing_ok=True)
+    else:
         (Path(folder) / FILE).write_bytes(waivers.text)
 
 
