@@ -33,13 +33,15 @@ def _xml(cases: dict[str, str]) -> str:
     return f'<testsuites><testsuite name="s">{"".join(body)}</testsuite></testsuites>'
 
 
-def _report(folder: Path, cases: dict[str, str], torch: str, driver: str, known=None) -> Path:
+def _report(
+    folder: Path, cases: dict[str, str], torch: str, driver: str, known=None, cell="acme-4card"
+) -> Path:
     folder.mkdir(parents=True)
     (folder / "junit.xml").write_text(_xml(cases))
     results, section = waivers.apply(known, junit.parse(folder / "junit.xml"))
     waivers.write(folder, known)
     report = schema.build(
-        cell={"name": "acme-4card", "world_size": 4, "backend": "acmecl"},
+        cell={"name": cell, "world_size": 4, "backend": "acmecl"},
         matrix={"path": "matrix.toml", "sha256": "0" * 64},
         fingerprint={
             "os": "Debian GNU/Linux 12",
@@ -181,3 +183,22 @@ def test_not_a_cell_report_is_refused(pair, tmp_path, capsys):
     capsys.readouterr()
     line = _one_line_exit_2(["report", "diff", str(tmp_path / "matrix"), str(b)], capsys)
     assert "holds a matrix report" in line
+
+
+def test_folders_of_cells_are_paired_by_cell_name(tmp_path, capsys):
+    same = {"suite/test_ops.py::test_same": "passed"}
+    _report(tmp_path / "old" / "acme-4card", A_CASES, "2.12.0+cpu", "535")
+    _report(tmp_path / "old" / "acme-8card", same, "2.12.0+cpu", "535", cell="acme-8card")
+    _report(tmp_path / "old" / "acme-1card", same, "2.12.0+cpu", "535", cell="acme-1card")
+    _report(tmp_path / "new" / "acme-4card", B_CASES, "2.13.0+cpu", "535")
+    _report(tmp_path / "new" / "acme-8card", same, "2.13.0+cpu", "535", cell="acme-8card")
+    argv = ["report", "diff", str(tmp_path / "old"), str(tmp_path / "new")]
+    assert main([*argv, "--format", "json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert [c["b"]["cell"] for c in found["cells"]] == ["acme-4card", "acme-8card"]
+    assert (found["only_a"], found["only_b"]) == (["acme-1card"], [])
+    assert [c["regressed"] for c in found["cells"]] == [True, False]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "Only in A: acme-1card" in out
+    assert out.rstrip().endswith("2 cells compared; regressed: acme-4card")

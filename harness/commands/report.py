@@ -65,8 +65,10 @@ def add_parser(sub, parents) -> None:
         "tests, per-capability counts and fingerprint differences. Exit 1 on any regression, "
         "2 when A or B is not a cell report or their schema versions differ.",
     )
-    diff.add_argument("a", metavar="A", help="the earlier report folder (the baseline)")
-    diff.add_argument("b", metavar="B", help="the later report folder")
+    diff.add_argument(
+        "a", metavar="A", help="the earlier report folder (the baseline), or a folder of them"
+    )
+    diff.add_argument("b", metavar="B", help="the later report folder, or a folder of them")
     diff.add_argument(
         "--format",
         choices=("text", "json", "markdown"),
@@ -149,11 +151,11 @@ def diff_cmd(args) -> int:
 
     from harness.report import diff
 
-    found = diff.compare_folders(args.a, args.b)
+    found = diff.compare_paths(args.a, args.b)
     if args.format == "json":
         print(json.dumps(found, indent=2, ensure_ascii=False))
     else:
-        sys.stdout.write(diff.markdown(found) if args.format == "markdown" else diff.text(found))
+        sys.stdout.write(diff.render(found, args.format))
     return 1 if found["regressed"] else 0
 
 

@@ -63,6 +63,29 @@ def compare_folders(a: str | Path, b: str | Path) -> dict[str, Any]:
     return result
 
 
+def compare_paths(a: str | Path, b: str | Path) -> dict[str, Any]:
+    """Two cell report folders, or two folders of them (results/): cells paired by name."""
+    if _is_report(a) and _is_report(b):
+        return compare_folders(a, b)
+    from harness.report import merge  # folders of cells, as `report merge` reads them
+
+    cells_a = {load(f)[1]["cell"]["name"]: f for f in merge.find_reports([a])}
+    cells_b = {load(f)[1]["cell"]["name"]: f for f in merge.find_reports([b])}
+    pairs = [compare_folders(cells_a[n], cells_b[n]) for n in cells_a if n in cells_b]
+    return {
+        "kind": "matrix",
+        "cells": pairs,
+        "only_a": sorted(set(cells_a) - set(cells_b)),
+        "only_b": sorted(set(cells_b) - set(cells_a)),
+        "regressed": any(p["regressed"] for p in pairs),
+    }
+
+
+def _is_report(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_file() or (path / bundle.REPORT).is_file() or not path.is_dir()
+
+
 def _tests(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         t["id"]: {**t, "capability": c["name"]}
@@ -261,6 +284,22 @@ def text(diff: Mapping[str, Any]) -> str:
         out += [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diff[key]]
     out += ["", _summary_line(diff)]
     return "\n".join(out) + "\n"
+
+
+def render(diff: Mapping[str, Any], fmt: str) -> str:
+    """Text or Markdown of a cell diff, or of every pair of a matrix diff."""
+    one = markdown if fmt == "markdown" else text
+    if diff.get("kind") != "matrix":
+        return one(diff)
+    parts = [one(cell) for cell in diff["cells"]]
+    for side, key in (("A", "only_a"), ("B", "only_b")):
+        if diff[key]:
+            parts.append(f"Only in {side}: {', '.join(diff[key])}\n")
+    regressed = [c["b"]["cell"] for c in diff["cells"] if c["regressed"]]
+    parts.append(
+        f"{len(diff['cells'])} cells compared; regressed: {', '.join(regressed) or 'none'}\n"
+    )
+    return ("\n---\n\n" if fmt == "markdown" else "\n").join(parts)
 
 
 def _md(value: Any) -> str:
