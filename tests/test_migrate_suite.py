@@ -79,6 +79,31 @@ def test_the_floor_counts_the_cpu_of_waited_for_children(suite, tmp_path):
     assert row.splitlines()[-1].endswith(f"| {wall_over_floor} | {wall_over_floor} |")
 
 
+SERVER = """
+import pathlib, subprocess, sys, time
+
+BURN = ("import pathlib, time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 3.0: pass\\npathlib.Path('done').touch()")
+SERVE = f"import subprocess, sys, time\\nsubprocess.run([sys.executable, '-c', {BURN!r}])\\ntime.sleep(30)"
+
+def test_a_server_starts_the_rank():
+    # like a pool's server and its rank: pytest ends before the server, so wait4 sees neither
+    subprocess.Popen([sys.executable, "-c", SERVE])
+    while not pathlib.Path("done").exists():
+        time.sleep(0.05)
+"""
+
+
+def test_the_floor_counts_ranks_nobody_waits_for(suite, tmp_path):
+    (tmp_path / "test_server.py").write_text(SERVER)
+    (tmp_path / "test_alone.py").write_text("def test_nothing():\n    pass\n")
+    run = suite.run_pytest("harness", tmp_path, "test_server.py", tmp_path / "o.xml", 300, [])
+    alone = suite.run_pytest("harness", tmp_path, "test_alone.py", tmp_path / "a.xml", 300, [])
+    assert run.outcomes == {"test_server::test_a_server_starts_the_rank": "pass"}
+    # the rank's 3 s of CPU, less at most its last 0.1 s sample, over pytest's own
+    assert run.cpu_s - alone.cpu_s >= 2.5
+
+
 def test_a_timeout_is_reported_not_hidden(suite, tmp_path):
     (tmp_path / "test_hang.py").write_text("import time\n\ndef test_hang():\n    time.sleep(60)\n")
     run = suite.run_pytest("harness", tmp_path, "test_hang.py", tmp_path / "o.xml", 3, [])
