@@ -108,6 +108,7 @@ def test_diff_sorts_every_change_into_its_section(pair):
     ops = next(c for c in found["capabilities"] if c["name"] == "ops")
     assert (ops["a"]["passed"], ops["b"]["passed"], ops["passed_change"]) == (3, 2, -1)
     assert (ops["a"]["waived"], ops["b"]["waived"]) == (0, 1)
+    assert ops["changes"] == {"passed": -1, "waived": 1}
     mesh = next(c for c in found["capabilities"] if c["name"] == "mesh")
     assert mesh["changed"] is False
     assert [d["key"] for d in found["fingerprint"]] == [
@@ -128,6 +129,7 @@ def test_text_puts_regressions_first_and_exits_1(pair, capsys):
     assert "suite/test_ops.py::test_regress  passed -> failed: test_regress broke" in out
     assert f"waived (ran: error): acmecl 2.1 bug <{ISSUE}>" in out
     assert "torch.device.driver: 535 -> 550" in out
+    assert "3/5 passed -> 2/5 passed  passed -1, waived +1" in out
     assert out.rstrip().endswith(
         "verdict fail -> fail; 1 regressions, 1 fixes, 1 newly waived, 1 new failures, "
         "1 no longer run"

@@ -183,6 +183,11 @@ def capabilities(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, A
             if cap and isinstance(cap.get("coverage"), Mapping):
                 row[side]["coverage"] = dict(cap["coverage"])
         row["passed_change"] = (cb or {}).get("passed", 0) - (ca or {}).get("passed", 0)
+        row["changes"] = {
+            k: (cb or {}).get(k, 0) - (ca or {}).get(k, 0)
+            for k in _CAP_KEYS[1:]
+            if (cb or {}).get(k, 0) != (ca or {}).get(k, 0)
+        }
         row["changed"] = row["a"] != row["b"]
         rows.append(row)
     return rows
@@ -248,6 +253,18 @@ def _count(value: Any) -> str:
     return text
 
 
+def _mark(cap: Mapping[str, Any]) -> str:
+    """What changed in a capability: the counts that moved, or its verdict, or '='."""
+    if not cap["changed"]:
+        return "="
+    moved = ", ".join(f"{k} {v:+d}" for k, v in cap["changes"].items())
+    if moved:
+        return moved
+    if cap["a"] is None or cap["b"] is None:
+        return "added" if cap["a"] is None else "gone"
+    return f"verdict {cap['a']['verdict']} -> {cap['b']['verdict']}"
+
+
 def _summary_line(diff: Mapping[str, Any]) -> str:
     counts = ", ".join(f"{len(diff[k])} {k.replace('_', ' ')}" for k in TITLES)
     return f"verdict {diff['a']['verdict']} -> {diff['b']['verdict']}; {counts}"
@@ -277,8 +294,9 @@ def text(diff: Mapping[str, Any]) -> str:
     out += ["", "Capabilities (A -> B):"]
     width = max((len(c["title"]) for c in diff["capabilities"]), default=10)
     for cap in diff["capabilities"]:
-        mark = f"{cap['passed_change']:+d}" if cap["changed"] else "="
-        out.append(f"  {cap['title']:<{width}}  {_count(cap['a'])} -> {_count(cap['b'])}  {mark}")
+        out.append(
+            f"  {cap['title']:<{width}}  {_count(cap['a'])} -> {_count(cap['b'])}  {_mark(cap)}"
+        )
     for key, title in (("fingerprint", "Machine"), ("cell", "Cell")):
         out += ["", f"{title} differences: {len(diff[key]) or 'none'}"]
         out += [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diff[key]]
@@ -334,10 +352,11 @@ def markdown(diff: Mapping[str, Any]) -> str:
         if len(rows) > _LIST_LIMIT:
             out.append(f"| ... {len(rows) - _LIST_LIMIT} more | | |")
         out.append("")
-    out += ["### Capabilities", "", "| capability | A | B | passed |", "|---|---|---|---|"]
+    out += ["### Capabilities", "", "| capability | A | B | change |", "|---|---|---|---|"]
     for cap in diff["capabilities"]:
-        mark = f"{cap['passed_change']:+d}" if cap["changed"] else "="
-        out.append(f"| {_md(cap['title'])} | {_count(cap['a'])} | {_count(cap['b'])} | {mark} |")
+        out.append(
+            f"| {_md(cap['title'])} | {_count(cap['a'])} | {_count(cap['b'])} | {_mark(cap)} |"
+        )
     for key, title in (("fingerprint", "Machine"), ("cell", "Cell")):
         if diff[key]:
             out += ["", f"### {title} differences", "", "| fact | A | B |", "|---|---|---|"]
