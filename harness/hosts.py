@@ -230,6 +230,8 @@ def check_cell(
         needed = len(list(devices))
     else:
         needed = cell.devices_needed
+    if not use_torch and not cell.spec.count and not os.environ.get(OVERRIDE, "").strip():
+        return  # nothing here can count its devices; the run inside (its torch) checks again
     have = device_count(cell.spec, use_torch=use_torch)
     if have >= needed:
         return
@@ -238,9 +240,11 @@ def check_cell(
             f"this node runs {ranks_here} rank(s) of {cell.name} but shows {have} "
             f"{cell.accelerator} device(s); lower --nproc-per-node or use a node with more."
         )
+    probed = accelerators.probe_count(cell.spec)
+    seen = f" (torch sees {have}, the device nodes {probed})" if probed not in (None, have) else ""
     raise UsageError(
         f"cell {cell.name} needs {needed} {cell.accelerator} device(s); this host shows "
-        f"{have}. Pick a cell that fits (`harness matrix list`), e.g. a -sim cell, which "
+        f"{have}{seen}. Pick a cell that fits (`harness matrix list`), e.g. a -sim cell, which "
         f"simulates the ranks on one device, or set {OVERRIDE} if the devices are there "
         f"but hidden from this check."
     )

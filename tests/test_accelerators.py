@@ -309,3 +309,37 @@ def test_nix_reads_the_cells_harness_lists(capsys):
     )
     project = (ROOT / "nix" / "project.nix").read_text()
     assert '"hpu"' not in project and '"rank"' not in project  # no unit rule of its own
+
+
+def test_a_container_host_check_without_probes_leaves_counting_to_the_container(
+    tmp_path, monkeypatch
+):
+    text = ACME.replace('count = { glob = "/dev/acme[0-9]*" }\n', "")
+    cell = load_matrix(write(tmp_path, text)).cell("acme-4card")
+    monkeypatch.delenv("HARNESS_HOST_DEVICES", raising=False)
+    hosts.check_cell(cell, use_torch=False)  # no probe, no torch asked: not refused here
+    probed = load_matrix(write(tmp_path, ACME)).cell("acme-4card")  # /dev/acme* absent
+    with pytest.raises(UsageError, match="needs 4 acme device"):
+        hosts.check_cell(probed, use_torch=False)
+
+
+def test_torch_refines_the_probe_and_the_refusal_shows_both(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from harness.devices import detected_accelerator
+
+    if detected_accelerator() == "xpu":
+        pytest.skip("this host has XPUs: torch would agree with the probe")
+    for i in range(3):
+        (tmp_path / f"card{i}").touch()
+    text = (
+        ACME.replace('device = "npu"', 'device = "xpu"')
+        .replace('plugin = "acme_torch"\n', "")  # torch is asked only once plugins import
+        .replace("/dev/acme[0-9]*", str(tmp_path / "card[0-9]*"))
+    )
+    cell = load_matrix(write(tmp_path, text)).cell("acme-2card")
+    monkeypatch.delenv("HARNESS_HOST_DEVICES", raising=False)
+    monkeypatch.delenv("ACME_VISIBLE_DEVICES", raising=False)
+    assert hosts.device_count(cell.spec, use_torch=False) == 3  # the device nodes
+    hosts.check_cell(cell, use_torch=False)  # a container brings its own torch
+    with pytest.raises(UsageError, match=r"shows 0 \(torch sees 0, the device nodes 3\)"):
+        hosts.check_cell(cell)  # natively, this torch has no xpu: it refines the probe
