@@ -18,6 +18,7 @@ import shlex
 import sys
 import time
 import types
+import unittest
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
@@ -25,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 import torch.distributed as dist
 
-from harness import devices, ranks
+from harness import compat, devices, ranks
 from harness.devices import (  # noqa: F401 (re-exported: upstream's module has them)
     ACCELERATOR_DIST_BACKENDS,
     DEVICE_COUNT,
@@ -435,6 +436,14 @@ class DTensorOpTestBase(_PoolBase):
 TestFunc = Callable[..., object]
 
 
+def _unless_torch_lacks(func: TestFunc, *args: Any, **kwargs: Any) -> Any:
+    """Run ``func``; a feature the installed torch lacks makes the test a skip naming it."""
+    try:
+        return func(*args, **kwargs)
+    except compat.TorchFeatureMissing as exc:
+        raise unittest.SkipTest(str(exc)) from None
+
+
 def with_comms(eager_init: TestFunc | bool = False, backend: str | None = None) -> Any:
     """Start the process group around a test (bare, or with ``eager_init=``/``backend=``)."""
 
@@ -445,7 +454,7 @@ def with_comms(eager_init: TestFunc | bool = False, backend: str | None = None) 
                 return func(self, *args, **kwargs)
             self.init_pg(eager_init, backend)
             try:
-                out = func(self, *args, **kwargs)
+                out = _unless_torch_lacks(func, self, *args, **kwargs)
             except BaseException as exc:
                 # When it failed, not when the rank got round to reporting it: the
                 # parent shows the first failure as the cause, the others after it.

@@ -119,3 +119,30 @@ def test_the_header_names_the_cells_torch_and_the_installed_one(tmp_path):
     from importlib.metadata import version
 
     assert f"torch=torch==2.11.0 torch_installed={version('torch')}" in result.stdout
+
+
+NEEDS_NEWER_TORCH = """
+from harness import DTensorTestBase, compat, with_comms
+
+
+class NeedsNewerTorch(DTensorTestBase):
+    @property
+    def world_size(self):
+        return 2
+
+    @with_comms
+    def test_uses_a_private_api_this_torch_lacks(self):
+        compat.private("torch.distributed", "no_such_helper", feature="demo helper", min_torch="9.9")
+"""
+
+
+def test_a_feature_the_torch_lacks_inside_a_test_is_a_skip_naming_it(tmp_path):
+    (tmp_path / "test_newer.py").write_text(NEEDS_NEWER_TORCH)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARNESS_DEVICE": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "test_newer.py"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout and "failed" not in result.stdout
+    assert "demo helper needs torch >= 9.9" in result.stdout
