@@ -12,6 +12,7 @@ Torch-free: nox calls this from outside the test environment.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from glob import glob
 from pathlib import Path
+from typing import Any
 
 from harness import hosts
 from harness._version import __version__
@@ -411,3 +413,72 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
         os.chown(folder, uid, gid)
         for entry in [*dirs, *files]:
             os.chown(os.path.join(folder, entry), uid, gid, follow_symlinks=False)
+
+
+# --- base image references: are they pinned, and what this host can say --------------------
+
+#: How pinned a reference is, most to least.
+DIGEST, TAG, UNPINNED = "tag+digest", "tag", "UNPINNED"
+
+
+def pin_state(ref: str) -> tuple[str, str]:
+    """(state, why) for an image reference: pinned by digest, by a tag, or not at all."""
+    name, _, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if tag == "latest":
+        return UNPINNED, ":latest moves; pin a release tag and its @sha256 digest"
+    if digest.startswith("sha256:") and len(digest) == 71:
+        return (DIGEST, "") if tag else (DIGEST, "digest only; add the tag it was read from")
+    if tag:
+        return TAG, "no digest found for this tag; a tag can be re-pushed"
+    return UNPINNED, "no tag means :latest; pin a release tag and its @sha256 digest"
+
+
+def image_references(matrix: Any) -> list[dict[str, Any]]:
+    """Every base image a matrix (and its Dockerfiles' defaults) names, with its cells."""
+    refs: dict[str, dict[str, Any]] = {}
+    for cell in matrix.cells:
+        ref = cell.container.get("base_image")
+        if not ref:
+            continue
+        where = (
+            f"accelerators.{cell.accelerator}.torch ({cell.torch})"
+            if cell.torch_name
+            else f"accelerators.{cell.accelerator}.container.base_image"
+        )
+        entry = refs.setdefault(ref, {"ref": ref, "where": where, "cells": []})
+        entry["cells"].append(cell.name)
+        dockerfile = cell.container.get("dockerfile")
+        if dockerfile:
+            path = Path(cell.root) / dockerfile
+            default = _dockerfile_default(path)
+            if default and default not in refs:
+                refs[default] = {
+                    "ref": default,
+                    "where": f"{dockerfile} (ARG BASE_IMAGE)",
+                    "cells": [],
+                }
+    return list(refs.values())
+
+
+def repo_digest(engine: str, ref: str) -> str | None:
+    """The registry digest a local image was pulled as (what a pin would add), if known."""
+    result = subprocess.run(
+        [engine, "image", "inspect", "--format", "{{range .RepoDigests}}{{.}} {{end}}", ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    digests = result.stdout.split() if result.returncode == 0 else []
+    return digests[0] if digests else None
+
+
+def _dockerfile_default(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    match = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M)
+    return match.group(1) if match else None

@@ -36,6 +36,13 @@ def add_parser(sub, parents) -> None:
     build.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     build.set_defaults(handler=build_image)
 
+    check = verbs.add_parser(
+        "check",
+        parents=parents,
+        help="list every base image reference, whether it is pinned, what is not verified here",
+    )
+    check.set_defaults(handler=check_images)
+
     run = verbs.add_parser(
         "run",
         parents=parents,
@@ -62,6 +69,34 @@ def add_parser(sub, parents) -> None:
     run.add_argument("--context", **context)
     run.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     run.set_defaults(handler=run_cell)
+
+
+def check_images(args) -> int:
+    """One line per base image: pinned by tag and digest, by tag only, or not at all.
+
+    Registries are never contacted (CI and air-gapped hosts have no route to them):
+    a reference is checked against the local engine's images when one answers, and
+    the line says what that leaves unverified. Exit 1 when a reference is unpinned.
+    """
+    matrix = load_matrix(args.matrix)
+    engine = containers.detect_engine()
+    unpinned = 0
+    for entry in containers.image_references(matrix):
+        state, why = containers.pin_state(entry["ref"])
+        unpinned += state == containers.UNPINNED
+        if engine is None:
+            here = "not verified here: no container engine answered"
+        elif containers.image_present(engine, entry["ref"]):
+            digest = containers.repo_digest(engine, entry["ref"])
+            here = f"present in {engine} here" + (f" as {digest}" if digest else "")
+        else:
+            here = f"not verified here: not in {engine}, and no registry is contacted"
+        cells = f"{len(entry['cells'])} cells" if entry["cells"] else "bare docker build"
+        print(f"{state:<10}  {entry['ref']}")
+        print(f"            {entry['where']}; {cells}; {here}" + (f"; {why}" if why else ""))
+    if unpinned:
+        print(f"harness: {unpinned} base image reference(s) unpinned", file=sys.stderr)
+    return 1 if unpinned else 0
 
 
 def build_image(args) -> int:
