@@ -142,3 +142,13 @@ def test_init_writes_a_repo_that_nox_and_the_cli_read(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["init", str(repo), "--ci", "gitlab", "--force"]) == 0
     assert (repo / ".gitlab-ci.yml").is_file()
+
+
+def test_check_says_when_a_workflow_is_stale(tmp_path, capsys):
+    out = tmp_path / "ci.yml"
+    argv = ["ci", "gitlab", "--matrix", str(ROOT / "matrix.toml"), "--only", "cpu"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out), "--check"]) == 0
+    out.write_text(out.read_text().replace("cpu-2rank", "cpu-3rank"))
+    assert main([*argv, "--out", str(out), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().out
