@@ -210,7 +210,12 @@ def ensure_base_image(engine: str, cell: Cell) -> None:
         return
     why = (pulled.stderr.strip().splitlines() or ["pull failed"])[-1]
     if base == LOCAL_BASE:
-        fix = f"make it locally: sudo docker/make-base-image.sh {engine}"
+        from harness import kitfiles  # the script in a checkout, else the installed kit's
+
+        script = "docker/make-base-image.sh"
+        if kitfiles.source_tree() is None:
+            script = str(kitfiles.docker_dir() / "make-base-image.sh")
+        fix = f"make it locally: sudo sh {script} {engine}"
     else:
         fix = (
             f"pull it where a registry answers and copy it here: "

@@ -98,6 +98,10 @@ def test_installed_outside_a_checkout_every_command_works(dist, tmp_path):
     assert f"matrix {repo / 'matrix.toml'}" in listing.stdout.replace(
         str(repo.resolve()), str(repo)
     )
+    # the noxfile init wrote makes the matrix's sessions, and a bare nox runs one cpu cell
+    sh(python, "-m", "pip", "install", "-q", "nox", cwd=tmp_path)
+    sessions = sh(python, "-m", "nox", "--list", "--no-color", cwd=repo, env=env).stdout
+    assert "* test-cpu-4rank" in sessions and "- certify-cuda-8gpu" in sessions
     doctor = sh(harness, "doctor", cwd=repo, env=env)
     assert "runnable here from matrix.toml" in doctor.stdout and "cpu-4rank" in doctor.stdout
     build = sh(harness, "container", "build", "cpu-2rank", "--dry-run", cwd=repo, env=env)
