@@ -10,6 +10,7 @@ job puts every certified cell on one page. Torch-free, like the matrix it reads.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -80,11 +81,16 @@ def _steps_for(cell: Cell, verb: str, container: bool = True) -> list[tuple[str,
     forced = " -- --native"
     if container and cell.container.get("dockerfile"):
         steps.append(
-            (f"Build the cell's image {cell.image}", f"python -m nox -s build-{cell.accelerator}")
+            (f"Build the cell's image {cell.image}", f"harness container build {cell.name}")
         )
         forced = " -- --container"  # a runner whose engine is down fails, not silently native
     steps.append((f"{verb} {cell.name}", f"python -m nox -s {verb}-{cell.name}{forced}"))
     return steps
+
+
+def job_id(session: str) -> str:
+    """A GitHub job id for a session: letters, digits, - and _ only (torch2.11 -> torch2_11)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", session)
 
 
 def github(
@@ -105,7 +111,7 @@ def github(
         labels = runner_labels("github", cell.accelerator, runs_on)
         for verb in ("test", "certify"):
             artifact = "junit" if verb == "test" else "report"
-            jobs[f"{verb}-{cell.name}"] = {
+            jobs[job_id(f"{verb}-{cell.name}")] = {
                 "name": f"{verb}-{cell.name}",
                 "runs-on": labels if len(labels) != 1 else labels[0],
                 # the cell's own timeout is per test; this bounds the job
@@ -125,7 +131,7 @@ def github(
                     },
                 ],
             }
-    certify = [f"certify-{c.name}" for c in cells]
+    certify = [job_id(f"certify-{c.name}") for c in cells]
     jobs["merge"] = {
         "name": "merge the certified cells",
         "needs": certify,

@@ -47,10 +47,10 @@ def add_parser(sub, parents) -> None:
     )
     parser.add_argument(
         "--only",
-        default="cpu",
+        default="",
         metavar="NAMES",
-        help="accelerators or cells the workflow runs (default: cpu; "
-        "`harness ci` makes it again with more)",
+        help="accelerators or cells the workflow runs (default: the cpu cells on the "
+        "default torch; `harness ci` makes it again with more)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite files already there")
     parser.set_defaults(handler=init, matrix=None)
@@ -62,8 +62,11 @@ def init(args) -> int:
     root = Path(args.dir)
     starter = kitfiles.starter_matrix()
     matrix = load_matrix(starter)
-    cpu = [c for c in matrix.cells if c.accelerator == "cpu" and c.mode == "native"]
-    default = f"test-{(cpu[len(cpu) // 2] if cpu else matrix.cells[0]).name}"
+    # a starting point that runs on hosted runners: cpu, on the default torch
+    cpu = [c for c in matrix.cells if c.accelerator == "cpu" and not c.torch_name]
+    native = [c for c in cpu if c.mode == "native"]
+    default = f"test-{(native[len(native) // 2] if native else matrix.cells[0]).name}"
+    only = args.only or ",".join(c.name for c in cpu)
     files = {
         "matrix.toml": starter.read_text(encoding="utf-8"),
         "noxfile.py": NOXFILE.format(default=default, version=__version__),
@@ -82,7 +85,7 @@ def init(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         if text is None:  # the workflow, from the matrix just written; its header's
             # command is the one to run in that folder
-            text = ci.workflow_text(args.ci, None, args.only, None, name, load=root / "matrix.toml")
+            text = ci.workflow_text(args.ci, None, only, None, name, load=root / "matrix.toml")
         path.write_text(text, encoding="utf-8")
         print(f"harness: wrote {path}")
     print(
