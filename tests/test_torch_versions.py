@@ -146,3 +146,28 @@ def test_a_feature_the_torch_lacks_inside_a_test_is_a_skip_naming_it(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 skipped" in result.stdout and "failed" not in result.stdout
     assert "demo helper needs torch >= 9.9" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("op", "torch", "backend", "mode", "gap"),
+    [
+        ("mean dim 1", (2, 7), "gloo", "native", "pull/149781"),
+        ("mean dim 1", (2, 8), "gloo", "native", None),  # gloo has AVG from 2.8
+        ("mean dim 1", (2, 7), "nccl", "native", None),  # only gloo lacked it
+        ("mean dim 1", (2, 7), "gloo", "local", None),  # simulated: no gloo at all
+        ("addmv", (2, 10), "nccl", "native", "pull/171652"),
+        ("addmv", (2, 11), "gloo", "native", None),
+        ("mm", (2, 7), "gloo", "native", None),
+    ],
+)
+def test_known_gaps_of_older_torch_are_gated_by_version_and_backend(
+    monkeypatch, op, torch, backend, mode, gap
+):
+    from harness.conformance._torch_gaps import op_gap
+
+    monkeypatch.setattr(compat, "torch_version", lambda: torch)
+    reason = op_gap(op, backend, mode)
+    if gap is None:
+        assert reason is None
+    else:
+        assert gap in reason and reason.startswith("known gap of torch < ")

@@ -8,11 +8,13 @@ every world size that divides 16 shard every dim.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import with_comms
+from harness import devices, with_comms
 from harness.conformance._base import ConformanceTestBase
+from harness.conformance._torch_gaps import op_gap
 
 
 def values(*shape: int, offset: float = 0.0) -> torch.Tensor:
@@ -79,5 +81,8 @@ for _index, (_name, *_) in enumerate(samples()):
     _method = _op_test(_index)
     _method.__name__ = "test_" + _name.replace(" ", "_")
     _method.__qualname__ = f"OpSweepTest.{_method.__name__}"
+    _gap = op_gap(_name, devices.PG_BACKEND, devices.harness_mode())
+    if _gap:  # an older torch's known DTensor gap: a strict, linked xfail
+        _method = pytest.mark.xfail(strict=True, reason=_gap)(_method)
     setattr(OpSweepTest, _method.__name__, _method)
-del _index, _name, _method
+del _index, _name, _method, _gap
