@@ -130,3 +130,14 @@ def test_an_override_takes_one_torch_not_a_list(tmp_path):
     text = AXIS + '[overrides."cpu-4rank"]\ntorch = ["torch==2.11.0"]\n'
     with pytest.raises(MatrixError, match=r"overrides\.cpu-4rank\.torch must be a requirement"):
         load_matrix(write(tmp_path, text))
+
+
+def test_ci_runs_the_conformance_cells_on_both_ends_of_the_range():
+    ci = (ROOT / ".ci" / "run").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"torch>=2.7"' in pyproject and "tested through 2.15" in pyproject
+    matrix = load_matrix(ROOT / "matrix.toml")
+    for label in ("2.7", "2.15"):
+        for cell in ("cpu-4rank", "cpu-8sim"):
+            assert f"test-{cell}-torch{label}" in ci
+            assert matrix.cell(f"{cell}-torch{label}")  # the session exists
