@@ -13,62 +13,21 @@ import functools
 import os
 import unittest
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from harness import devices, requirements
+from harness.outcomes import (  # noqa: F401 (re-exported: the bases and tests use them here)
+    TEST_SKIPS,
+    TestSkip,
+    multi_gpu_skip,
+    skip_reason_for_exit_code,
+)
 from harness.ranks import external
 
 # unittest leaves this module's frames out of failure tracebacks
 __unittest = True
 
 T = TypeVar("T")
-
-
-class TestSkip(NamedTuple):
-    """A skip reason, and the exit code a rank may ``sys.exit`` with to report it."""
-
-    exit_code: int
-    message: str
-
-
-def _multi(n: int, code: int) -> TestSkip:
-    return TestSkip(code, f"Need at least {n} accelerator device{'s' if n > 1 else ''}")
-
-
-#: Skip reasons, keyed as upstream's table so ``sys.exit(TEST_SKIPS[k].exit_code)`` works.
-TEST_SKIPS: dict[str, TestSkip] = {
-    "backend_unavailable": TestSkip(72, "Skipped because distributed backend is not available."),
-    "small_worldsize": TestSkip(73, "Skipped due to small world size."),
-    "odd_worldsize": TestSkip(87, "Skipped due to odd world size."),
-    "no_cuda": TestSkip(74, "CUDA is not available."),
-    "nccl": TestSkip(76, "c10d not compiled with NCCL support"),
-    "skipIfRocm": TestSkip(78, "Test skipped for ROCm"),
-    "no_peer_access": TestSkip(79, "Test skipped because no GPU peer access"),
-    "generic": TestSkip(
-        86, "Test skipped at subprocess level, look at subprocess log for skip reason"
-    ),
-    "importerror": TestSkip(88, "Test skipped due to missing import"),
-    "no_accelerator": TestSkip(89, "accelerator is not available."),
-    "world_size_above_cell": TestSkip(90, "World size above the active cell's"),
-    **{
-        f"multi-gpu-{n}": _multi(n, code)
-        for n, code in zip(range(1, 9), (75, 77, 80, 81, 82, 83, 84, 85))
-    },
-    **{f"multi-gpu-{n}": _multi(n, 91 + n - 9) for n in range(9, 17)},
-}
-
-_BY_CODE = {skip.exit_code: skip.message for skip in TEST_SKIPS.values()}
-
-
-def multi_gpu_skip(n: int) -> TestSkip:
-    return TEST_SKIPS.get(f"multi-gpu-{n}") or TestSkip(
-        TEST_SKIPS["generic"].exit_code, _multi(n, 0).message
-    )
-
-
-def skip_reason_for_exit_code(code: Any) -> str | None:
-    """The reason behind a rank's ``sys.exit(code)``, or None if it is not a skip code."""
-    return _BY_CODE.get(code) if isinstance(code, int) else None
 
 
 def accelerator_budget() -> int:

@@ -24,12 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def skip_reason_for_exit_code(code: Any) -> str | None:
-    # imported late: harness.skips reads the cell's environment, applied in rank_main
-    from harness.skips import skip_reason_for_exit_code as lookup
-
-    return lookup(code)
+from harness.outcomes import skip_reason_for_exit_code
 
 
 @dataclass
