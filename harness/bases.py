@@ -3,14 +3,15 @@
 ``DTensorTestBase`` runs each test on fresh rank processes, ``DTensorContinuousTestBase``
 on a pool kept for the class, ``DTensorOpTestBase`` (upstream's threads base) on
 rank threads of the test process (:mod:`harness.ranks.threads`). The parent never
-runs a test body: it decides requirement skips, then hands the test to the runner
-(:mod:`harness.ranks`) or, in LocalTensor mode, to :func:`harness.local.run_locally`
--- that choice is made in one place, :func:`_dispatch`.
+runs a test body: it decides the timeout, the rerun line and requirement skips,
+then hands the test as a :class:`harness.ranks.Job` to its mode's runner, chosen
+from one table, :data:`RUNNERS`.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import itertools
 import os
@@ -50,7 +51,20 @@ __unittest = True
 
 T = TypeVar("T")
 
-MODES = ("process", "pool", "threads", "local")
+#: mode -> its runner, ``module:function`` (imported on first use). Every runner
+#: takes a :class:`harness.ranks.Job` and returns a :class:`harness.ranks.Verdict`
+#: (see :mod:`harness.ranks.runner`): a new mode is one module and one row here.
+RUNNERS: dict[str, str] = {
+    "process": "harness.ranks.run:run_in_processes",
+    "pool": "harness.ranks.run:run_in_pool",
+    "threads": "harness.ranks.threads:run_in_threads",
+    "local": "harness.local.runner:run_job",
+    "external": "harness.ranks.external:run_test",  # chosen by a launcher, not by a class
+}
+#: What a class's ``rank_mode`` may say.
+MODES = tuple(mode for mode in RUNNERS if mode != "external")
+#: Modes whose ranks meet for every test, so even a skipped one goes to the runner.
+MEET_FOR_SKIPS = frozenset({"external"})
 
 
 def timeout_after(seconds: float) -> Callable[[T], T]:
@@ -104,44 +118,33 @@ def rerun_command(test: Any, method: str) -> str:
     return shlex.join(["pytest", f"{path}::{cls.__qualname__}::{method}"])
 
 
+def _runner(mode: str) -> ranks.Runner:
+    module, _, name = RUNNERS[mode].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _dispatch(test: Any, method: str) -> Any:
-    """Run ``method`` of ``test`` on its ranks (parent side): the one mode switch."""
+    """Run ``method`` of ``test`` on its ranks (parent side): pick the mode's runner."""
     __tracebackhide__ = True
     import unittest
 
     mode = effective_mode(test)
-    if mode != "local" and external.launched() is not None:
-        return external.run_test(test, method)  # this process is one torchrun/Slurm rank
-    reason = requirement_skip(test, method, local=(mode == "local"))
-    if reason is not None:
-        raise unittest.SkipTest(reason)
-    if mode == "local":
-        from harness.local import run_locally
-
-        test._harness_direct = True
-        try:
-            return run_locally(test, method)
-        finally:
-            test._harness_direct = False
-    timeout = effective_timeout(test, method)
-    name = f"{type(test).__qualname__}.{method}"
-    rerun = rerun_command(test, method)
-    world = int(test.world_size)
-    if mode == "process":
-        verdict = ranks.run_in_processes(
-            type(test), method, world_size=world, timeout=timeout, test_name=name, rerun=rerun
-        )
-    elif mode == "threads":
-        verdict = ranks.run_in_threads(
-            type(test), method, world_size=world, timeout=timeout, test_name=name, rerun=rerun
-        )
-    elif mode == "pool":
-        class_timeout = _seconds(getattr(type(test), "timeout", None)) or devices.default_timeout()
-        pool = ranks.pool_for(type(test), world, max(timeout, class_timeout))
-        verdict = pool.run(method, timeout=timeout, test_name=name, rerun=rerun)
-    else:
+    if mode not in MODES:
         raise ValueError(f"{type(test).__name__}.rank_mode={mode!r}: use one of {MODES}")
-    verdict.raise_if_not_passed()
+    if mode != "local" and external.launched() is not None:
+        mode = "external"  # this process is one torchrun/Slurm rank
+    job = ranks.Job(
+        test=test,
+        method=method,
+        world_size=int(test.world_size),
+        timeout=effective_timeout(test, method),
+        rerun=rerun_command(test, method),
+        class_timeout=_seconds(getattr(type(test), "timeout", None)) or devices.default_timeout(),
+        skip=requirement_skip(test, method, local=(mode == "local")),
+    )
+    if job.skip is not None and mode not in MEET_FOR_SKIPS:
+        raise unittest.SkipTest(job.skip)  # decided here: no rank is started for it
+    _runner(mode)(job).raise_if_not_passed()
     return None
 
 

@@ -16,6 +16,7 @@ import pytest
 
 import harness.bases as bases
 import harness.local
+import harness.ranks.run
 from harness import DTensorTestBase, timeout_after
 from harness.ranks import pg_timeout_for
 
@@ -60,16 +61,28 @@ def test_failed_subtest_is_reported_with_its_parameters():
 
 
 def test_local_mode_goes_to_run_locally(monkeypatch):
+    import harness.local.runner as local_runner
+
     calls = []
     monkeypatch.setattr(
-        harness.local, "run_locally", lambda test, name: calls.append((test, name)), raising=False
+        local_runner, "run_locally", lambda test, name: calls.append((test, name)), raising=False
     )
-    monkeypatch.setattr(bases.ranks, "run_in_processes", lambda *a, **k: pytest.fail("spawned"))
+    monkeypatch.setattr(harness.ranks.run, "run_in_processes", lambda job: pytest.fail("spawned"))
     monkeypatch.setenv("HARNESS_MODE", "local")
     assert_passes(cases.WithComms, "test_bare")
     assert [name for _, name in calls] == ["test_bare"]
     test = calls[0][0]
     assert test._harness_direct is False  # restored after the local run
+
+
+def test_every_mode_has_a_runner_with_the_one_signature():
+    import inspect
+
+    for mode in bases.RUNNERS:
+        runner = bases._runner(mode)
+        params = list(inspect.signature(runner).parameters)
+        assert params == ["job"], f"{mode}: {runner.__module__}.{runner.__name__}{params}"
+    assert set(bases.MODES) == set(bases.RUNNERS) - bases.MEET_FOR_SKIPS
 
 
 class _Timeouts(DTensorTestBase):

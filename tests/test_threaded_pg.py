@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.distributed import ReduceOp
 
 from harness import DTensorOpTestBase, DTensorTestBase, with_comms
-from harness.ranks import run_in_threads
+from harness.ranks import Job, run_in_threads
 from harness.ranks.threaded_pg import BACKEND
 
 WS = 4
@@ -191,7 +191,7 @@ class _Mismatch(DTensorOpTestBase):
 
 
 def _verdict(method: str):
-    return run_in_threads(_Mismatch, method, world_size=2, timeout=4, test_name=method, rerun="-")
+    return run_in_threads(Job(_Mismatch(method), method, world_size=2, timeout=4, rerun="-"))
 
 
 def test_a_mismatched_collective_names_each_ranks_call():

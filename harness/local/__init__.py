@@ -27,14 +27,14 @@ from harness.local.simulate import Simulation, simulate
 # works on any torch and the version error appears where the feature is used.
 _TORCH_NAMES = ("LocalTensor", "LocalTensorMode", "LocalIntNode", "LocalRunnerMode")
 
-# names that need harness.bases (written in parallel; imported only when used)
+# names on the bases' floor or the runner's, imported only when used
 _BASE_NAMES = {
     "LocalDTensorTestBase": "harness.local.bases",
     "LocalDTensorOpTestBase": "harness.local.bases",
     "LocalDTensorContinuousTestBase": "harness.local.bases",
     "create_local_tensor_test_class": "harness.local.bases",
-    "local_variant": "harness.local.bases",
-    "run_locally": "harness.local.bases",
+    "local_variant": "harness.local.runner",
+    "run_locally": "harness.local.runner",
 }
 
 __all__ = [

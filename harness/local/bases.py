@@ -1,181 +1,33 @@
-"""LocalTensor variants of the kit's bases, and the runner the bases call.
+"""The ``Local*`` test bases: the kit's bases with every rank simulated in this process.
 
 A ``Local*`` base (or any base when the cell's mode is ``local``) runs its test
 body once in this process under :func:`~harness.local.simulate`, where ``rank``
 is a per-rank SymInt, the process group is fake, meshes are built outside the
 mode and ``init_manual_seed_for_rank`` seeds every simulated rank with its own
-number, as real ranks would be seeded. A body that hits a known LocalTensor
-limitation is skipped with the reason (see :mod:`harness.local.gaps`).
+number, as real ranks would be seeded. What changes, and the runner the bases
+call, live in :mod:`harness.local.runner`, which does not import the bases.
 """
 
 from __future__ import annotations
 
-import contextlib
-import unittest
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any
 
-import torch
-import torch.distributed as dist
-
-from harness import bases, compat, devices
-from harness.local.gaps import NotSimulable, simulation_gap
-from harness.local.helpers import rank_symint
-from harness.local.simulate import init_fake_process_group, simulate
-from harness.skips import skip_reason_for_exit_code
+from harness import bases
+from harness.local.gaps import NotSimulable
+from harness.local.runner import LocalMixin, local_variant, run_locally
 
 
-class _LocalMixin:
-    """What changes when one process plays every rank."""
-
-    rank_mode: ClassVar[str] = "local"
-
-    @property
-    def is_local_tensor_enabled(self) -> bool:
-        return True
-
-    @property
-    def rank(self) -> Any:
-        return rank_symint(self.world_size)
-
-    @rank.setter
-    def rank(self, value: Any) -> None:
-        """Ranks are simulated; a runner assigning one has nothing to set."""
-
-    @property
-    def device_type(self) -> str:
-        # one device serves every simulated rank, so the count does not matter
-        return devices.DEVICE_TYPE if devices.has_accelerator() else "cpu"
-
-    def _get_local_tensor_mode(self) -> Any:
-        return compat.local_tensor_module().LocalTensorMode(frozenset(range(self.world_size)))
-
-    def init_pg(self, eager_init: bool = False, backend: str | None = None) -> None:
-        """A fake group over all simulated ranks (the runner has usually made it)."""
-        self._harness_local_owns_pg = init_fake_process_group(self.world_size)
-
-    def destroy_pg(self, device_id: int | None = None) -> None:
-        if getattr(self, "_harness_local_owns_pg", False) and dist.is_initialized():
-            dist.destroy_process_group()
-        self._harness_local_owns_pg = False
-
-    def build_device_mesh(self) -> Any:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        with _mode_disabled():
-            return init_device_mesh(self.device_type, (self.world_size,))
-
-    def init_manual_seed_for_rank(self) -> None:
-        if compat.local_tensor_module().enabled_local_tensor_mode() is not None:
-            torch.manual_seed(self.rank)  # each simulated rank gets its own seed
-        else:
-            torch.manual_seed(0)
-
-    def join_or_run(self, fn: Callable[[], Any]) -> Callable[..., Any]:
-        return lambda *_: fn()
-
-    # ``if self.rank == rank`` is False for every simulated rank at once, which
-    # would turn these checks into silent passes: compare that rank's values.
-    def assertEqualOnRank(self, x: Any, y: Any, msg: Any = None, *, rank: int = 0) -> None:  # noqa: N802
-        self.assertEqual(_on_rank(x, rank), _on_rank(y, rank), msg=msg)
-
-    def assertNotEqualOnRank(self, x: Any, y: Any, msg: Any = None, *, rank: int = 0) -> None:  # noqa: N802
-        self.assertNotEqual(_on_rank(x, rank), _on_rank(y, rank), msg=msg)
-
-
-def _on_rank(value: Any, rank: int) -> Any:
-    """``value`` as simulated rank ``rank`` holds it (LocalTensors, per-rank ints)."""
-    local_tensors = getattr(value, "_local_tensors", None)
-    if isinstance(local_tensors, dict):
-        return local_tensors[rank]
-    local_ints = getattr(getattr(value, "node", None), "_local_ints", None)
-    if isinstance(local_ints, dict):
-        return local_ints[rank]
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_rank(v, rank) for v in value)
-    if isinstance(value, dict):
-        return {k: _on_rank(v, rank) for k, v in value.items()}
-    return value
-
-
-def _mode_disabled() -> contextlib.AbstractContextManager:
-    return compat.local_tensor_module().maybe_disable_local_tensor_mode()
-
-
-class LocalDTensorTestBase(_LocalMixin, bases.DTensorTestBase):
+class LocalDTensorTestBase(LocalMixin, bases.DTensorTestBase):
     """DTensorTestBase with every rank simulated in this process."""
 
 
-class LocalDTensorOpTestBase(_LocalMixin, bases.DTensorOpTestBase):
+class LocalDTensorOpTestBase(LocalMixin, bases.DTensorOpTestBase):
     """DTensorOpTestBase with every rank simulated in this process."""
 
 
-class LocalDTensorContinuousTestBase(_LocalMixin, bases.DTensorContinuousTestBase):
+class LocalDTensorContinuousTestBase(LocalMixin, bases.DTensorContinuousTestBase):
     """DTensorContinuousTestBase with every rank simulated in this process."""
-
-
-_VARIANTS: dict[type, type] = {}
-_KIT_MODULES = ("harness.bases", "harness.testcase", "harness.local.bases", "unittest.case")
-
-
-def local_variant(cls: type) -> type:
-    """``cls`` with the local overrides, where ``cls`` did not set its own.
-
-    Used for the mode override: a class written for processes is run as its
-    LocalTensor variant without editing it. What the test class itself defines
-    (a ``device_type``, a ``build_device_mesh``) is kept; what it inherits from
-    the kit is replaced.
-    """
-    if issubclass(cls, _LocalMixin):
-        return cls
-    variant = _VARIANTS.get(cls)
-    if variant is None:
-        overrides = {
-            name: value
-            for name, value in vars(_LocalMixin).items()
-            if not name.startswith("__") and _defined_by_kit(cls, name)
-        }
-        overrides["__module__"] = cls.__module__
-        overrides["__qualname__"] = cls.__qualname__
-        variant = type(cls.__name__, (cls,), overrides)
-        _VARIANTS[cls] = variant
-    return variant
-
-
-def _defined_by_kit(cls: type, name: str) -> bool:
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            return klass.__module__ in _KIT_MODULES
-    return True
-
-
-def run_locally(case: Any, method_name: str) -> Any:
-    """Run ``case.method_name`` once as all of its ranks (the bases' local mode).
-
-    A known LocalTensor limitation becomes a skip naming it; every other
-    exception is the test's own failure and propagates unchanged.
-    """
-    __tracebackhide__ = True
-    original, direct = type(case), getattr(case, "_harness_direct", False)
-    case.__class__ = local_variant(original)
-    case._harness_direct = True  # the body itself, not the bases' dispatch again
-    try:
-        with simulate(case.world_size, case.device_type):
-            try:
-                return getattr(case, method_name)()
-            except SystemExit as exc:  # sys.exit(TEST_SKIPS[...].exit_code), as ranks do
-                reason = skip_reason_for_exit_code(exc.code)
-                if reason is None:
-                    raise
-                raise unittest.SkipTest(reason) from None
-            except Exception as exc:
-                reason = simulation_gap(exc)
-                if reason is None:
-                    raise
-                raise NotSimulable(reason) from exc
-    finally:
-        case.__class__ = original
-        case._harness_direct = direct
 
 
 def create_local_tensor_test_class(

@@ -5,8 +5,9 @@ here, on this rank only, against the process group of its
 :class:`~harness.ranks.session.Session`. After each test the ranks agree on its
 outcome through the launcher's store, so one rank's skip is a skip everywhere,
 one rank's failure fails the test on every rank with that rank's traceback, and
-no rank starts the next test while another is still in this one. The bases call
-:func:`run_test` when :func:`launched` says a launcher made this process a rank.
+no rank starts the next test while another is still in this one. The bases run
+their tests through :func:`run_test` (this mode's runner) when :func:`launched`
+says a launcher made this process a rank.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import traceback
 import unittest
 from typing import Any
 
+from harness.outcomes import TestStatus, skip_reason_for_exit_code
 from harness.ranks.launch import Launch, detect
-from harness.ranks.outcome import RankOutcome, verdict
+from harness.ranks.outcome import RankOutcome, Verdict, verdict
+from harness.ranks.runner import Job
 from harness.ranks.session import Session, lost_after
 from harness.ranks.watchdog import Watchdog
 
@@ -65,21 +68,22 @@ def current_session() -> Session | None:
 
 
 # -- the bases' entry ----------------------------------------------------------
-def run_test(test: Any, method: str) -> None:
-    """Run ``method`` of ``test`` on this rank, agree with the others, raise the verdict."""
-    __tracebackhide__ = True
-    from harness import bases
-    from harness.skips import requirement_skip
+def run_test(job: Job) -> Verdict:
+    """Run the job's test on this rank and agree on its verdict with the other ranks.
 
+    Every rank takes part in every test, even one the parent found a requirement
+    skip for (``job.skip``): the ranks stay in step and agree on the skip.
+    """
+    __tracebackhide__ = True
+    test, method, timeout = job.test, job.method, job.timeout
     s = session()
     launch = s.launch
-    name = f"{type(test).__qualname__}.{method}"
-    timeout = bases.effective_timeout(test, method)
+    name = job.name
     if s.lost:
-        raise unittest.SkipTest(f"not run: {s.stop_message()}")
+        return Verdict(TestStatus.SKIPPED, f"not run: {s.stop_message()}")
     started = time.monotonic()
-    world = int(test.world_size)
-    reason = requirement_skip(test, method)
+    world = job.world_size
+    reason = job.skip
     if reason is None and world != launch.world_size:
         reason = (
             f"needs world size {world}; under {launch.launcher} every test runs on all "
@@ -99,20 +103,17 @@ def run_test(test: Any, method: str) -> None:
     outcomes = s.agree(f"{type(test).__module__}.{name}", mine, limit=timeout + lost_after())
     if any(o.status != "passed" for o in outcomes) and not s.lost:
         s.generation += 1  # every rank saw the same outcomes, so every rank rebuilds
-    result = verdict(
+    return verdict(
         outcomes,
         world_size=launch.world_size,
         test_name=name,
         timeout=timeout,
         timed_out=any(o.status == "hung" for o in outcomes),
-        rerun=rerun_command(bases.rerun_command(test, method)),
+        rerun=rerun_command(job.rerun),
     )
-    result.raise_if_not_passed()
 
 
 def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome:
-    from harness.skips import skip_reason_for_exit_code
-
     rank = s.launch.rank
     test.rank = rank
     # The group belongs to the session: with_comms must neither make nor destroy it,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from harness.ranks.group import RankGroup
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
+from harness.ranks.runner import Job
 
 
 def pg_timeout_for(test_timeout: float) -> float:
@@ -18,27 +19,35 @@ def pg_timeout_for(test_timeout: float) -> float:
     return max(1.0, test_timeout - margin)
 
 
-def run_in_processes(
-    cls: type, method: str, *, world_size: int, timeout: float, test_name: str, rerun: str
-) -> Verdict:
+def run_in_processes(job: Job) -> Verdict:
     """Process mode: spawn ``world_size`` ranks for this one test, then reap them."""
     group = RankGroup(
-        cls, world_size, pool=False, pg_timeout=pg_timeout_for(timeout), first_test=method
+        job.cls,
+        job.world_size,
+        pool=False,
+        pg_timeout=pg_timeout_for(job.timeout),
+        first_test=job.method,
     )
     try:
-        outcomes, timed_out = group.collect(timeout)
+        outcomes, timed_out = group.collect(job.timeout)
         group.join()
         group.drain_output()
     finally:
         group.kill()
     return verdict(
         outcomes,
-        world_size=world_size,
-        test_name=test_name,
-        timeout=timeout,
+        world_size=job.world_size,
+        test_name=job.name,
+        timeout=job.timeout,
         timed_out=timed_out,
-        rerun=rerun,
+        rerun=job.rerun,
     )
+
+
+def run_in_pool(job: Job) -> Verdict:
+    """Pool mode: send the test to its class's ranks, starting them if need be."""
+    pool = pool_for(job.cls, job.world_size, max(job.timeout, job.class_timeout))
+    return pool.run(job.method, timeout=job.timeout, test_name=job.name, rerun=job.rerun)
 
 
 class Pool:

@@ -21,6 +21,7 @@ from typing import Any
 from harness.ranks import worker
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
 from harness.ranks.run import pg_timeout_for
+from harness.ranks.runner import Job
 
 # How long ranks get to unwind after an abort before they count as hung.
 ABORT_GRACE_S = 2.0
@@ -64,11 +65,12 @@ def _stack_of(thread: threading.Thread) -> str:
     return "".join(traceback.format_stack(frame)) if frame is not None else ""
 
 
-def run_in_threads(
-    cls: type, method: str, *, world_size: int, timeout: float, test_name: str, rerun: str
-) -> Verdict:
+def run_in_threads(job: Job) -> Verdict:
+    """Threads mode: one thread per rank of this process, on a threaded process group."""
     from harness.ranks import threaded_pg
 
+    cls, method, world_size, timeout = job.cls, job.method, job.world_size, job.timeout
+    test_name, rerun = job.name, job.rerun
     pg_timeout = pg_timeout_for(timeout)
     run = threaded_pg.ThreadRun(world_size, pg_timeout)
     workdir = os.path.join(tempfile.gettempdir(), f"harness-threads-{os.getpid()}-{next(_RUNS)}")
