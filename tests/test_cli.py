@@ -187,3 +187,40 @@ def test_targets_after_dashdash_replace_the_suites(capsys):
     out = dry_run(capsys, test_id)
     assert test_id in out and "conformance" not in out
     assert "conformance" in dry_run(capsys, "-k", "barrier")
+
+
+# The rank runner's modules: none of them has any business in a CLI that only lists.
+_RUNNER = ("harness.ranks.run", "harness.ranks.group", "harness.ranks.worker", "harness.bases")
+_MATRIX = str(ROOT / "matrix.toml")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["matrix", "list", "--matrix", _MATRIX],
+        ["matrix", "show", "cpu-4rank", "--matrix", _MATRIX],
+    ],
+    ids=" ".join,
+)
+def test_help_and_matrix_load_neither_torch_nor_the_runner(argv):
+    """`harness --help` and `harness matrix` stay light: nox calls them where torch is absent."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from harness.cli import main
+        try:
+            main({argv!r})
+        except SystemExit:
+            pass
+        print(sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "harness."))))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = eval(proc.stdout.strip().splitlines()[-1])
+    assert "torch" not in loaded, "torch was imported"
+    assert not [m for m in loaded if m.startswith(_RUNNER)], loaded

@@ -1,39 +1,59 @@
-"""Spawning ranks: per-test processes, per-class pools, outcomes and reaping.
+"""Running a test on its ranks: processes, a pool, threads, or a launcher's ranks.
 
-Layout, one job per module: ``spawn`` (the fork server), ``worker`` (what runs
-in a rank), ``group`` (one set of ranks seen from the parent), ``outcome``
-(ranks' reports -> one verdict and message), ``run`` (process and pool modes),
-``threads`` (threads mode) on ``threaded_pg`` (a process group of threads),
-``reaper`` (the last sweep at exit). Nothing here knows about test bases.
+The floor below the test bases: nothing here imports ``harness.bases``,
+``harness.skips``, the pytest plugin or a command. The bases decide a test's
+timeout, rerun line and requirement skip and hand it down as a :class:`Job`;
+each mode's runner (``runner(job) -> Verdict``, :mod:`~harness.ranks.runner`)
+runs it.
+
+One job per module: ``runner`` (the interface), ``run`` (process and pool
+modes) on ``group`` (one set of rank processes seen from the parent), ``spawn``
+(the fork server) and ``worker`` (what runs in a rank), ``threads`` (threads
+mode) on ``threaded_pg`` (a process group of threads), ``external`` (a
+launcher's ranks) on ``launch``/``session``/``watchdog``, ``outcome`` (ranks'
+reports -> one verdict and message), ``reaper`` (the last sweep at exit).
+
+Names are imported on first use, so ``harness.ranks.launch`` (which the CLI
+reads) does not load the runner.
 """
 
-from harness.ranks.group import RankGroup
-from harness.ranks.outcome import RankAssertionError, RankError, RankFailure, RankOutcome, Verdict
-from harness.ranks.run import (
-    Pool,
-    close_all_pools,
-    close_pool,
-    pg_timeout_for,
-    pool_for,
-    run_in_processes,
-)
-from harness.ranks.threads import run_in_threads
-from harness.ranks.worker import current_rank, current_spec
+from __future__ import annotations
 
-__all__ = [
-    "Pool",
-    "RankAssertionError",
-    "RankError",
-    "RankFailure",
-    "RankGroup",
-    "RankOutcome",
-    "Verdict",
-    "close_all_pools",
-    "close_pool",
-    "current_rank",
-    "current_spec",
-    "pg_timeout_for",
-    "pool_for",
-    "run_in_processes",
-    "run_in_threads",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Job": "harness.ranks.runner",
+    "Runner": "harness.ranks.runner",
+    "RankGroup": "harness.ranks.group",
+    "RankAssertionError": "harness.ranks.outcome",
+    "RankError": "harness.ranks.outcome",
+    "RankFailure": "harness.ranks.outcome",
+    "RankOutcome": "harness.ranks.outcome",
+    "Verdict": "harness.ranks.outcome",
+    "Pool": "harness.ranks.run",
+    "close_all_pools": "harness.ranks.run",
+    "close_pool": "harness.ranks.run",
+    "pg_timeout_for": "harness.ranks.run",
+    "pool_for": "harness.ranks.run",
+    "run_in_pool": "harness.ranks.run",
+    "run_in_processes": "harness.ranks.run",
+    "run_in_threads": "harness.ranks.threads",
+    "current_rank": "harness.ranks.worker",
+    "current_spec": "harness.ranks.worker",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.ranks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
