@@ -33,10 +33,11 @@ def tests(session):
 
 @nox.session(python=False)
 def lint(session):
-    """ruff, and hadolint on the Dockerfiles."""
+    """ruff, the import contracts of .importlinter, and hadolint on the Dockerfiles."""
     python = ensure_dev_venv(session)
     session.run(python, "-m", "ruff", "check", ".", external=True)
     session.run(python, "-m", "ruff", "format", "--check", ".", external=True)
+    session.run(str(Path(python).parent / "lint-imports"), "--no-cache", external=True)
     session.run(
         str(Path(python).parent / "hadolint"),
         *sorted(map(str, Path("docker").glob("*.Dockerfile"))),

@@ -20,3 +20,17 @@ def test_ruff(check):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_import_contracts():
+    """The floors of .importlinter (docs/architecture.md): the runner never imports the bases, ..."""
+    pytest.importorskip("importlinter", reason="import-linter is not installed (.[dev])")
+    run = "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"
+    proc = subprocess.run(
+        [sys.executable, "-c", run, "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr
