@@ -11,7 +11,7 @@ file is a capability of its own (``upstream/test_dtensor.py``). Torch-free.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -115,8 +115,6 @@ def prepare(directory: str | Path, work: str | Path) -> Prepared:
 
 def tree_sha256(directory: Path) -> str:
     """One digest over every file's relative path and content: which tests these were."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory)
@@ -202,4 +200,5 @@ def _name_collection_error(case: ET.Element) -> None:
 
 
 def environment() -> dict[str, str]:
-    return {ENV: "1", "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1")}
+    """What the upstream pytest run adds to the cell's environment."""
+    return {ENV: "1"}
