@@ -21,11 +21,12 @@ class _Spawned(Exception):
 
 @pytest.fixture(autouse=True)
 def no_spawning(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise _Spawned("a rank was spawned")
+    for mode in ("process", "pool", "threads"):  # every runner that starts ranks
+        monkeypatch.setitem(bases.RUNNERS, mode, f"{__name__}:_refuse")
 
-    monkeypatch.setattr(bases.ranks, "run_in_processes", refuse)
-    monkeypatch.setattr(bases.ranks, "pool_for", refuse)
+
+def _refuse(job):
+    raise _Spawned(f"a rank was spawned for {job.name}")
 
 
 def run(cls: type, name: str) -> unittest.TestResult:
