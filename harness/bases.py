@@ -301,8 +301,11 @@ def _runner_made_group() -> bool:
 
 
 def _bind_device(device_type: str, rank: int) -> None:
-    if device_type != "cpu" and devices.host_device_count(device_type) > 0:
-        devices.bind_device(device_type, rank)
+    # More ranks than devices only where they may share one (threads, e.g. world
+    # size 4 on a one-GPU machine): rank r gets device r mod count, as upstream's
+    count = devices.host_device_count(device_type) if device_type != "cpu" else 0
+    if count > 0:
+        devices.bind_device(device_type, rank % count)
 
 
 class DTensorTestBase(DTensorTestMixin, _RankedTestCase):

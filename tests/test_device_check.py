@@ -81,3 +81,19 @@ def test_a_missing_python_is_named():
     )
     assert result.returncode == 2
     assert "no Python '/nonexistent/python3'" in result.stderr
+
+
+def test_ranks_beyond_the_devices_share_them_round_robin(monkeypatch):
+    """The device check's threads step: world size 4 on one GPU binds every rank to GPU 0."""
+    pytest.importorskip("torch")
+    from harness import bases, devices
+
+    bound = []
+    monkeypatch.setattr(devices, "host_device_count", lambda device_type: 1)
+    monkeypatch.setattr(devices, "bind_device", lambda device_type, i: bound.append(i))
+    for rank in range(4):
+        bases._bind_device("cuda", rank)
+    assert bound == [0, 0, 0, 0]
+    monkeypatch.setattr(devices, "host_device_count", lambda device_type: 2)
+    bases._bind_device("cuda", 3)
+    assert bound[-1] == 1
