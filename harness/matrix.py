@@ -28,6 +28,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 SCHEMA_VERSION = 1
 _told = False  # whether this process said it uses the starter matrix
 MODES = ("native", "local")
+# Bounds that catch a typo before it becomes an OverflowError or a 10**17-rank cell.
+MAX_WORLD_SIZE = 65536
+MAX_TIMEOUT_S = 7 * 24 * 3600
+# What device_flags / device_env may say in braces (harness.containers fills it in).
+PLACEHOLDERS = ("devices",)
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 
 
 class MatrixError(UsageError, ValueError):
@@ -296,6 +302,12 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
         ) from None
     except OSError as exc:
         raise MatrixError(f"cannot read matrix file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise MatrixError(
+            f"{path}:{line}: not UTF-8 (byte {exc.object[exc.start]:#04x}); TOML files are "
+            "UTF-8: save it as UTF-8."
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -328,6 +340,11 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], where: str
             raise MatrixError(f"{path} must be {description}, not {_describe(value)}.")
         if allowed[key] is _STR_LIST and not all(isinstance(v, str) for v in value):
             raise MatrixError(f"{path} must be {description}; every item in quotes.")
+        if key == "suites" and not value:
+            raise MatrixError(
+                f"{path} is empty: a cell must run something; list at least one suite "
+                '(e.g. ["harness.conformance"]), or drop the key for the default.'
+            )
         if allowed[key] is _STR_TABLE:
             for k, v in value.items():
                 if not isinstance(v, str):
@@ -352,6 +369,35 @@ def _describe(value: Any) -> str:
         dict: "a table",
     }
     return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _check_placeholders(container: Mapping[str, Any], where: str) -> None:
+    """device_flags and device_env reach the engine as written, but for {devices}."""
+    values = [(f"{where}.device_flags", v) for v in container.get("device_flags", [])]
+    values += [(f"{where}.device_env.{k}", v) for k, v in container.get("device_env", {}).items()]
+    for path, value in values:
+        for name in _PLACEHOLDER.findall(value):
+            if name not in PLACEHOLDERS:
+                raise MatrixError(
+                    f"{path}: unknown placeholder {{{name}}} in {value!r}."
+                    f"{_suggest(name, PLACEHOLDERS)} Known: "
+                    f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
+                )
+
+
+def _check_world_size(n: int, where: str) -> None:
+    if not 1 <= n <= MAX_WORLD_SIZE:
+        raise MatrixError(
+            f"{where}: world size {n} is out of bounds: at least 1, at most {MAX_WORLD_SIZE}."
+        )
+
+
+def _check_timeout(timeout: int, where: str) -> None:
+    if not 1 <= timeout <= MAX_TIMEOUT_S:
+        raise MatrixError(
+            f"{where} = {timeout} is out of bounds: a positive number of seconds, at most "
+            f"{MAX_TIMEOUT_S} (7 days)."
+        )
 
 
 def _check_backend(backend: str, facts: Accelerator, known: Iterable[str], where: str) -> None:
@@ -431,6 +477,7 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
             raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
         _check_keys(spec, _ACCEL_KEYS, where)
         _check_keys(spec.get("container", {}), _CONTAINER_KEYS, f"{where}.container")
+        _check_placeholders(spec.get("container", {}), f"{where}.container")
         declared[accel] = _accelerator(accel, spec, known)
     backends = accelerators.backend_names(declared)
 
@@ -444,6 +491,11 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
         _check_backend(spec["backend"], facts, backends, f"{where}.backend")
         torch_where = f"{where}.torch" if "torch" in spec else "defaults.torch"
         torch_axis = _torch_axis(spec.get("torch", defaults.get("torch", "torch")), torch_where)
+        if not spec["cells"]:
+            raise MatrixError(
+                f"{where}.cells is empty; give it a mode and world sizes, "
+                "e.g. cells = { native = [1, 2] }."
+            )
         for mode, sizes in spec["cells"].items():
             mode_where = f"{where}.cells.{mode}"
             if mode not in MODES:
@@ -456,9 +508,12 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
                     f"{mode_where} must be a list of world sizes (integers), "
                     f"not {_describe(sizes)}."
                 )
+            if not sizes:
+                raise MatrixError(
+                    f"{mode_where} is empty; list at least one world size, or remove {mode!r}."
+                )
             for n in sizes:
-                if n < 1:
-                    raise MatrixError(f"{mode_where}: world size {n} must be at least 1.")
+                _check_world_size(n, mode_where)
                 for entry in torch_axis:
                     cell = _make_cell(facts, n, mode, spec, defaults, path, entry)
                     if cell.name in cells:
@@ -482,6 +537,10 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
             del cells[name]
             continue
         cells[name] = _apply_override(cells[name], override, backends, where)
+    if not cells:
+        raise MatrixError(
+            "no cells: the overrides drop every cell; keep at least one (remove a drop = true)."
+        )
     return list(cells.values())
 
 
@@ -538,9 +597,8 @@ def _make_cell(
         return spec.get(key, defaults.get(key, fallback))
 
     timeout = pick("timeout", 300)
-    if timeout <= 0:
-        where = "accelerators." + facts.name if "timeout" in spec else "defaults"
-        raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
+    where = "accelerators." + facts.name if "timeout" in spec else "defaults"
+    _check_timeout(timeout, f"{where}.timeout")
     torch = torch or {"requirement": pick("torch", "torch"), "default": True}
     suffix = "" if torch["default"] else f"-torch{torch['label']}"
     container = {**facts.container, **spec.get("container", {})}
@@ -586,9 +644,9 @@ def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: 
 
     changes: dict[str, Any] = {}
     if "timeout" in override:
-        if override["timeout"] <= 0:
-            raise MatrixError(f"{where}.timeout must be a positive number of seconds.")
-        changes["timeout"] = override["timeout"]
+        timeout = override["timeout"]
+        _check_timeout(timeout, f"{where}.timeout")
+        changes["timeout"] = timeout
     if "backend" in override:
         _check_backend(override["backend"], cell.spec, backends, f"{where}.backend")
         changes["backend"] = override["backend"]

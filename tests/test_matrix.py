@@ -172,6 +172,46 @@ BAD = {
         GOOD + '\n[accelerators.cpu.container]\nrun_flag = ["--x"]\n',
         ["accelerators.cpu.container.run_flag", "Did you mean 'run_flags'"],
     ),
+    # issue 16, item 4: what validation used to let through
+    "world size absurd": (
+        GOOD.replace("local = [8]", "local = [100000000000000000]"),
+        ["accelerators.cpu.cells.local", "world size 100000000000000000", "at most 65536"],
+    ),
+    "timeout absurd": (
+        GOOD.replace("timeout = 120", "timeout = 100000000000000000000"),
+        ["defaults.timeout", "at most 604800"],
+    ),
+    "override timeout absurd": (
+        GOOD + '\n[overrides."cpu-2rank"]\ntimeout = 9999999999\n',
+        ["overrides.cpu-2rank.timeout", "at most 604800"],
+    ),
+    "empty world size list": (
+        GOOD.replace("native = [4]", "native = []") + '\n[overrides."cuda-4gpu"]\ntimeout = 9\n',
+        ["accelerators.cuda.cells.native is empty"],  # not the override naming no cell
+    ),
+    "empty cells table": (
+        GOOD.replace("cells = { native = [4] }", "cells = {}"),
+        ["accelerators.cuda.cells is empty"],
+    ),
+    "every cell dropped": (
+        GOOD.replace("native = [1, 2, 4], local = [8]", "native = [2]").replace(
+            "cells = { native = [4] }", "cells = { native = [2] }"
+        )
+        + '\n[overrides."cpu-2rank"]\ndrop = true\n[overrides."cuda-2gpu"]\ndrop = true\n',
+        ["no cells", "drop"],
+    ),
+    "unknown placeholder in device_flags": (
+        GOOD + '\n[accelerators.cpu.container]\ndevice_flags = ["--gpus", "device={devcies}"]\n',
+        ["accelerators.cpu.container.device_flags", "{devcies}", "Did you mean 'devices'"],
+    ),
+    "unknown placeholder in device_env": (
+        GOOD + '\n[accelerators.cpu.container]\ndevice_env = { MASK = "{rank}" }\n',
+        ["accelerators.cpu.container.device_env.MASK", "unknown placeholder {rank}"],
+    ),
+    "empty suites": (
+        GOOD.replace("timeout = 120", "timeout = 120\nsuites = []"),
+        ["defaults.suites is empty", "at least one suite"],
+    ),
     "suites not a list of strings": (
         GOOD.replace("timeout = 120", "timeout = 120\nsuites = [1]"),
         ["defaults.suites", "list of strings"],
@@ -189,6 +229,14 @@ def test_bad_matrix_gets_one_line_naming_the_key_and_exit_2(case, tmp_path, caps
     assert err.startswith("harness: error: ")
     for word in words:
         assert word in err, f"{case}: {word!r} not in {err!r}"
+
+
+def test_a_matrix_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "matrix.toml"
+    path.write_bytes(GOOD.encode().replace(b"[defaults]", b"# caf\xe9\n[defaults]"))
+    assert main(["matrix", "validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matrix.toml:3: not UTF-8 (byte 0xe9)" in err[0], err
 
 
 def test_missing_file_is_exit_2(tmp_path, capsys):
