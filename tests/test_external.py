@@ -78,10 +78,19 @@ def test_slurm_counts_only_when_asked():
         ("gpu[007-009,012],cpu1", "gpu007"),
         ("a[3,5]-ib", "a3-ib"),
         ("x1,x2", "x1"),
+        ("rack[1-2]-node[01-04]", "rack1-node01"),  # two bracket groups
+        ("n[09-11]", "n09"),
+        ("gpu[3-4,1],cpu1", "gpu3"),  # Slurm's order, not sorted
+        ("", None),
     ],
 )
 def test_first_host_of_a_slurm_node_list(nodelist, first):
     assert first_host(nodelist) == first
+
+
+def test_a_malformed_slurm_node_list_is_one_clear_error():
+    with pytest.raises(LaunchError, match=r"cannot read the Slurm node list 'gpu\[1-' .*scontrol"):
+        first_host("gpu[1-")
 
 
 @pytest.mark.parametrize(

@@ -149,11 +149,20 @@ def _slurm(env: Mapping[str, str]) -> Launch:
 
 
 def first_host(nodelist: str) -> str | None:
-    """The first host of a Slurm node list: ``gpu[007-009,12],cpu1`` -> ``gpu007``."""
-    match = re.match(r"\s*([^,\[\s]+)(?:\[([^\]]+)\]([^,\s]*))?", nodelist)
-    if match is None:
+    """The first host of a Slurm node list: ``rack[1-2]-node[01-04]`` -> ``rack1-node01``.
+
+    Slurm's syntax (several bracket groups, zero padding, ranges and lists) is
+    expanded by python-hostlist, the library Slurm sites use for it.
+    """
+    import hostlist
+
+    if not nodelist.strip():
         return None
-    prefix, ranges, suffix = match.groups()
-    if ranges is None:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0] + (suffix or "")
+    try:
+        hosts = hostlist.expand_hostlist(nodelist.strip())
+    except hostlist.BadHostlist as exc:
+        raise LaunchError(
+            f"cannot read the Slurm node list {nodelist!r} ({exc}); export "
+            "MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) before srun."
+        ) from None
+    return hosts[0] if hosts else None
