@@ -8,6 +8,7 @@ The message ends with the one command that reruns just this test.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -88,7 +89,25 @@ _PEER_LOST = (
     "NCCL communicator was aborted",
     "process group has been destroyed",
     "cannot complete: rank",  # threads mode: a peer failed, or left without calling it
+    "Timed out waiting",  # gloo: the peer never came to the collective
 )
+# Where a stack or traceback is inside a collective (c10d or functional collectives).
+_COLLECTIVE_FILES = ("distributed_c10d.py", "_functional_collectives.py", "threaded_pg.py")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+),? in (\w+)')  # tracebacks, faulthandler
+
+
+def _victim(o: RankOutcome) -> bool:
+    """It failed only because a peer was gone or never came (not a cause of its own)."""
+    return o.status == "failed" and bool(o.texts) and any(p in o.texts[-1] for p in _PEER_LOST)
+
+
+def collective_of(text: str) -> str | None:
+    """The collective a traceback or stack was in (its innermost c10d frame), or None."""
+    found = None
+    for path, _, func in _FRAME.findall(text):
+        if path.endswith(_COLLECTIVE_FILES) and not func.startswith("_"):
+            found = found or func  # outermost public c10d function: what the test called
+    return found
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -142,13 +161,16 @@ def verdict(
     stopped = [o for o in outcomes if o.status == "stopped"]
 
     ordered = sorted(failed + crashed, key=lambda o: o.order)
-    first = ordered[0] if ordered else None
-    # Ranks whose collective broke because a peer had already failed: one line each.
-    secondary = [
-        o
-        for o in ordered[1:]
-        if o.status == "failed" and o.texts and any(p in o.texts[-1] for p in _PEER_LOST)
-    ]
+    # The cause is the first rank that failed for its own reason: a crash, a hang or an
+    # error; a rank whose collective lost its peer is a victim whenever anything else
+    # went wrong, whatever the order the parent heard of them in.
+    own = [o for o in ordered if not _victim(o)]
+    # With no failure of its own anywhere, a rank stopped outside any collective was
+    # waiting for no one: it was stuck in its own code, the cause, not a victim.
+    stuck = [] if own else [o for o in stopped if o.stack and not collective_of(o.stack)]
+    stopped = [o for o in stopped if o not in stuck]
+    first = own[0] if own else (ordered[0] if ordered and not (hung or stuck) else None)
+    secondary = [o for o in ordered if o is not first and _victim(o)]
     primary = [o for o in ordered if o not in secondary]
 
     summary: list[str] = []
@@ -161,10 +183,15 @@ def verdict(
         by_cause.setdefault(line, []).append(o.rank)
     for line, where in by_cause.items():  # in order of the first rank to fail that way
         summary.append(f"{_ranks(where)} {line}")
-    if secondary and first is not None:
+    if stuck:
+        summary.append(
+            f"{_ranks([o.rank for o in stuck])} hung in its own code, outside any collective"
+        )
+    lost = [first.rank] if first is not None else [o.rank for o in stuck + hung]
+    if secondary and lost:
         summary.append(
             f"{_ranks([o.rank for o in secondary])} then failed in a collective that lost "
-            f"rank {first.rank}: {_short(cause(secondary[0].texts[-1]), 100)}"
+            f"{_ranks(lost)}: {_short(cause(secondary[0].texts[-1]), 100)}"
         )
     if hung:
         summary.append(
@@ -173,8 +200,18 @@ def verdict(
     if stopped:
         why = f"after rank {first.rank} failed" if first is not None else "early"
         summary.append(f"{_ranks([o.rank for o in stopped])} stopped {why}")
+    calls = {
+        o.rank: collective_of(o.stack or (o.texts[-1] if o.texts else ""))
+        for o in outcomes
+        if o.status != "passed"
+    }
+    if len({c for c in calls.values() if c}) > 1:  # the ranks met in different collectives
+        summary.append(
+            "mismatched collectives: "
+            + ", ".join(f"rank {r} called {c or 'none'}" for r, c in sorted(calls.items()))
+        )
 
-    head = f"{test_name} failed on {len(failed) + len(crashed) + len(hung)} of {world_size} ranks"
+    head = f"{test_name} failed on {len(failed + crashed + hung + stuck)} of {world_size} ranks"
     if timed_out and not failed and not crashed:
         head = f"{test_name} timed out after {timeout:g} s on {len(hung)} of {world_size} ranks"
     lines = [head + ":", *(f"  {s}" for s in summary), ""]
@@ -193,8 +230,9 @@ def verdict(
                 continue
             seen[key] = o.rank
             lines += [f"--- rank {o.rank} traceback ---", text.rstrip(), ""]
-    for o in hung + stopped:
-        state = "still running at the timeout" if o.status == "hung" else "stopped"
+    for o in stuck + hung + stopped:
+        state = {"hung": "still running at the timeout"}.get(o.status, "stopped")
+        state = "hung outside any collective" if o in stuck else state
         lines.append(f"--- rank {o.rank} stack ({state}) ---")
         lines += [o.stack.rstrip() or "(no stack: the rank did not answer SIGUSR1)", ""]
     if timed_out:
