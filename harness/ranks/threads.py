@@ -9,6 +9,7 @@ grace is reported as hung with its stack, and left behind as a daemon thread.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from harness.ranks import worker
@@ -44,6 +46,35 @@ def _spec(
     )
 
 
+class RankExit(BaseException):
+    """``os._exit(code)`` called by a rank thread: that rank crashed, not the process."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"os._exit({code}) on a rank thread")
+        self.code = code
+
+
+_REAL_EXIT = os._exit
+
+
+def _exit(code: int) -> None:
+    """os._exit during a threads run: on a rank thread it ends that rank (as it would
+    end a rank process), so the verdict names the rank and its code; elsewhere it
+    ends the process as always."""
+    if worker.current_rank() is not None:
+        raise RankExit(code)
+    _REAL_EXIT(code)
+
+
+@contextlib.contextmanager
+def _exits_end_ranks() -> Iterator[None]:
+    os._exit = _exit
+    try:
+        yield
+    finally:
+        os._exit = _REAL_EXIT
+
+
 def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
     from harness.ranks import threaded_pg
 
@@ -56,8 +87,20 @@ def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results:
             run.finish(spec.rank, "broken")
             return
         outcome = worker.run_one(cls, method, spec)
+        code = _exit_code(outcome)
+        if code is not None:
+            outcome = {"status": "crashed", "exitcode": code}
         results[spec.rank] = outcome
         run.finish(spec.rank, outcome["status"])
+
+
+def _exit_code(outcome: dict) -> int | None:
+    """The code of an os._exit the rank called, found in its report's traceback."""
+    for text in outcome.get("texts", ()):
+        last = text.rstrip().splitlines()[-1] if text.strip() else ""
+        if last.startswith(f"{__name__}.RankExit: os._exit("):
+            return int(last.split("(", 1)[1].split(")", 1)[0])
+    return None
 
 
 def _stack_of(thread: threading.Thread) -> str:
@@ -84,7 +127,7 @@ def run_in_threads(job: Job) -> Verdict:
         )
         for rank in range(world_size)
     ]
-    with threaded_pg.threaded_world():
+    with threaded_pg.threaded_world(), _exits_end_ranks():
         deadline = time.monotonic() + timeout
         for t in threads:
             t.start()
@@ -103,6 +146,9 @@ def run_in_threads(job: Job) -> Verdict:
             outcomes.append(
                 RankOutcome(rank, "hung" if timed_out else "crashed", stack=_stack_of(t))
             )
+            continue
+        if msg["status"] == "crashed":
+            outcomes.append(RankOutcome(rank, "crashed", exitcode=msg["exitcode"]))
             continue
         outcomes.append(RankOutcome.from_report({**msg, "rank": rank}))
     return verdict(

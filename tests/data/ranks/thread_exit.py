@@ -1,0 +1,26 @@
+"""A rank thread calls os._exit (tests/test_threads_exit.py): that rank crashed, the
+test fails naming it and its code, and the process lives on to run the next test."""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from harness import DTensorOpTestBase
+
+
+class ThreadExit(DTensorOpTestBase):
+    @property
+    def world_size(self):
+        return 2
+
+    def test_a_rank_calls_os_exit(self):
+        if self.rank == 1:
+            os._exit(17)
+        t = torch.ones(1)
+        dist.all_reduce(t)  # rank 0 waits for rank 1, which is gone
+
+    def test_b_later_test_runs(self):
+        t = torch.ones(1)
+        dist.all_reduce(t)
+        self.assertEqual(t.item(), 2.0)

@@ -1,0 +1,32 @@
+"""Threads mode: a rank calling os._exit is that rank crashing (issue 16, item 2).
+
+It used to end pytest itself with exit 17 and no output at all: no verdict, no
+JUnit XML, no later test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "ranks" / "thread_exit.py"
+
+
+def test_os_exit_on_a_rank_thread_is_that_ranks_crash(tmp_path):
+    xml = tmp_path / "junit.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(DATA), "-p", "no:cacheprovider", "-q",
+         f"--junitxml={xml}"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    cases = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        kids = [k for k in case if k.tag in ("failure", "error")]
+        cases[case.get("name")] = kids[0].get("message", "") + (kids[0].text or "") if kids else ""
+    assert "rank 1 crashed: exited with code 17" in cases["test_a_rank_calls_os_exit"]
+    assert cases["test_b_later_test_runs"] == ""  # the process, and the next test, lived on
