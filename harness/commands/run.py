@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,12 +50,27 @@ def run(args) -> int:
             flush=True,
         )
         # pytest inherits the lock: the folder stays taken while it runs, even if we die
-        child = subprocess.Popen(argv, env={**os.environ, **env}, pass_fds=(held,))
+        child = subprocess.Popen(
+            argv, env={**os.environ, **env}, pass_fds=(held,), preexec_fn=die_with_parent
+        )
         try:
             return child.wait()
         except KeyboardInterrupt:  # the child got the same SIGINT; let it clean up its ranks
             child.wait()
             raise
+
+
+def die_with_parent() -> None:
+    """In pytest, before exec: end when `harness run`/`certify` ends, even by SIGKILL
+    (its ranks and fork server follow it: harness.ranks.spawn)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def add_wait_argument(parser) -> None:

@@ -13,6 +13,10 @@ import multiprocessing
 import multiprocessing.forkserver as _forkserver
 import os
 import sys
+import threading
+
+# Read by harness.ranks.preload in the fork server: the pid whose death must end it.
+PARENT_ENV = "HARNESS_FORKSERVER_PARENT"
 
 # Modules every rank needs; harness.devices is left out on purpose: it reads the
 # cell's environment, which a rank applies before importing it.
@@ -60,7 +64,35 @@ def context(test_module: str | None = None):
             # devices; after that, forked ranks could not use CUDA
             preload.append(test_module)
         ctx.set_forkserver_preload(preload)
+        # The server dies with this process (PR_SET_PDEATHSIG), not seconds later when
+        # it notices EOF and unloads torch; only when started from the main thread,
+        # since the signal comes when the starting *thread* ends.
+        if threading.current_thread() is threading.main_thread():
+            os.environ[PARENT_ENV] = str(os.getpid())
+        else:
+            os.environ.pop(PARENT_ENV, None)
     return ctx
+
+
+def forget_server_liveness() -> None:
+    """In a rank: close the fork server's liveness pipe, which the rank inherited.
+
+    The server exits when the write end of that pipe reaches EOF, i.e. when every
+    holder has closed it. multiprocessing hands it to each forked child, so while
+    any rank lived, a SIGKILLed test run left the server (and with it, through
+    PR_SET_PDEATHSIG, every rank) running until the ranks ended on their own. With
+    the run as its only holder, the run's death ends the server, and the server's
+    death ends the ranks.
+    """
+    server = getattr(_forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    server._forkserver_alive_fd = None
 
 
 def warm_up(test_module: str | None = None) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.outcomes import skip_reason_for_exit_code
+from harness.ranks import spawn
 
 
 @dataclass
@@ -223,6 +224,7 @@ def rank_main(spec: RankSpec, conn) -> None:
     """Entry point of a rank process (forked from the fork server)."""
     global _CURRENT
     _die_with_parent()
+    spawn.forget_server_liveness()  # the run's death must reach the server (issue 16)
     os.environ.clear()
     os.environ.update(spec.env)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,0 +1,127 @@
+"""No process outlives its run, however the run ends (issue 16, item 1).
+
+SIGKILL leaves no time for cleanup code: the fork server must see the run die
+(its liveness pipe), the ranks must see the server die (PR_SET_PDEATHSIG), and
+pytest must see `harness run` die. Each test kills the top process while every
+rank sits in its test body, then checks that every process the run made is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "kill"
+GONE_WITHIN_S = 5.0  # the promise in docs/guarantees.md
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # a zombie is dead, waiting for its reaper
+            tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _kill_and_watch(argv: list[str], tmp_path: Path, top_is_child: bool) -> set[int]:
+    """Start ``argv``, wait for both ranks in their body, SIGKILL the top process;
+    return what is still alive GONE_WITHIN_S later (and kill that, to leave nothing)."""
+    env = {**os.environ, "SLEEPY_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    made: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while not all((tmp_path / f"rank{r}").exists() for r in range(2)):
+            assert proc.poll() is None, "the run ended before its ranks started"
+            assert time.monotonic() < deadline, "ranks did not start within 240 s"
+            time.sleep(0.1)
+        made = _descendants(proc.pid)
+        ranks = {int((tmp_path / f"rank{r}").read_text()) for r in range(2)}
+        assert ranks <= made, (ranks, made)
+        top = proc.pid
+        if top_is_child:  # kill pytest, the child of `harness run`
+            top = next(p for p in _children().get(proc.pid, []))
+            made.add(proc.pid)
+        os.kill(top, signal.SIGKILL)
+        made.discard(top)
+        end = time.monotonic() + GONE_WITHIN_S
+        while _alive(made) and time.monotonic() < end:
+            time.sleep(0.05)
+        return _alive(made)
+    finally:
+        for pid in _alive(made | {proc.pid}):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+
+def _described(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(
+                f"{pid}: "
+                + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+            )
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_pytest_takes_server_tracker_and_ranks_down(tmp_path):
+    argv = [sys.executable, "-m", "pytest", str(DATA / "test_sleepy_ranks.py"),
+            "-p", "no:cacheprovider", "-q"]  # fmt: skip
+    left = _kill_and_watch(argv, tmp_path, top_is_child=False)
+    assert not left, f"alive {GONE_WITHIN_S:g} s after SIGKILL of pytest: {_described(left)}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("victim", ["harness run", "pytest under harness run"])
+def test_sigkill_of_harness_run_takes_everything_down(tmp_path, victim):
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        f'schema = 1\n[defaults]\nsuites = ["{DATA / "test_sleepy_ranks.py"}"]\n'
+        'results = "results"\n[accelerators.cpu]\ndevice = "cpu"\nbackend = "gloo"\n'
+        "cells = { native = [2] }\n"
+    )
+    argv = [sys.executable, "-m", "harness", "run", "cpu-2rank", "--matrix", str(matrix)]
+    left = _kill_and_watch(argv, tmp_path, top_is_child=victim != "harness run")
+    assert not left, f"alive {GONE_WITHIN_S:g} s after SIGKILL of {victim}: {_described(left)}"
