@@ -213,3 +213,42 @@ def test_live_progress_draws_a_table():
         )
     table = stream.getvalue()
     assert "Collectives" in table and "1/1" in table and "pass" in table
+
+
+def _matrix_with_suite(tmp_path: Path, modules: dict[str, str]) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    for name, body in modules.items():
+        (suite / name).write_text(body)
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        'schema = 1\n[defaults]\nsuites = ["suite"]\n[accelerators.cpu]\ndevice = "cpu"\n'
+        'backend = "gloo"\ncells = { native = [1] }\n'
+    )
+    return matrix
+
+
+@pytest.mark.parametrize(
+    ("modules", "message"),
+    [
+        (
+            {"test_nothing.py": "X = 1\n"},
+            "no tests ran from its suites (suite): nothing is certified",
+        ),
+        (
+            {"test_real.py": "def test_ok():\n    pass\n", "test_hollow.py": "X = 1\n"},
+            "capability 'hollow' (",
+        ),
+        ({"helpers.py": "def test_not_collected():\n    pass\n"}, "no tests ran"),
+    ],
+)
+def test_certify_refuses_to_certify_nothing(tmp_path, modules, message):
+    """A suite that resolves to no tests, or a capability without tests, is no PASS."""
+    matrix = _matrix_with_suite(tmp_path, modules)
+    (tmp_path / "test_stray.py").write_text("def test_stray():\n    pass\n")  # must not count
+    out = tmp_path / "report"
+    done = _certify("cpu-1rank", "--matrix", str(matrix), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (out / "report.json").exists() and not (out / "SHA256SUMS").exists()

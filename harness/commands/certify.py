@@ -20,8 +20,10 @@ from harness import lock, upstream
 from harness.commands.run import (
     add_wait_argument,
     check_host,
+    die_with_parent,
     explicit_targets,
     pytest_argv,
+    suite_paths,
     wait_for,
 )
 from harness.errors import UsageError
@@ -122,6 +124,9 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
 
     info = prepared.to_dict() if prepared is not None else None
     report = build_report(cell, matrix, out, code, wall, args, known, info)
+    empty = certifies_nothing(cell, report, args.passthrough, suites=not args.upstream_only)
+    if empty:  # no report: a folder that verifies must certify something
+        raise UsageError(f"certify {cell.name}: {empty}; see {out / 'pytest.log'}")
     bundle.write(out, report)
     if args.sign:
         bundle.sign(out, args.sign)
@@ -130,6 +135,44 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
 
 
 _UPSTREAM_XML = ".junit-upstream.xml"
+# pytest options that select a subset: then only "no test at all" is an error.
+_SELECTING = ("-k", "-m", "--deselect", "--lf", "--last-failed", "--sw", "--stepwise")
+
+
+def certifies_nothing(
+    cell: Cell, report: dict, extra: list[str], suites: bool = True
+) -> str | None:
+    """Why this run certifies nothing it claims to, or None.
+
+    No test at all is an error; so is, in a full run of the cell's suites, a
+    capability module of theirs with no test in the results (a suite that resolves
+    to nothing, a module whose tests were all dropped).
+    """
+    from harness.report import capabilities
+
+    ran = {c["name"] for c in report["capabilities"] if c["tests"]}
+    if not ran:
+        return f"no tests ran from its suites ({', '.join(cell.suites)}): nothing is certified"
+    if (
+        not suites
+        or explicit_targets(extra)
+        or any(a.split("=", 1)[0] in _SELECTING for a in extra)
+    ):
+        return None
+    for suite, path in zip(cell.suites, suite_paths(cell)):
+        modules = [Path(path)] if Path(path).is_file() else _test_modules(Path(path))
+        wanted = {capabilities.from_path(str(m)): m for m in modules}
+        if not wanted:
+            return f"suite {suite!r} holds no test modules (test_*.py): fix `suites` in the matrix"
+        for name, module in sorted(wanted.items()):
+            if name not in ran:
+                return f"capability {name!r} ({module}) collected no tests"
+    return None
+
+
+def _test_modules(folder: Path) -> list[Path]:
+    found = [*folder.rglob("test_*.py"), *folder.rglob("*_test.py")]
+    return sorted(p for p in found if "__pycache__" not in p.parts)
 
 
 def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str | None, dict]:
@@ -177,7 +220,13 @@ def _run_suite(
     codes = []
     if verbose:
         for argv, cwd, env in runs:
-            popen = subprocess.Popen(argv, cwd=cwd, env={**base, **env}, pass_fds=(held,))
+            popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env={**base, **env},
+                pass_fds=(held,),
+                preexec_fn=die_with_parent,
+            )
             codes.append(_wait(popen))
         return _combined(codes)
     with open(out / "pytest.log", "wb") as log, Progress(f"certify {cell.name}") as progress:
@@ -189,6 +238,7 @@ def _run_suite(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(held,),
+                preexec_fn=die_with_parent,
             )
             try:
                 while child.poll() is None:
