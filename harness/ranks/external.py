@@ -125,7 +125,8 @@ def _run_body(test: Any, method: str, s: Session, timeout: float) -> RankOutcome
     }
     vars(test).update(shadows)
     test._harness_direct = True
-    watchdog = Watchdog(s, f"{type(test).__qualname__}.{method}", timeout)
+    name = f"{type(test).__qualname__}.{method}"
+    watchdog = Watchdog(s, name, timeout, key=f"{type(test).__module__}.{name}")
     mine = RankOutcome(rank, "passed")
     try:
         getattr(test, method)()

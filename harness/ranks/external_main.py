@@ -10,9 +10,13 @@ default ``results/<HARNESS_CELL or external>/junit.xml``).
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import functools
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +27,8 @@ from harness.ranks.session import Session
 
 # How long rank 0 waits for the other ranks' reports after its own session ends.
 GATHER_S = 600.0
+# How long a rank 0 that gives up waits for each of the others (agreeing, gathering).
+LAST_WORDS_S = 30.0
 
 
 class _ExternalHooks:
@@ -31,6 +37,10 @@ class _ExternalHooks:
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.session = None
+        self.running: tuple[str, Any] | None = None  # (nodeid, location) of the test
+
+    def pytest_runtest_logstart(self, nodeid, location) -> None:
+        self.running = (nodeid, location)
 
     def pytest_sessionstart(self, session) -> None:
         self.session = session
@@ -80,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     if launch.rank != 0:
         _redirect(mine.parent / f"rank{launch.rank}.log")
     watchdog.keep_stderr()
+    hooks = _ExternalHooks(launch)
+    watchdog.LAST_WORDS = functools.partial(_last_words, hooks, launch, mine, final)
     # the entry point imported harness before pytest could rewrite it; that is fine
     args += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    code = int(pytest.main(args, plugins=[_ExternalHooks(launch)]))
+    code = int(pytest.main(args, plugins=[hooks]))
     s = external.session()
     code = _hand_in(s, launch, mine, final, code)
     s.finish()
@@ -93,14 +105,60 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-def _hand_in(s: Session, launch: Launch, mine: Path, final: Path, code: int) -> int:
+def _last_words(hooks: _ExternalHooks, launch: Launch, mine: Path, final: Path, dog) -> None:
+    """A rank gives up on a hung test: record it, write its JUnit XML, and on rank 0
+    (which serves the store under Slurm) agree on the test and write the merged file,
+    all before the process exits."""
+    from harness.ranks.outcome import RankOutcome, verdict
+    from harness.ranks.session import lost_after
+
+    s = external.session()
+    # however long agreeing and gathering take, this rank ends after them
+    faulthandler.dump_traceback_later(2 * LAST_WORDS_S + 10.0, exit=True, file=dog.out)
+    hung = RankOutcome(launch.rank, "hung", stack=dog.stack)
+    message = f"rank {launch.rank}: {dog.name} hung past its {dog.timeout:g} s timeout"
+    if launch.rank == 0:
+        outcomes = s.agree(dog.key, hung, limit=min(lost_after(), LAST_WORDS_S))
+        message = verdict(
+            outcomes,
+            world_size=launch.world_size,
+            test_name=dog.name,
+            timeout=dog.timeout,
+            timed_out=True,
+            rerun=external.rerun_command(f"pytest {hooks.running[0] if hooks.running else ''}"),
+        ).message
+    _record_failure(hooks, message)
+    if launch.rank == 0:  # pytest captures stdout in a test: say it where the stacks went
+        with contextlib.redirect_stdout(dog.out):
+            _hand_in(s, launch, mine, final, 1, gather=min(lost_after(), LAST_WORDS_S))
+
+
+def _record_failure(hooks: _ExternalHooks, message: str) -> None:
+    """The running test as failed in pytest's JUnit XML, and the file written now."""
+    from _pytest.junitxml import xml_key
+    from _pytest.reports import TestReport
+
+    xml = hooks.session.config.stash.get(xml_key, None) if hooks.session else None
+    if xml is None or hooks.running is None:
+        return
+    nodeid, location = hooks.running
+    for when, outcome, longrepr in (("call", "failed", message), ("teardown", "passed", None)):
+        xml.pytest_runtest_logreport(
+            TestReport(nodeid, location, {}, outcome, longrepr, when, user_properties=[])
+        )
+    xml.pytest_sessionfinish()
+
+
+def _hand_in(
+    s: Session, launch: Launch, mine: Path, final: Path, code: int, gather: float = GATHER_S
+) -> int:
     data = mine.read_bytes() if mine.is_file() else b""
     if launch.rank != 0:
         # Wait for rank 0's merge: torchrun stops a node's ranks when one exits non-zero.
         s.store.set(f"junit/{launch.rank}", data)
-        s.collect("merged/", GATHER_S, ranks=[0])
+        s.collect("merged/", gather, ranks=[0])
         return code
-    found, missing = s.collect("junit/", GATHER_S)
+    found, missing = s.collect("junit/", gather)
     missing.update(s.lost)
     per_rank = {0: data, **{r: v for r, v in found.items() if v}}
     missing.update({r: "it wrote no JUnit XML" for r, v in found.items() if not v})

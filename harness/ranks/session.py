@@ -237,6 +237,9 @@ class Session:
             found, missing = self.collect(prefix, limit)
         outcomes = [mine]
         for r, raw in found.items():
+            if self.store.check([f"gone/{r}"]):  # it gave up after posting: lost all the same
+                self.lost[r] = self.store.get(f"gone/{r}").decode(errors="replace")
+                self.lost_during = self.lost_during or test
             data = json.loads(raw)
             if data.get("test") != test:
                 missing[r] = (

@@ -7,12 +7,16 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from harness.ranks.peers import shut_peer_connections
 
 # Where a hung rank's stacks go: stderr as it was before pytest captured it.
 _STACKS: Any = None
+# What a rank that gives up does before it exits: write its results (external_main
+# sets it). Without it, a rank 0 that gave up took the merged JUnit XML with it.
+LAST_WORDS: Callable[[Watchdog], None] | None = None
 
 
 def keep_stderr() -> None:
@@ -32,8 +36,9 @@ class Watchdog:
     run, faulthandler ends it later and the others see its heartbeat stop.
     """
 
-    def __init__(self, s: Any, name: str, timeout: float) -> None:
+    def __init__(self, s: Any, name: str, timeout: float, key: str = "") -> None:
         self.s, self.name, self.timeout = s, name, timeout
+        self.key = key or name  # the test as the ranks agree on it
         self.grace = min(10.0, max(2.0, timeout / 2))
         self.stack = ""
         self.fired = False
@@ -72,6 +77,12 @@ class Watchdog:
             f"rank{rank}.log) and exited"
         )
         self._dump(f"still stuck {self.grace:g} s after the timeout; this rank exits")
+        if LAST_WORDS is not None:
+            try:
+                LAST_WORDS(self)  # its results first: the test's verdict, its JUnit XML
+            except BaseException:  # noqa: BLE001 (exiting anyway; say why on the way out)
+                traceback.print_exc(file=self.out)
+        self.out.flush()
         os._exit(1)
 
     def cancel(self) -> None:
