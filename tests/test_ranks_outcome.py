@@ -172,3 +172,20 @@ def test_mismatched_collectives_name_each_ranks_call():
     assert "mismatched collectives: rank 0 called all_reduce, rank 1 called broadcast" in (
         v.message
     )
+
+
+def test_at_a_timeout_the_rank_stuck_in_its_own_code_is_the_hang():
+    """Rank 0 sleeps, rank 1 waits for it in barrier: both are still running at the
+    timeout, but only rank 0 is the hang (it read 'ranks 0, 1 still running')."""
+    waiting = f'  File "t.py", line 9, in test_y\n  File "{C10D}", line 4100, in barrier\n'
+    v = judge(
+        RankOutcome(0, "hung", stack='  File "t.py", line 5, in test_y\n    time.sleep(600)\n'),
+        RankOutcome(1, "hung", stack=waiting),
+        timed_out=True,
+    )
+    summary = v.message.split("\n\n", 1)[0].splitlines()
+    assert summary == [
+        "C.test_y timed out after 5 s on 2 of 2 ranks:",
+        "  rank 0 still running at the 5 s per-test timeout",
+        "  rank 1 waiting in barrier for rank 0",
+    ], v.message

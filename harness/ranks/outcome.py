@@ -158,6 +158,11 @@ def verdict(
     failed = by_arrival(("failed", "broken"))
     crashed = by_arrival(("crashed",))
     hung = [o for o in outcomes if o.status == "hung"]
+    # At a timeout, a rank stuck in its own code is the hang; ranks waiting for it in a
+    # collective are its victims.
+    own_hang = [o for o in hung if o.stack and not collective_of(o.stack)]
+    waiting = [o for o in hung if own_hang and o not in own_hang]
+    hung = [o for o in hung if o not in waiting]
     stopped = [o for o in outcomes if o.status == "stopped"]
 
     ordered = sorted(failed + crashed, key=lambda o: o.order)
@@ -197,6 +202,12 @@ def verdict(
         summary.append(
             f"{_ranks([o.rank for o in hung])} still running at the {timeout:g} s per-test timeout"
         )
+    if waiting:
+        calls = sorted({collective_of(o.stack) or "a collective" for o in waiting})
+        summary.append(
+            f"{_ranks([o.rank for o in waiting])} waiting in {', '.join(calls)} for "
+            f"{_ranks([o.rank for o in own_hang])}"
+        )
     if stopped:
         why = f"after rank {first.rank} failed" if first is not None else "early"
         summary.append(f"{_ranks([o.rank for o in stopped])} stopped {why}")
@@ -211,9 +222,9 @@ def verdict(
             + ", ".join(f"rank {r} called {c or 'none'}" for r, c in sorted(calls.items()))
         )
 
-    head = f"{test_name} failed on {len(failed + crashed + hung + stuck)} of {world_size} ranks"
+    head = f"{test_name} failed on {len(failed + crashed + hung + stuck + waiting)} of {world_size} ranks"
     if timed_out and not failed and not crashed:
-        head = f"{test_name} timed out after {timeout:g} s on {len(hung)} of {world_size} ranks"
+        head = f"{test_name} timed out after {timeout:g} s on {len(hung + waiting)} of {world_size} ranks"
     lines = [head + ":", *(f"  {s}" for s in summary), ""]
 
     seen: dict[str, int] = {}
@@ -230,9 +241,10 @@ def verdict(
                 continue
             seen[key] = o.rank
             lines += [f"--- rank {o.rank} traceback ---", text.rstrip(), ""]
-    for o in stuck + hung + stopped:
+    for o in stuck + hung + waiting + stopped:
         state = {"hung": "still running at the timeout"}.get(o.status, "stopped")
         state = "hung outside any collective" if o in stuck else state
+        state = "waiting in a collective at the timeout" if o in waiting else state
         lines.append(f"--- rank {o.rank} stack ({state}) ---")
         lines += [o.stack.rstrip() or "(no stack: the rank did not answer SIGUSR1)", ""]
     if timed_out:
