@@ -21,6 +21,7 @@ else
       ps.pytest
       ps.expecttest
       ps.pyyaml # harness ci
+      ps.python-hostlist # Slurm node lists (harness.ranks.launch)
     ];
     # checks.<system>.tests runs the suite; the package only proves it imports.
     doCheck = false;
