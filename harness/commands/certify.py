@@ -380,7 +380,8 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
         f"({summary['passed']} passed, {summary['failed'] + summary['error']} failed{waived}, "
         f"{summary['skipped']} skipped in {report['run']['wall_s']} s)"
     )
-    print(f"  report: {out / 'report.html'}  (verify: harness report verify {out})")
+    how = "--allowed-signers FILE" if args.sign else "--integrity-only"  # unsigned: exit 3 else
+    print(f"  report: {out / 'report.html'}  (verify: harness report verify {out} {how})")
 
 
 def _waiver_lines(report: dict) -> list[str]:
