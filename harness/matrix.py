@@ -31,8 +31,9 @@ MODES = ("native", "local")
 # Bounds that catch a typo before it becomes an OverflowError or a 10**17-rank cell.
 MAX_WORLD_SIZE = 65536
 MAX_TIMEOUT_S = 7 * 24 * 3600
-# What device_flags / device_env may say in braces (harness.containers fills it in).
-PLACEHOLDERS = ("devices",)
+# What device_flags / device_env may say in braces (harness.containers fills them in:
+# {devices} the comma-separated ids, {device} in a flag repeats it once per device).
+PLACEHOLDERS = {"device_flags": ("devices", "device"), "device_env": ("devices",)}
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 
 
@@ -372,16 +373,21 @@ def _describe(value: Any) -> str:
 
 
 def _check_placeholders(container: Mapping[str, Any], where: str) -> None:
-    """device_flags and device_env reach the engine as written, but for {devices}."""
-    values = [(f"{where}.device_flags", v) for v in container.get("device_flags", [])]
-    values += [(f"{where}.device_env.{k}", v) for k, v in container.get("device_env", {}).items()]
-    for path, value in values:
+    """device_flags and device_env reach the engine as written, but for PLACEHOLDERS."""
+    values = [
+        ("device_flags", f"{where}.device_flags", v) for v in container.get("device_flags", [])
+    ]
+    values += [
+        ("device_env", f"{where}.device_env.{k}", v)
+        for k, v in container.get("device_env", {}).items()
+    ]
+    for key, path, value in values:
+        known = PLACEHOLDERS[key]
         for name in _PLACEHOLDER.findall(value):
-            if name not in PLACEHOLDERS:
+            if name not in known:
                 raise MatrixError(
                     f"{path}: unknown placeholder {{{name}}} in {value!r}."
-                    f"{_suggest(name, PLACEHOLDERS)} Known: "
-                    f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
+                    f"{_suggest(name, known)} Known: {', '.join('{' + p + '}' for p in known)}."
                 )
 
 

@@ -204,6 +204,10 @@ BAD = {
         GOOD + '\n[accelerators.cpu.container]\ndevice_flags = ["--gpus", "device={devcies}"]\n',
         ["accelerators.cpu.container.device_flags", "{devcies}", "Did you mean 'devices'"],
     ),
+    "{device} is for device_flags only": (
+        GOOD + '\n[accelerators.cpu.container]\ndevice_env = { MASK = "{device}" }\n',
+        ["accelerators.cpu.container.device_env.MASK", "unknown placeholder {device}"],
+    ),
     "unknown placeholder in device_env": (
         GOOD + '\n[accelerators.cpu.container]\ndevice_env = { MASK = "{rank}" }\n',
         ["accelerators.cpu.container.device_env.MASK", "unknown placeholder {rank}"],
@@ -229,6 +233,15 @@ def test_bad_matrix_gets_one_line_naming_the_key_and_exit_2(case, tmp_path, caps
     assert err.startswith("harness: error: ")
     for word in words:
         assert word in err, f"{case}: {word!r} not in {err!r}"
+
+
+def test_known_placeholders_pass(tmp_path):
+    path = write(
+        tmp_path,
+        GOOD + '\n[accelerators.cpu.container]\ndevice_flags = ["--device={device}", '
+        '"--gpus=\\"device={devices}\\"", "--format={{.Id}}"]\ndevice_env = { M = "{devices}" }\n',
+    )
+    assert load_matrix(path).cells  # {device}, {devices} and docker's {{...}} are fine
 
 
 def test_a_matrix_that_is_not_utf8_is_one_line(tmp_path, capsys):
