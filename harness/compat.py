@@ -266,3 +266,29 @@ def set_thread_isolation_mode() -> Any:
 def create_work_from_future() -> Any:
     """Wrap a completed Future as the Work object a collective returns."""
     return private("torch._C._distributed_c10d", "_create_work_from_future", **_THREADS)
+
+
+# --- OpInfo database (the ops capability, issue 18) --------------------------
+
+#: The one sanctioned use of torch.testing._internal: op samples for the ops capability.
+OP_DB_MIN_TORCH = "2.7"
+
+#: Sample sizes the database's generators read, set as PyTorch's own DTensor op
+#: sweep sets them, so every world size up to 4 shards the samples evenly.
+OP_SAMPLE_SIZES = {"L": 24, "M": 12, "S": 4, "XS": 2}
+
+
+@cache
+def op_database() -> tuple[Any, ...]:
+    """torch's OpInfo list (``common_methods_invocations.op_db``), sample sizes set once."""
+    if torch_version() < tuple(int(p) for p in OP_DB_MIN_TORCH.split(".")):
+        import torch
+
+        raise TorchFeatureMissing(
+            f"the ops capability needs torch >= {OP_DB_MIN_TORCH}; "
+            f"the installed torch is {torch.__version__}."
+        )
+    module = importlib.import_module("torch.testing._internal.common_methods_invocations")
+    for name, value in OP_SAMPLE_SIZES.items():
+        setattr(module, name, value)
+    return tuple(private(module.__name__, "op_db", feature="the ops capability", min_torch="2.7"))

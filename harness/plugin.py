@@ -22,6 +22,7 @@ _ENV_OPTIONS = {
     "harness_device": "HARNESS_DEVICE",
     "harness_backend": "HARNESS_BACKEND",
     "harness_timeout": "HARNESS_TIMEOUT",
+    "harness_ops": "HARNESS_OPS",
 }
 
 
@@ -60,6 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         metavar="SECONDS",
         help="per-test timeout; a hang ends with every rank's stack",
+    )
+    group.addoption(
+        "--harness-ops",
+        metavar="all|off|NAMES",
+        help="the ops capability (every OpInfo, plain vs DTensor): all, off (the default "
+        "outside `harness certify`), or comma-separated op names or globs",
     )
 
 

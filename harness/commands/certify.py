@@ -73,6 +73,12 @@ def add_parser(sub, parents) -> None:
         help="with --upstream: run only DIR's files, not the cell's suites",
     )
     parser.add_argument(
+        "--ops",
+        metavar="NAMES",
+        help="the ops capability's OpInfos: all (the default; a certification runs every op), "
+        "or comma-separated names or globs for a quick look (default: HARNESS_OPS, else all)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     add_wait_argument(parser)
@@ -86,6 +92,14 @@ def certify(args) -> int:
     if args.sign and not Path(args.sign).is_file():
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
     known = waivers.for_cell(cell, args.waivers)  # a bad file stops before anything runs
+    if args.ops is None:
+        env = os.environ.get("HARNESS_OPS", "").strip()
+        args.ops = env if env not in ("", "off", "0", "no") else "all"
+    if args.ops.strip() in ("", "off", "0", "no"):
+        raise UsageError(
+            f"--ops {args.ops!r}: a certification runs the ops capability; "
+            "give all (the default) or op names."
+        )
     if args.upstream_only and not args.upstream:
         raise UsageError("--upstream-only runs PyTorch's files: add --upstream DIR.")
     if args.upstream:
@@ -101,8 +115,9 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
         (out / name).unlink(missing_ok=True)
 
     started = time.monotonic()
+    ops_args = ["--harness-ops", args.ops, *args.passthrough]
     with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
-        runs = [] if args.upstream_only else [_suite_run(cell, out, args.passthrough)]
+        runs = [] if args.upstream_only else [_suite_run(cell, out, ops_args)]
         prepared = upstream.prepare(args.upstream, work) if args.upstream else None
         if prepared is not None:
             runs.append(_upstream_run(cell, out, prepared, args.passthrough))
@@ -294,6 +309,8 @@ def build_report(
         command = ["harness", "certify", cell.name]
         command += ["--matrix", args.matrix] if args.matrix else []
         command += ["--waivers", args.waivers] if getattr(args, "waivers", None) else []
+        if getattr(args, "ops", None) not in (None, "all"):
+            command += ["--ops", args.ops]
         if getattr(args, "upstream", None):
             command += ["--upstream", args.upstream]
             command += ["--upstream-only"] if args.upstream_only else []

@@ -13,6 +13,7 @@ CAPABILITIES: dict[str, str] = {
     "device_mesh": "DeviceMesh",
     "dtensor_api": "DTensor API",
     "op_sweep": "Op sweep",
+    "ops": "Op coverage (OpInfo database)",
     "parallel": "Tensor, sequence and expert parallel",
     "random": "Random ops",
     "checkpoint": "Distributed checkpoint",
@@ -59,3 +60,43 @@ def order(names) -> list[str]:
     """Known capabilities first, in their order; others alphabetically."""
     known = [n for n in CAPABILITIES if n in names]
     return known + sorted(n for n in set(names) if n not in CAPABILITIES)
+
+
+#: How the ops capability's skip reason starts when DTensor has no sharding
+#: strategy for an op: counted as coverage (DTensor's answer is known), not a failure.
+OPS_UNSUPPORTED = "not supported by DTensor"
+
+#: Verdicts of the ops capability, one per op, in the order a report lists them.
+OP_VERDICTS = ("passed", "unsupported", "xfailed", "waived", "failed", "skipped")
+
+
+def op_verdict(outcome: str, reason: str) -> str:
+    """An op's verdict from its test's outcome: a known failure and "no sharding
+    strategy" are skips to pytest, but not to a reader of the coverage."""
+    if outcome in ("failed", "error"):
+        return "failed"
+    if outcome == "skipped":
+        if reason.startswith("expected failure"):
+            return "xfailed"
+        if reason.startswith(OPS_UNSUPPORTED):
+            return "unsupported"
+    return outcome if outcome in OP_VERDICTS else "skipped"
+
+
+def op_coverage(tests) -> dict | None:
+    """Counts per verdict over the tests that name an op, or None when none does.
+
+    ``passing`` is the share of the ops that pass; ``covered`` adds the ops DTensor
+    answers with "not supported" (its answer is known, not wrong).
+    """
+    verdicts = [op_verdict(t.outcome, t.reason) for t in tests if t.op]
+    if not verdicts:
+        return None
+    counts = {v: verdicts.count(v) for v in OP_VERDICTS}
+    total = len(verdicts)
+    return {
+        "ops": total,
+        **counts,
+        "passing": round(counts["passed"] / total, 4),
+        "covered": round((counts["passed"] + counts["unsupported"]) / total, 4),
+    }

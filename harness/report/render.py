@@ -70,6 +70,8 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
             f"{_waived(cap)}{cap['skipped']} skipped, {cap['duration_s']:.2f} s)"
         )
         out.append("")
+        if cap.get("coverage"):
+            out += [f"Coverage: {_coverage(cap['coverage'])}.", ""]
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         for test in problems:
             out.append(
@@ -84,6 +86,21 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
         out.append(f"- {key}: `{value}`")
     out.append("")
     return out
+
+
+def _coverage(cov: Mapping[str, Any]) -> str:
+    """The ops capability's line: ops passing of the ops in the database, then the rest."""
+    words = {
+        "unsupported": "not supported by DTensor",
+        "xfailed": "known failures",
+        "waived": "waived",
+        "failed": "failed",
+        "skipped": "skipped",
+    }
+    rest = [f"{cov[k]} {w}" for k, w in words.items() if cov.get(k)]
+    return f"{cov['passed']} of {cov['ops']} ops pass ({cov['passing']:.1%})" + "".join(
+        f"; {r}" for r in rest
+    )
 
 
 def _waived(cap: Mapping[str, Any]) -> str:
@@ -243,6 +260,8 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
             f"<p>{cap['passed']} passed, {cap['failed'] + cap['error']} failed, "
             f"{_waived(cap)}{cap['skipped']} skipped, {cap['duration_s']:.2f} s</p>"
         )
+        if cap.get("coverage"):
+            out.append(f'<p class="coverage">Coverage: {_h(_coverage(cap["coverage"]))}</p>')
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         if problems:
             out.append('<ul class="problems">')

@@ -103,6 +103,9 @@ def summarize(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
                 "tests": [t.to_dict() for t in tests],
             }
         )
+        coverage = capabilities.op_coverage(tests)
+        if coverage:
+            out[-1]["coverage"] = coverage
     return out
 
 

@@ -56,7 +56,7 @@ FAILED = ("failed", "error")
 # path.py, then ::Name(::Name)* with an optional [parametrization] ("path.py"
 # alone is a file that does not import); "*" may stand anywhere.
 _TEST_ID = re.compile(r"^[^\s:\[\]]+\.py((::[\w*]+)+(\[[^\n]*\])?)?$")
-_OP = re.compile(r"^[\w.*]+$")
+_OP = re.compile(r"^[\w.*-]+(:[\w.*-]+)?$")  # name, or name:variant (ops capability)
 _URL = re.compile(r"^https?://\S+$")
 
 
@@ -153,7 +153,7 @@ def _entry(table: Mapping[str, Any], where: str) -> Waiver:
     if kind == "op" and not _OP.match(pattern):
         raise UsageError(
             f"{where}: malformed op name {pattern!r}; write an OpInfo name such as "
-            f"'nn.functional.relu'."
+            f"'nn.functional.relu', or name:variant such as 'max:reduction_with_dim'."
         )
     if not _URL.match(table["issue"].strip()):
         raise UsageError(

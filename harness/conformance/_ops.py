@@ -1,0 +1,225 @@
+"""The ops capability's engine: each OpInfo sample on plain tensors and as DTensors.
+
+An op's verdict: passed (every sample agrees in every layout DTensorConverter
+yields), failed (a wrong shape, ``requires_grad`` or value, or an error DTensor
+should not raise), not supported (DTensor has no sharding strategy for an aten op
+the samples reach: coverage, not a failure) or skipped with a reason. Known
+failures are data: ``xfails/torch-<major>.<minor>.toml`` (see docs/certification.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import unittest
+import warnings
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.report.capabilities import OPS_UNSUPPORTED
+
+#: Which ops run: ``HARNESS_OPS`` (``--harness-ops``): off, all, or names/globs.
+ENV = "HARNESS_OPS"
+XFAILS = Path(__file__).with_name("xfails")
+#: Another expectations file than the installed torch's (a patched torch, a test).
+EXPECTATIONS_ENV = "HARNESS_OPS_EXPECTATIONS"
+
+# What DTensor raises for an aten op without a sharding strategy.
+_NO_STRATEGY = ("does not have a sharding strategy registered",)
+
+# Ops whose samples draw a dropout probability: set to 0, as PyTorch's sweep does,
+# so the plain and the distributed run compute the same thing.
+_DROPOUT = frozenset(
+    {
+        "nn.functional.dropout",
+        "nn.functional.dropout2d",
+        "nn.functional.dropout3d",
+        "nn.functional.alpha_dropout",
+        "nn.functional.feature_alpha_dropout",
+    }
+)
+_EXPECTATION_KEYS = {"schema", "torch", "world_size", "xfail", "skip"}
+
+
+def op_key(op: Any) -> str:
+    """``name`` or ``name:variant``: how reports and the xfail files name an OpInfo."""
+    return f"{op.name}:{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+def method_name(key: str) -> str:
+    return "test_" + re.sub(r"\W", "_", key)
+
+
+def selection(spec: str | None) -> Callable[[str], bool] | None:
+    """None when the capability is off; else a predicate on op keys."""
+    spec = (spec or "").strip()
+    if spec in ("", "off", "0", "no"):
+        return None
+    if spec == "all":
+        return lambda key: True
+    globs = [g.strip() for g in spec.split(",") if g.strip()]
+    return lambda key: any(fnmatch.fnmatchcase(key, g) for g in globs)
+
+
+def selected_ops(spec: str | None) -> dict[str, Any]:
+    """{op key: OpInfo} for the selection, in the database's order (empty when off)."""
+    wanted = selection(spec)
+    if wanted is None:
+        return {}
+    from harness import compat
+
+    return {op_key(op): op for op in compat.op_database() if wanted(op_key(op))}
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """One torch minor's known failures and skips, from its TOML file."""
+
+    path: Path | None
+    xfail: dict[str, str] = field(default_factory=dict)
+    skip: dict[str, str] = field(default_factory=dict)
+    #: the world size the known failures were found at: strict there (a listed op
+    #: that passes fails), not strict at others, where an op may pass (world size 1)
+    world_size: int | None = None
+
+    def strict(self, world_size: int) -> bool:
+        return self.world_size is None or self.world_size == world_size
+
+
+def expectations_file(version: tuple[int, int], folder: Path = XFAILS) -> Path | None:
+    """The file for this torch minor, else the newest older one, else None."""
+    found = {}
+    for path in folder.glob("torch-*.toml"):
+        match = re.fullmatch(r"torch-(\d+)\.(\d+)\.toml", path.name)
+        if match:
+            found[(int(match[1]), int(match[2]))] = path
+    older = [v for v in found if v <= version]
+    return found[max(older)] if older else None
+
+
+def load_expectations(path: Path | None, known: Iterable[str]) -> Expectations:
+    """Read and check an expectations file: known keys, known ops, a reason for each."""
+    if path is None:
+        return Expectations(None)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such expectations file")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    unknown = set(data) - _EXPECTATION_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}; use xfail and skip")
+    known = set(known)
+    tables = {}
+    for table in ("xfail", "skip"):
+        entries = data.get(table, {})
+        for key, reason in entries.items():
+            if key not in known:
+                raise ValueError(f"{path}: [{table}] {key!r} is no OpInfo of this torch")
+            if not isinstance(reason, str) or not reason.strip():
+                raise ValueError(f"{path}: [{table}] {key!r} needs a reason (a string)")
+        tables[table] = dict(entries)
+    world = data.get("world_size")
+    if world is not None and (not isinstance(world, int) or world < 1):
+        raise ValueError(f"{path}: world_size must be a whole number >= 1")
+    return Expectations(path, tables["xfail"], tables["skip"], world)
+
+
+def _no_dropout(name: str, args: list, kwargs: dict) -> tuple[list, dict]:
+    if name == "nn.functional.multi_head_attention_forward" and len(args) > 10:
+        args = [*args[:10], 0.0, *args[11:]]
+    elif name in _DROPOUT:
+        kwargs = {**kwargs, "p": 0.0}
+    return args, kwargs
+
+
+def _unsupported(exc: BaseException) -> bool:
+    return isinstance(exc, NotImplementedError) and any(m in str(exc) for m in _NO_STRATEGY)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def check_opinfo(
+    case: Any,
+    mesh: Any,
+    op: Any,
+    device: str,
+    outside: Callable[[], AbstractContextManager],
+) -> None:
+    """Run every sample of ``op`` plain and in every layout; fail, skip, or return (passed).
+
+    ``outside`` makes the samples and the reference as plain tensors (it leaves
+    LocalTensor mode in a -sim cell). Samples are seeded, so every rank draws
+    the same ones. An output with no elements is not compared, as in PyTorch's
+    sweep; a sample that fails on plain tensors, or holds a tensor DTensor cannot
+    hold, is not checked.
+    """
+    import torch
+    from torch.distributed.tensor import DTensor
+    from torch.utils import _pytree as pytree
+
+    from harness.converter import DTensorConverter
+
+    key = op_key(op)
+    if torch.float32 not in op.supported_dtypes(device):
+        raise unittest.SkipTest(f"{key} has no float32 kernel on {device}")
+    checked, why_not = 0, []
+    with outside():
+        torch.manual_seed(0)
+        samples = list(op.sample_inputs(device, torch.float32, requires_grad=True))
+    for index, sample in enumerate(samples):
+        args, kwargs = _no_dropout(op.name, [sample.input, *sample.args], dict(sample.kwargs))
+        try:
+            with outside():
+                expected = pytree.tree_leaves(op.op(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 (the sample, not DTensor, is at fault)
+            why_not.append(f"sample {index} fails on plain tensors ({_first_line(exc)})")
+            continue
+        converter = DTensorConverter(mesh, tuple(args), kwargs)
+        for d_args, d_kwargs in converter:
+            if not converter.successful():
+                what = "a tensor DTensor cannot hold" if converter.miss else "no tensor input"
+                why_not.append(f"sample {index} has {what}")
+                break
+            layout = "[" + ", ".join(str(p) for p in converter.current) + "]"
+            where = f"{key} sample {index} with input placements {layout}"
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = op.op(*d_args, **d_kwargs)
+            except Exception as exc:  # noqa: BLE001 (classified below)
+                if _unsupported(exc):  # an op-level answer: the other samples add nothing
+                    raise unittest.SkipTest(
+                        f"{OPS_UNSUPPORTED}: sample {index}: {_first_line(exc)}"
+                    ) from None
+                raise AssertionError(f"{where} raised {_first_line(exc)}") from exc
+            got = pytree.tree_leaves(out)
+            if any(isinstance(t, torch.Tensor) and t.numel() == 0 for t in got):
+                continue
+            got = [t.full_tensor() if isinstance(t, DTensor) else t for t in got]
+            case.assertEqual(len(got), len(expected), msg=f"{where}: number of outputs")
+            for mine, ref in zip(got, expected):
+                if not isinstance(ref, torch.Tensor):
+                    continue
+                case.assertIsInstance(mine, torch.Tensor, msg=where)
+                case.assertEqual(mine.shape, ref.shape, msg=f"{where}: shape")
+                case.assertEqual(
+                    mine.requires_grad, ref.requires_grad, msg=f"{where}: requires_grad"
+                )
+                case.assertEqual(mine, ref, msg=where)
+            checked += 1
+    if not checked:
+        reason = why_not[0] if why_not else "the database has no float32 sample for it"
+        raise unittest.SkipTest(f"no sample could be checked: {reason}")

@@ -1,0 +1,183 @@
+"""The ops capability: every OpInfo plain vs DTensor, opt-in for test runs, known failures as data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.conformance import _ops
+from harness.report import capabilities, junit, render, schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "harness" / "conformance" / "test_ops.py"
+
+
+def _pytest(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(SUITE), *args],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_the_capability_is_off_unless_asked_for(tmp_path):
+    off = _pytest(tmp_path, "--collect-only", env={"HARNESS_OPS": ""})
+    assert "no tests collected" in off.stdout, off.stdout[-2000:]
+    some = _pytest(tmp_path, "--collect-only", "--harness-ops", "add,nn.functional.relu")
+    assert "OpsTest::test_add" in some.stdout and "test_nn_functional_relu" in some.stdout
+    assert "2 tests collected" in some.stdout, some.stdout[-2000:]
+
+
+def test_selection_takes_names_and_globs():
+    assert _ops.selection("off") is None and _ops.selection("") is None
+    pick = _ops.selection("add, nn.functional.*")
+    assert pick("add") and pick("nn.functional.relu") and not pick("addmm")
+    assert _ops.selection("all")("anything")
+    assert _ops.method_name("max:reduction_with_dim") == "test_max_reduction_with_dim"
+
+
+def test_the_expectations_file_is_the_torch_minors_or_the_newest_older(tmp_path):
+    for name in ("torch-2.11.toml", "torch-2.13.toml", "notes.toml"):
+        (tmp_path / name).write_text("")
+    assert _ops.expectations_file((2, 13), tmp_path).name == "torch-2.13.toml"
+    assert _ops.expectations_file((2, 12), tmp_path).name == "torch-2.11.toml"
+    assert _ops.expectations_file((2, 15), tmp_path).name == "torch-2.13.toml"
+    assert _ops.expectations_file((2, 10), tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('color = "red"\n', "unknown key 'color'"),
+        ('[xfail]\n"no_such_op" = "why"\n', "'no_such_op' is no OpInfo"),
+        ('[skip]\nadd = ""\n', "'add' needs a reason"),
+        ("[xfail\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_expectations_file_names_the_key(tmp_path, text, words):
+    path = tmp_path / "torch-2.13.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        _ops.load_expectations(path, ["add", "mul"])
+
+
+def test_the_shipped_expectations_match_the_installed_torchs_database():
+    from harness import compat
+
+    path = _ops.expectations_file(compat.torch_version())
+    assert path is not None and path.parent == _ops.XFAILS
+    expected = _ops.load_expectations(path, (_ops.op_key(op) for op in compat.op_database()))
+    assert expected.xfail and all(expected.xfail.values())  # every entry has its reason
+
+
+def _case(outcome: str, reason: str = "", op: str = "x") -> junit.CaseResult:
+    return junit.CaseResult(
+        id=f"t::{op}", capability="ops", outcome=outcome, duration_s=0.1, reason=reason, op=op
+    )
+
+
+def test_coverage_counts_unsupported_as_covered_and_known_failures_apart():
+    tests = [
+        _case("passed", op="add"),
+        _case("passed", op="mul"),
+        _case("skipped", f"{capabilities.OPS_UNSUPPORTED}: 3 of 3 samples; ...", op="cdist"),
+        _case("skipped", "expected failure: known failure (torch-2.13.toml): ...", op="roll"),
+        _case("failed", "wrong values", op="flip"),
+        _case("skipped", "no sample could be checked: ...", op="empty"),
+    ]
+    (cap,) = schema.summarize(tests)
+    assert cap["coverage"] == {
+        "ops": 6,
+        "passed": 2,
+        "unsupported": 1,
+        "xfailed": 1,
+        "waived": 0,
+        "failed": 1,
+        "skipped": 1,
+        "passing": round(2 / 6, 4),
+        "covered": 0.5,
+    }
+    line = render._coverage(cap["coverage"])
+    assert line.startswith("2 of 6 ops pass (33.3%); 1 not supported by DTensor; 1 known failures")
+
+
+def test_capabilities_without_ops_have_no_coverage():
+    (cap,) = schema.summarize([_case("passed", op="")])
+    assert "coverage" not in cap
+
+
+EXPECT = """
+schema = 1
+torch = "2.13"
+
+[xfail]
+transpose = "0-d transpose: DTensor's strategy asks for dim1 < ndim"
+mul = "listed, but passes: strict, so this must fail"
+
+[skip]
+"nn.functional.relu" = "skipped by the expectations file"
+"""
+
+# One op per verdict on torch 2.13 (what the full sweep found): a pass, a known
+# failure, a stale known failure (strict: fails), "not supported by DTensor", an op
+# with no tensor input, and one the expectations file skips.
+VERDICTS = {
+    "add": "passed",
+    "transpose": "xfailed",
+    "mul": "failed",
+    "cdist": "unsupported",
+    "arange": "skipped",
+    "nn.functional.relu": "skipped",
+}
+
+
+@pytest.mark.skipif(
+    __import__("harness.compat", fromlist=["x"]).torch_version() != (2, 13),
+    reason="the verdicts below are torch 2.13's",
+)
+@pytest.mark.parametrize("mode", ["native", "local"])
+def test_each_verdict_in_a_4_rank_cell_and_a_sim_cell(tmp_path, mode):
+    expectations = tmp_path / "torch-2.13.toml"
+    expectations.write_text(EXPECT)
+    xml = tmp_path / "junit.xml"
+    done = _pytest(
+        tmp_path,
+        "-p",
+        "harness.report.pytest_progress",
+        f"--junitxml={xml}",
+        "--harness-world-size=4",
+        f"--harness-mode={mode}",
+        "--harness-ops=" + ",".join(VERDICTS),
+        env={_ops.EXPECTATIONS_ENV: str(expectations)},
+    )
+    results = junit.parse(xml)
+    got = {r.op: capabilities.op_verdict(r.outcome, r.reason) for r in results}
+    assert got == VERDICTS, done.stdout[-3000:]
+    reasons = {r.op: r.reason for r in results}
+    assert "XPASS(strict)" in reasons["mul"]
+    assert reasons["cdist"].startswith(capabilities.OPS_UNSUPPORTED)
+    assert "no tensor input" in reasons["arange"]
+    (cap,) = schema.summarize(results)
+    assert cap["name"] == "ops" and cap["verdict"] == "fail"  # the stale known failure
+    assert cap["coverage"]["ops"] == 6 and cap["coverage"]["covered"] == round(2 / 6, 4)
+
+
+def test_certify_refuses_to_leave_the_ops_out(tmp_path, capsys):
+    from harness.cli import main
+
+    matrix = ROOT / "tests" / "data" / "certify" / "matrix.toml"
+    out = tmp_path / "out"
+    assert (
+        main(["certify", "cpu-2rank", "--matrix", str(matrix), "--out", str(out), "--ops", "off"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a certification runs the ops capability" in err[0]
+    assert not out.exists()  # refused before anything ran
