@@ -53,6 +53,7 @@ class Outcome(_Name):
     FAILED = "failed"  # an assertion failed
     ERROR = "error"  # anything else went wrong (setup, a crash, a hang)
     SKIPPED = "skipped"
+    WAIVED = "waived"  # reports only: a failure a waiver covers (it keeps what it ran to)
 
 
 class ReportVerdict(_Name):

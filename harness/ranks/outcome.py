@@ -13,12 +13,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from harness.outcomes import RankStatus, TestStatus
+
 
 @dataclass
 class RankOutcome:
     rank: int
-    # passed | failed | skipped | crashed | hung | stopped | broken
-    status: str
+    status: RankStatus  # a plain name is turned into one (an unknown name is an error)
     reason: str = ""
     texts: list[str] = field(default_factory=list)
     exitcode: int | None = None
@@ -26,6 +27,9 @@ class RankOutcome:
     seconds: float = 0.0
     assertion: bool = False
     order: float = 0.0  # when it failed (wall clock): the first failure is the likely cause
+
+    def __post_init__(self) -> None:
+        self.status = RankStatus(self.status)
 
     @classmethod
     def from_report(cls, msg: dict) -> RankOutcome:
@@ -116,9 +120,12 @@ def _short(text: str, limit: int = 160) -> str:
 
 @dataclass
 class Verdict:
-    status: str  # passed | skipped | failed
+    status: TestStatus  # a plain name is turned into one
     message: str = ""
     assertion: bool = False
+
+    def __post_init__(self) -> None:
+        self.status = TestStatus(self.status)
 
     def raise_if_not_passed(self) -> None:
         __tracebackhide__ = True

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness._version import __version__
+from harness.outcomes import ReportVerdict
 from harness.report import capabilities
 from harness.report.junit import CaseResult
 
@@ -30,8 +31,8 @@ COUNTS = ("passed", "failed", "error", "skipped", "waived")
 
 # Verdicts, worst first. A capability with no test run (every test skipped) is
 # "skip": it is neither certified nor failed, and the report says why.
-FAIL, PASS, SKIP = "fail", "pass", "skip"
-INCOMPLETE = "incomplete"  # the run itself broke off (pytest interrupted / internal error)
+FAIL, PASS, SKIP = ReportVerdict.FAIL, ReportVerdict.PASS, ReportVerdict.SKIP
+INCOMPLETE = ReportVerdict.INCOMPLETE  # the run itself broke off (interrupted / internal error)
 
 
 def canonical(data: Any) -> bytes:
