@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import junit as junit_merge
 from harness.cli import main
-from harness.ranks import junit_merge
 from harness.ranks.launch import LaunchError, detect, first_host
 from harness.ranks.outcome import RankOutcome
 

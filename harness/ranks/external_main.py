@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from harness import junit
 from harness.errors import UsageError
-from harness.ranks import external, junit_merge, watchdog
+from harness.ranks import external, watchdog
 from harness.ranks.launch import Launch, detect
 from harness.ranks.session import Session
 
@@ -164,9 +165,9 @@ def _hand_in(
     missing.update({r: "it wrote no JUnit XML" for r, v in found.items() if not v})
     suite = os.environ.get("HARNESS_CELL", "harness")
     final.parent.mkdir(parents=True, exist_ok=True)
-    merged = junit_merge.merge(per_rank, missing, suite_name=suite)
+    merged = junit.merge(per_rank, missing, suite_name=suite)
     final.write_bytes(merged)
-    if code == 0 and junit_merge.failed(merged):  # a plain test failed on another rank only
+    if code == 0 and junit.failed(merged):  # a plain test failed on another rank only
         code = 1
     s.store.set("merged/0", str(final))
     have = len(per_rank)

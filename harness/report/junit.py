@@ -6,14 +6,14 @@ plain pytest or on another machine can be certified the same way.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.errors import UsageError
+from harness import junit
+from harness.outcomes import Outcome
 from harness.report import capabilities
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
+OUTCOMES = (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, Outcome.SKIPPED)  # JUnit's
 _REASON_CHARS = 300
 _DETAIL_LINES = 60
 _DETAIL_CHARS = 6000
@@ -23,7 +23,7 @@ _DETAIL_CHARS = 6000
 class CaseResult:
     id: str
     capability: str
-    outcome: str  # one of OUTCOMES
+    outcome: Outcome  # one of OUTCOMES, or WAIVED once a waiver covers it
     duration_s: float
     reason: str = ""
     details: str = ""
@@ -37,44 +37,29 @@ class CaseResult:
 
 
 def parse(path: str | Path) -> list[CaseResult]:
-    path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise UsageError(
-            f"no JUnit XML at {path}; run the cell first (`harness run CELL`)."
-        ) from None
-    except ET.ParseError as exc:
-        raise UsageError(f"{path} is not valid JUnit XML ({exc}); rerun the cell.") from None
-    return [_result(case) for case in root.iter("testcase")]
+    return [_result(case) for case in junit.cases(path)]
 
 
-def _result(case: ET.Element) -> CaseResult:
-    classname = case.get("classname", "")
-    name = case.get("name", "")
-    props = {p.get("name"): p.get("value", "") for p in case.iter("property")}
-    outcome, reason, details = "passed", "", ""
-    for tag, kind in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):
-        node = case.find(tag)
-        if node is None:
-            continue
-        outcome = kind  # later tags win: an error in teardown outranks a failure
-        message = node.get("message") or (node.text or "").strip()
-        if kind == "skipped" and node.get("type") == "pytest.xfail":
+def _result(case: junit.Case) -> CaseResult:
+    outcome, reason, details = case.outcome, "", ""
+    if outcome != Outcome.PASSED:
+        message = case.message
+        if outcome == Outcome.SKIPPED and case.kind == "pytest.xfail":
             message = f"expected failure: {message}"
         reason = _one_line(message)
-        if kind != "skipped":
-            details = _tail(node.text or message)
-    collection_error = outcome == "error" and "collection failure" in reason
+        if outcome != Outcome.SKIPPED:
+            details = _tail(case.text or message)
+    props = case.properties
+    collection_error = outcome == Outcome.ERROR and "collection failure" in reason
     capability = props.get("capability") or capabilities.from_junit(
-        classname, name, collection_error
+        case.classname, case.name, collection_error
     )
-    test_id = props.get("nodeid") or "::".join(p for p in (classname, name) if p)
+    test_id = props.get("nodeid") or "::".join(p for p in (case.classname, case.name) if p)
     return CaseResult(
         id=test_id,
         capability=capability,
         outcome=outcome,
-        duration_s=round(float(case.get("time") or 0.0), 3),
+        duration_s=round(case.seconds, 3),
         reason=reason,
         details=details,
         op=props.get("op", ""),
