@@ -84,24 +84,64 @@ def skip_unless_torch_gpu(method: T) -> T:
     return _needs("world_size", False)(method)
 
 
-def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = False) -> str | None:
-    """Why ``test`` cannot run here, decided without spawning; None when it can."""
+def needs(
+    *, ranks: int = 1, even: bool = False, divides: int | None = None, local: bool | str = True
+) -> Callable[[T], T]:
+    """Mark a test with what it needs of the world size (decided before any rank starts).
+
+    ``divides``: the world size must divide this number (e.g. heads of a model).
+    ``local=False`` (or the reason, as a string): the test has no meaning when one
+    process simulates the ranks.
+    """
+
+    def decorator(func: T) -> T:
+        func._harness_needs_world = {  # type: ignore[attr-defined]
+            "ranks": ranks, "even": even, "divides": divides, "local": local,
+        }  # fmt: skip
+        return func
+
+    return decorator
+
+
+def world_shortfall(need: dict | None, world: int, simulated: bool) -> str | None:
+    """Why a test marked with :func:`needs` cannot run at this world size, or None."""
+    if not need:
+        return None
+    if world < need["ranks"]:
+        return f"needs at least {need['ranks']} ranks; the cell has {world}"
+    if need["even"] and world % 2:
+        return f"needs an even world size; the cell has {world}"
+    if need["divides"] and need["divides"] % world:
+        return f"needs a world size that divides {need['divides']}; the cell has {world}"
+    if simulated and need["local"] is not True:
+        why = need["local"] or "needs one process per rank"
+        return f"not simulated in LocalTensor mode: {why}"
+    return None
+
+
+# -- the checks, in the order their reasons are reported ----------------------------------
+def _cell_grants(test: Any, method: str, local: bool) -> str | None:
     world = int(test.world_size)
     cell = devices.cell_world_size()
     if cell is not None and world > cell:
         name = os.environ.get("HARNESS_CELL") or f"HARNESS_WORLD_SIZE={cell}"
         return f"needs world size {world}; the cell {name} grants {cell}"
-    fn = getattr(type(test), method, None)
-    needs = getattr(fn, "_harness_needs_accelerators", None)
-    if needs is not None:
-        reason = _accelerator_shortfall(test, *needs)
-        if reason is not None:
-            return reason
-    reason = requirements.unmet(requirements.required_by(test, method))
-    if reason is not None:  # @requires_capabilities, decided here rather than in a rank
-        return reason
+    return None
+
+
+def _accelerators(test: Any, method: str, local: bool) -> str | None:
+    marked = getattr(getattr(type(test), method, None), "_harness_needs_accelerators", None)
+    return None if marked is None else _accelerator_shortfall(test, *marked)
+
+
+def _capabilities(test: Any, method: str, local: bool) -> str | None:
+    """``@requires_capabilities``, decided here rather than in a rank."""
+    return requirements.unmet(requirements.required_by(test, method))
+
+
+def _backend(test: Any, method: str, local: bool) -> str | None:
     if local:
-        return None
+        return None  # one process simulates the ranks: no collective backend runs
     try:
         backend = test.backend
     except Exception:  # a backend property that needs a rank: decide in the rank
@@ -109,8 +149,29 @@ def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = Fals
     if callable(backend):
         backend = backend()
     if isinstance(backend, str) and backend:
+        world = int(test.world_size)
         if not devices.backend_available(backend):
             return f"{TEST_SKIPS['backend_unavailable'].message} ({backend})"
         if devices.needs_accelerator(backend) and accelerator_budget() < world:
             return f"{multi_gpu_skip(world).message} for backend {backend}"
+    return None
+
+
+def _world_needs(test: Any, method: str, local: bool) -> str | None:
+    marked = getattr(getattr(type(test), method, None), "_harness_needs_world", None)
+    return world_shortfall(marked, int(test.world_size), simulated=local)
+
+
+_CHECKS = (_cell_grants, _accelerators, _capabilities, _backend, _world_needs)
+
+
+def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = False) -> str | None:
+    """Why ``test`` cannot run here, decided without spawning; None when it can.
+
+    ``local``: the ranks are simulated in this process (LocalTensor mode).
+    """
+    for check in _CHECKS:
+        reason = check(test, method, local)
+        if reason is not None:
+            return reason
     return None

@@ -74,6 +74,16 @@ def test_world_size_above_the_cell_is_a_skip(monkeypatch):
     )
 
 
+def test_world_size_needs_skip_in_the_parent(monkeypatch):
+    """`needs` (the conformance suite's marks) is decided with the other requirement skips."""
+    assert skip_reason(cases.WorldNeeds, "test_even") == "needs an even world size; the cell has 3"
+    monkeypatch.setenv("HARNESS_MODE", "local")
+    assert (
+        skip_reason(cases.WorldNeeds, "test_not_simulated")
+        == "not simulated in LocalTensor mode: it counts processes"
+    )
+
+
 def test_skip_decorators_still_skip_when_called_in_a_rank():
     test = cases.Gpu2("test_needs_two")
     test._harness_direct = True  # what a rank (or LocalTensor mode) does

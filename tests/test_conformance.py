@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.conformance._base import unmet
 from harness.report import bundle
 from harness.report.capabilities import CAPABILITIES
+from harness.skips import world_shortfall
 
 ROOT = Path(__file__).resolve().parent.parent
 CELLS = ("cpu-1rank", "cpu-2rank", "cpu-4rank", "cpu-8sim")
@@ -130,4 +130,4 @@ def test_cells_merge_into_one_matrix_report(reports):
     ],
 )  # fmt: skip
 def test_world_size_needs(need, world, simulated, reason):
-    assert unmet(need, world, simulated) == reason
+    assert world_shortfall(need, world, simulated) == reason

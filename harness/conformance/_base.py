@@ -14,57 +14,13 @@ from typing import Any, TypeVar
 import torch
 
 from harness import DTensorContinuousTestBase
+from harness.skips import needs, world_shortfall  # noqa: F401 (the suite's one way to skip)
 
 T = TypeVar("T")
 
 
-def needs(
-    *, ranks: int = 1, even: bool = False, divides: int | None = None, local: bool | str = True
-):
-    """Mark a test with what it needs of the world size (checked before it runs).
-
-    ``divides``: the world size must divide this number (e.g. heads of a model).
-    ``local=False`` (or the reason, as a string): the test has no meaning when one
-    process simulates the ranks.
-    """
-
-    def decorator(func: T) -> T:
-        func._conformance_needs = {  # type: ignore[attr-defined]
-            "ranks": ranks, "even": even, "divides": divides, "local": local,
-        }  # fmt: skip
-        return func
-
-    return decorator
-
-
-def unmet(need: dict | None, world: int, simulated: bool) -> str | None:
-    """Why a test with ``need`` cannot run at this world size, or None."""
-    if not need:
-        return None
-    if world < need["ranks"]:
-        return f"needs at least {need['ranks']} ranks; the cell has {world}"
-    if need["even"] and world % 2:
-        return f"needs an even world size; the cell has {world}"
-    if need["divides"] and need["divides"] % world:
-        return f"needs a world size that divides {need['divides']}; the cell has {world}"
-    if simulated and need["local"] is not True:
-        why = need["local"] or "needs one process per rank"
-        return f"not simulated in LocalTensor mode: {why}"
-    return None
-
-
 class ConformanceTestBase(DTensorContinuousTestBase):
-    """Pool base plus the world-size check, decided in the parent before dispatch."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        from harness import devices
-
-        need = getattr(getattr(type(self), self._testMethodName, None), "_conformance_needs", None)
-        simulated = self.is_local_tensor_enabled or devices.harness_mode() == "local"
-        reason = unmet(need, int(self.world_size), simulated)
-        if reason:
-            self.skipTest(reason)
+    """The pool base; tests mark what they need of the world size with :func:`needs`."""
 
     def per_rank(self, func: Callable[[int], Any]) -> Any:
         """``func(rank)`` for this rank; for every simulated rank in LocalTensor mode."""

@@ -7,6 +7,7 @@ from harness import (
     skip_unless_torch_gpu,
     with_comms,
 )
+from harness.skips import needs
 
 
 class Gpu2(DTensorTestBase):
@@ -50,3 +51,15 @@ class BigPool(DTensorContinuousTestBase):
 
     def test_anything(self):
         raise AssertionError("must not run")
+
+
+class WorldNeeds(DTensorContinuousTestBase):
+    world_size = 3
+
+    @needs(even=True)
+    def test_even(self):
+        raise AssertionError("must not run")
+
+    @needs(local="it counts processes")
+    def test_not_simulated(self):
+        pass
