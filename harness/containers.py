@@ -43,7 +43,8 @@ PROJECT_DIR = "/harness/project"  # the matrix's folder, mounted read-only
 RESULTS_DIR = "/harness/results"  # <cell>/ below it is the host's results folder
 IMAGE_UID = 1000  # the images' non-root user
 DEFAULT_SHM = "--shm-size=2g"  # when run_flags set neither --shm-size nor --ipc
-#: The flag that sends a verb's reports to a folder, per harness subcommand.
+#: The flag that sends a verb's reports to a folder, per harness subcommand (certify
+#: takes --results too now, but an image built by 0.1.0 knows only --out).
 RESULTS_FLAG = {"run": "--results", "certify": "--out"}
 #: The base image docker/make-base-image.sh can make without a registry.
 LOCAL_BASE = "debian:bookworm-slim"

@@ -338,6 +338,19 @@ def test_build_reports_a_junit_from_harness_run(tmp_path, capsys):
                  "--matrix", str(matrix)]) == 2  # fmt: skip
 
 
+def test_build_reads_the_cell_from_the_junit_suite_name(tmp_path, capsys):
+    """`harness run` names the JUnit suite after the cell, so `report build DIR` needs no --cell."""
+    matrix = Path(__file__).parent / "data" / "certify" / "matrix.toml"
+    (tmp_path / "junit.xml").write_text(JUNIT.replace('name="cpu-4rank"', 'name="cpu-1rank"'))
+    assert main(["report", "build", str(tmp_path), "--matrix", str(matrix)]) == 1
+    assert bundle.load(tmp_path)["cell"]["name"] == "cpu-1rank"
+    assert "harness: cpu-1rank: verdict fail" in capsys.readouterr().out
+    # pytest's default suite name says nothing: one line naming the fix, exit 2
+    (tmp_path / "junit.xml").write_text(JUNIT.replace('name="cpu-4rank"', 'name="pytest"'))
+    assert main(["report", "build", str(tmp_path), "--matrix", str(matrix)]) == 2
+    assert "pass --cell NAME" in capsys.readouterr().err
+
+
 def test_report_side_needs_neither_torch_nor_the_rank_runner():
     """A reader verifies a report where torch is not installed; report -/-> ranks."""
     code = (

@@ -7,7 +7,6 @@ command that reruns just that test.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -16,16 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import lock, upstream
-from harness.commands.run import (
-    add_wait_argument,
-    check_host,
-    die_with_parent,
-    explicit_targets,
-    pytest_argv,
-    suite_paths,
-    wait_for,
-)
+from harness import lock, pipeline, upstream
+from harness.commands import add_wait_argument, wait_for
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
 from harness.report import waivers
@@ -104,7 +95,7 @@ def certify(args) -> int:
         raise UsageError("--upstream-only runs PyTorch's files: add --upstream DIR.")
     if args.upstream:
         upstream.check(args.upstream)  # not a DTensor test folder: stop before anything runs
-    check_host(cell)
+    pipeline.check_host(cell)
     # one certify per folder: a second one would delete and overwrite this one's files
     with lock.hold(out, f"harness certify {cell.name}", wait_for(args)) as held:
         return _certify(cell, matrix, out, held, args, known)
@@ -137,8 +128,18 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
 
     from harness.report import bundle
 
-    info = prepared.to_dict() if prepared is not None else None
-    report = build_report(cell, matrix, out, code, wall, args, known, info)
+    report = pipeline.build_report(
+        cell,
+        matrix,
+        out,
+        command=_command(cell, args),
+        pytest_args=args.passthrough,
+        exit_code=code,
+        wall=wall,
+        known=known,
+        upstream_info=prepared.to_dict() if prepared is not None else None,
+        fingerprint=pipeline.taken_fingerprint(out),
+    )
     empty = certifies_nothing(cell, report, args.passthrough, suites=not args.upstream_only)
     if empty:  # no report: a folder that verifies must certify something
         raise UsageError(f"certify {cell.name}: {empty}; see {out / 'pytest.log'}")
@@ -170,11 +171,11 @@ def certifies_nothing(
         return f"no tests ran from its suites ({', '.join(cell.suites)}): nothing is certified"
     if (
         not suites
-        or explicit_targets(extra)
+        or pipeline.explicit_targets(extra)
         or any(a.split("=", 1)[0] in _SELECTING for a in extra)
     ):
         return None
-    for suite, path in zip(cell.suites, suite_paths(cell)):
+    for suite, path in zip(cell.suites, pipeline.suite_paths(cell)):
         modules = [Path(path)] if Path(path).is_file() else _test_modules(Path(path))
         wanted = {capabilities.from_path(str(m)): m for m in modules}
         if not wanted:
@@ -192,7 +193,11 @@ def _test_modules(folder: Path) -> list[Path]:
 
 def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str | None, dict]:
     """The cell's suites: (argv, cwd, extra environment)."""
-    return pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]), None, {}
+    return (
+        pipeline.pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]),
+        None,
+        {},
+    )
 
 
 def _upstream_run(cell: Cell, out: Path, prepared, extra: list[str]):
@@ -201,7 +206,7 @@ def _upstream_run(cell: Cell, out: Path, prepared, extra: list[str]):
         sys.executable,
         "-m",
         "pytest",
-        *upstream.pytest_args(prepared, explicit_targets(list(extra))),
+        *upstream.pytest_args(prepared, pipeline.explicit_targets(list(extra))),
         f"--junitxml={(out / _UPSTREAM_XML).resolve()}",
         "-o",
         f"junit_suite_name={cell.name}-upstream",
@@ -240,7 +245,7 @@ def _run_suite(
                 cwd=cwd,
                 env={**base, **env},
                 pass_fds=(held,),
-                preexec_fn=die_with_parent,
+                preexec_fn=pipeline.die_with_parent,
             )
             codes.append(_wait(popen))
         return _combined(codes)
@@ -253,7 +258,7 @@ def _run_suite(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(held,),
-                preexec_fn=die_with_parent,
+                preexec_fn=pipeline.die_with_parent,
             )
             try:
                 while child.poll() is None:
@@ -287,68 +292,18 @@ def _wait(child: subprocess.Popen) -> int:
         raise
 
 
-def build_report(
-    cell: Cell,
-    matrix: Matrix,
-    out: Path,
-    code: int | None,
-    wall: float,
-    args,
-    known=None,
-    upstream_info: dict | None = None,
-    command: list[str] | None = None,
-):
-    """The sealed report of a results folder holding this cell's junit.xml.
-
-    ``known``: loaded waivers; they are applied, and copied into ``out``.
-    ``upstream_info``: what ``--upstream`` ran (path, file count, tree sha256).
-    ``command``: the one that made it (default: this cell's ``harness certify``)."""
-    from harness.report import bundle, junit, schema, waivers
-
-    if command is None:
-        command = ["harness", "certify", cell.name]
-        command += ["--matrix", args.matrix] if args.matrix else []
-        command += ["--waivers", args.waivers] if getattr(args, "waivers", None) else []
-        if getattr(args, "ops", None) not in (None, "all"):
-            command += ["--ops", args.ops]
-        if getattr(args, "upstream", None):
-            command += ["--upstream", args.upstream]
-            command += ["--upstream-only"] if args.upstream_only else []
-        command += ["--", *args.passthrough] if args.passthrough else []
-    results = junit.parse(out / "junit.xml")  # bad input fails before torch is imported
-    results, applied = waivers.apply(known, results)
-    waivers.write(out, known)
-    cell_info = cell.to_dict()
-    cell_info.pop("results_dir", None)
-    return schema.build(
-        cell=cell_info,
-        matrix={"path": str(matrix.path), "sha256": bundle.file_sha256(Path(matrix.path))},
-        fingerprint=_fingerprint(out, cell),
-        results=results,
-        run={
-            "command": shlex.join(command),
-            "pytest_args": list(args.passthrough),
-            "exit_code": code,
-            "wall_s": round(wall, 1),
-            **({"upstream": upstream_info} if upstream_info else {}),
-        },
-        artifacts={"junit.xml": bundle.file_sha256(out / "junit.xml")},
-        waivers=applied,
-    )
-
-
-def _fingerprint(out: Path, cell: Cell) -> dict:
-    """The one pytest took (same process as the tests), else one taken here."""
-    from harness.report import fingerprint
-
-    taken = out / ".fingerprint.json"
-    try:
-        info = json.loads(taken.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return fingerprint.collect(cell.device, cell.backend, cell.spec)
-    finally:
-        taken.unlink(missing_ok=True)
-    return info
+def _command(cell: Cell, args) -> list[str]:
+    """This run's ``harness certify`` line, as the report records it."""
+    command = ["harness", "certify", cell.name]
+    command += ["--matrix", args.matrix] if args.matrix else []
+    command += ["--waivers", args.waivers] if getattr(args, "waivers", None) else []
+    if getattr(args, "ops", None) not in (None, "all"):
+        command += ["--ops", args.ops]
+    if getattr(args, "upstream", None):
+        command += ["--upstream", args.upstream]
+        command += ["--upstream-only"] if args.upstream_only else []
+    command += ["--", *args.passthrough] if args.passthrough else []
+    return command
 
 
 def rerun_command(

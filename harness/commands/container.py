@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import containers
+from harness import containers, pipeline
 from harness.errors import UsageError
 from harness.matrix import load_matrix
 
@@ -132,7 +132,7 @@ def _build(engine: str, cell, root: Path) -> int:
 def run_cell(args) -> int:
     matrix = load_matrix(args.matrix)
     cell = matrix.cell(args.cell)
-    results = Path(args.results) if args.results else cell.results_dir
+    results = pipeline.results_folder(cell, args.results)
     devices = args.devices.split(",") if args.devices else None
     user = containers.caller_user()
     common = {

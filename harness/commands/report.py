@@ -83,7 +83,9 @@ def add_parser(sub, parents) -> None:
         help="make a report from a folder holding a cell's junit.xml (e.g. after harness run)",
     )
     build.add_argument("dir", metavar="DIR")
-    build.add_argument("--cell", required=True, help="the cell the JUnit XML came from")
+    build.add_argument(
+        "--cell", help="the cell the JUnit XML came from (default: its suite name, the cell's)"
+    )
     build.add_argument(
         "--waivers", metavar="FILE", help="waivers TOML to apply (default: the cell's `waivers`)"
     )
@@ -173,19 +175,26 @@ def sign_cmd(args) -> int:
 
 
 def build_cmd(args) -> int:
-    from harness.commands.certify import build_report
+    from harness import pipeline
     from harness.matrix import load_matrix
     from harness.report import bundle, waivers
 
-    matrix = load_matrix(args.matrix)
-    cell = matrix.cell(args.cell)
     folder = Path(args.dir)
-    args.passthrough = list(args.passthrough)
+    matrix = load_matrix(args.matrix)
+    # the JUnit's suite is named after its cell (`harness run` sets it): --cell overrides
+    cell = matrix.cell(args.cell or pipeline.cell_of_results(folder))
     command = ["harness", "report", "build", args.dir, "--cell", cell.name]
     command += ["--matrix", args.matrix] if args.matrix else []
     command += ["--waivers", args.waivers] if args.waivers else []
-    known = waivers.for_cell(cell, args.waivers)
-    report = build_report(cell, matrix, folder, None, 0.0, args, known, command=command)
+    report = pipeline.build_report(
+        cell,
+        matrix,
+        folder,
+        command=command,
+        pytest_args=list(args.passthrough),
+        known=waivers.for_cell(cell, args.waivers),
+        fingerprint=pipeline.taken_fingerprint(folder),
+    )
     bundle.write(folder, report)
     print(f"harness: {cell.name}: verdict {report['verdict']}: {folder / 'report.html'}")
     return 0 if report["verdict"] == "pass" else 1
