@@ -60,3 +60,12 @@ def pytest_runtest_setup(item):
         if tool in required_tools():
             pytest.fail(f"HARNESS_REQUIRE={tool}, but {how}", pytrace=False)
         pytest.skip(how)
+
+
+@pytest.fixture
+def no_spawning(monkeypatch):
+    """Every runner that starts ranks raises spawn_guard.Spawned instead."""
+    import harness.bases as bases
+
+    for mode in ("process", "pool", "threads"):
+        monkeypatch.setitem(bases.RUNNERS, mode, "spawn_guard:refuse")

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import unittest
-
 import data.ranks.capability_cases as cases  # a module, so pytest does not collect it
 import pytest
 
-import harness.bases as bases
 from harness import Capability, requires_capabilities
 from harness.devices import detected_accelerator
 from harness.requirements import unmet
 
-pytestmark = pytest.mark.skipif(detected_accelerator() is not None, reason="CPU-only host checks")
+pytestmark = [
+    pytest.mark.skipif(detected_accelerator() is not None, reason="CPU-only host checks"),
+    pytest.mark.usefixtures("no_spawning"),
+]
 
-
-class _Spawned(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def no_spawning(monkeypatch):
-    for mode in ("process", "pool", "threads"):  # every runner that starts ranks
-        monkeypatch.setitem(bases.RUNNERS, mode, f"{__name__}:_refuse")
-
-
-def _refuse(job):
-    raise _Spawned(f"a rank was spawned for {job.name}")
-
-
-def run(cls: type, name: str) -> unittest.TestResult:
-    result = unittest.TestResult()
-    cls(name).run(result)
-    return result
+from spawn_guard import run  # noqa: E402  (tests/ is on sys.path)
 
 
 def test_an_unmet_capability_skips_without_spawning():

@@ -12,12 +12,12 @@ not mean the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.report import bundle
+from harness.report import bundle, views
 
 FAILED = ("failed", "error")
 #: Fingerprint facts a reader looks at first; the rest follow in their own order.
@@ -193,21 +193,11 @@ def capabilities(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, A
     return rows
 
 
-def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(data, list):
-        yield prefix, ", ".join(map(str, data))
-    else:
-        yield prefix, data
-
-
 def differences(
     a: Mapping[str, Any], b: Mapping[str, Any], first: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Leaves of two nested dicts that differ, the ``first`` prefixes leading."""
-    left, right = dict(_flatten(a)), dict(_flatten(b))
+    left, right = dict(views.flatten(a)), dict(views.flatten(b))
     keys = [k for k in dict.fromkeys([*left, *right]) if left.get(k) != right.get(k)]
 
     def rank(key: str) -> int:

@@ -82,7 +82,7 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
             out.append("")
     out += _md_waivers(report)
     out += ["## Machine", ""]
-    for key, value in _flatten(report.get("fingerprint", {})):
+    for key, value in views.flatten(report.get("fingerprint", {})):
         out.append(f"- {key}: `{value}`")
     out.append("")
     return out
@@ -145,16 +145,6 @@ def _md_matrix_details(rows: list[dict[str, Any]]) -> list[str]:
                 out.append(f"- **{test['outcome']}** `{test['id']}`: {_md(test['reason'])}")
         out.append("")
     return out
-
-
-def _flatten(data: Any, prefix: str = ""):
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(data, list):
-        yield prefix, ", ".join(map(str, data))
-    else:
-        yield prefix, data
 
 
 # --- HTML -------------------------------------------------------------------
@@ -319,7 +309,7 @@ def _html_waivers(report: Mapping[str, Any]) -> str:
 
 def _facts(data: Mapping[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td>{_h(k)}</td><td><code>{_h(v)}</code></td></tr>" for k, v in _flatten(data)
+        f"<tr><td>{_h(k)}</td><td><code>{_h(v)}</code></td></tr>" for k, v in views.flatten(data)
     )
     return f'<table class="facts"><tbody>{rows}</tbody></table>'
 

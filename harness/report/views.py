@@ -6,10 +6,22 @@ share this view and cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from harness.report import capabilities, schema
+
+
+def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A fingerprint's nested tables as dotted keys (``torch.version``), lists joined:
+    the rows the Machine section shows and ``report diff`` compares."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(data, list):
+        yield prefix, ", ".join(map(str, data))
+    else:
+        yield prefix, data
 
 
 def short_fingerprint(fp: Mapping[str, Any]) -> dict[str, str]:
