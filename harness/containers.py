@@ -131,15 +131,21 @@ def image_present(engine: str, image: str) -> bool:
     return image_id(engine, image) is not None
 
 
-def image_id(engine: str, image: str) -> str | None:
+def _inspect(engine: str, image: str, fmt: str) -> str | None:
+    """``ENGINE image inspect --format FMT IMAGE``'s output, or None where there is no such image."""
     result = subprocess.run(
-        [engine, "image", "inspect", "--format", "{{.Id}}", image],
+        [engine, "image", "inspect", "--format", fmt, image],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    return (result.stdout.strip() or image) if result.returncode == 0 else None
+    return result.stdout if result.returncode == 0 else None
+
+
+def image_id(engine: str, image: str) -> str | None:
+    found = _inspect(engine, image, "{{.Id}}")
+    return (found.strip() or image) if found is not None else None
 
 
 # --- build ----------------------------------------------------------------------
@@ -470,14 +476,7 @@ def image_references(matrix: Any) -> list[dict[str, Any]]:
 
 def repo_digest(engine: str, ref: str) -> str | None:
     """The registry digest a local image was pulled as (what a pin would add), if known."""
-    result = subprocess.run(
-        [engine, "image", "inspect", "--format", "{{range .RepoDigests}}{{.}} {{end}}", ref],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    digests = result.stdout.split() if result.returncode == 0 else []
+    digests = (_inspect(engine, ref, "{{range .RepoDigests}}{{.}} {{end}}") or "").split()
     return digests[0] if digests else None
 
 

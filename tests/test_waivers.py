@@ -96,24 +96,24 @@ def test_star_is_the_only_wildcard_brackets_are_literal(tmp_path):
     assert [r.outcome for r in out] == ["waived", "failed"]
 
 
+def _ops_junit(*cases: tuple[str, str | None]) -> str:
+    """JUnit of ops-capability tests: (op, failure message or None for a pass)."""
+    out = ['<testsuites><testsuite name="s">']
+    for op, failure in cases:
+        out.append(
+            f'<testcase classname="suite.test_ops.OpsTest" name="test_{op}" time="0.1">'
+            '<properties><property name="capability" value="ops"/>'
+            f'<property name="nodeid" value="suite/test_ops.py::OpsTest::test_{op}"/>'
+            "</properties>"
+            + (f'<failure message="{failure}">{failure}</failure>' if failure else "")
+            + "</testcase>"
+        )
+    return "".join(out) + "</testsuite></testsuites>"
+
+
 def test_a_cell_whose_only_failures_are_waived_passes(tmp_path):
     xml = tmp_path / "junit.xml"
-    xml.write_text(
-        '<testsuites><testsuite name="s">'
-        '<testcase classname="suite.test_ops.OpsTest" name="test_nonzero" time="0.1">'
-        '<properties><property name="capability" value="ops"/>'
-        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_nonzero"/></properties>'
-        '<failure message="boom">boom</failure></testcase>'
-        '<testcase classname="suite.test_ops.OpsTest" name="test_add" time="0.1">'
-        '<properties><property name="capability" value="ops"/>'
-        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_add"/></properties>'
-        "</testcase>"
-        '<testcase classname="suite.test_ops.OpsTest" name="test_mul" time="0.1">'
-        '<properties><property name="capability" value="ops"/>'
-        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_mul"/></properties>'
-        '<failure message="wrong">wrong</failure></testcase>'
-        "</testsuite></testsuites>"
-    )
+    xml.write_text(_ops_junit(("nonzero", "boom"), ("add", None), ("mul", "wrong")))
     (tmp_path / "w").mkdir()
     known = _load(GOOD, tmp_path / "w")
     results, section = waivers.apply(known, junit.parse(xml))
@@ -324,17 +324,7 @@ def test_a_test_that_names_its_op_can_be_waived_by_op(tmp_path):
 
 
 def test_report_build_applies_waivers_too(tmp_path, capsys):
-    (tmp_path / "junit.xml").write_text(
-        '<testsuites><testsuite name="s">'
-        '<testcase classname="suite.test_ops.OpsTest" name="test_nonzero" time="0.1">'
-        '<properties><property name="capability" value="ops"/>'
-        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_nonzero"/></properties>'
-        '<failure message="boom">boom</failure></testcase>'
-        '<testcase classname="suite.test_ops.OpsTest" name="test_add" time="0.1">'
-        '<properties><property name="capability" value="ops"/>'
-        '<property name="nodeid" value="suite/test_ops.py::OpsTest::test_add"/></properties>'
-        "</testcase></testsuite></testsuites>"
-    )
+    (tmp_path / "junit.xml").write_text(_ops_junit(("nonzero", "boom"), ("add", None)))
     known = tmp_path / "known.toml"
     known.write_text(GOOD)
     argv = ["report", "build", str(tmp_path), "--cell", "cpu-2rank", "--matrix", str(MATRIX)]
