@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import pipeline, upstream
+from harness import lifelines, pipeline, upstream
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix
 
@@ -185,7 +185,7 @@ def _run_suite(
                 cwd=cwd,
                 env={**base, **env},
                 pass_fds=(held,),
-                preexec_fn=pipeline.die_with_parent,
+                preexec_fn=lifelines.die_with_parent,
             )
             codes.append(_wait(popen))
         return _combined(codes)
@@ -198,7 +198,7 @@ def _run_suite(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(held,),
-                preexec_fn=pipeline.die_with_parent,
+                preexec_fn=lifelines.die_with_parent,
             )
             try:
                 while child.poll() is None:

@@ -151,20 +151,6 @@ def check_host(cell: Cell, *, ranks_here: int | None = None) -> None:
     hosts.check_cell(cell, ranks_here=ranks_here)
 
 
-def die_with_parent() -> None:
-    """In pytest, before exec: end when `harness run`/`certify` ends, even by SIGKILL
-    (its ranks and fork server follow it: harness.ranks.spawn)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def execute(argv: Sequence[str], env: Mapping[str, str], **popen: Any) -> int:
     """Run ``argv`` with ``env`` over this environment; on Ctrl-C let it clean up first."""
     child = subprocess.Popen(list(argv), env={**os.environ, **env}, **popen)

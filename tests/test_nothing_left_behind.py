@@ -113,15 +113,102 @@ def test_sigkill_of_pytest_takes_server_tracker_and_ranks_down(tmp_path):
     assert not left, f"alive {GONE_WITHIN_S:g} s after SIGKILL of pytest: {_described(left)}"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("victim", ["harness run", "pytest under harness run"])
-def test_sigkill_of_harness_run_takes_everything_down(tmp_path, victim):
-    matrix = tmp_path / "matrix.toml"
-    matrix.write_text(
-        f'schema = 1\n[defaults]\nsuites = ["{DATA / "test_sleepy_ranks.py"}"]\n'
+def _cpu_matrix(path: Path, suite: str, **accelerator: str) -> Path:
+    extra = "".join(f"{k} = {v}\n" for k, v in accelerator.items())
+    path.write_text(
+        f'schema = 1\n[defaults]\nsuites = ["{suite}"]\n'
         'results = "results"\n[accelerators.cpu]\ndevice = "cpu"\nbackend = "gloo"\n'
-        "cells = { native = [2] }\n"
+        f"cells = {{ native = [2] }}\n{extra}"
     )
+    return path
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    "launcher, victim",
+    [
+        ("", "harness run"),
+        ("", "pytest under harness run"),
+        ("torchrun", "harness run"),
+        ("torchrun", "torchrun's agent under harness run"),
+    ],
+)
+def test_sigkill_of_harness_run_takes_everything_down(tmp_path, launcher, victim):
+    matrix = _cpu_matrix(tmp_path / "matrix.toml", str(DATA / "test_sleepy_ranks.py"))
     argv = [sys.executable, "-m", "harness", "run", "cpu-2rank", "--matrix", str(matrix)]
+    argv += ["--launcher", launcher] if launcher else []
     left = _kill_and_watch(argv, tmp_path, top_is_child=victim != "harness run")
     assert not left, f"alive {GONE_WITHIN_S:g} s after SIGKILL of {victim}: {_described(left)}"
+
+
+def _containers(engine: str, prefix: str) -> list[str]:
+    listed = subprocess.run([engine, "ps", "-aq", "--filter", f"name={prefix}"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    return listed.stdout.split()
+
+
+@pytest.mark.container
+@pytest.mark.needs("docker")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("victim", ["harness container run", "pytest in the container"])
+def test_sigkill_of_a_container_run_removes_the_container(tmp_path, victim):
+    """The daemon, not the killed process, owns a container: it must be removed."""
+    from harness import containers
+    from harness.matrix import load_matrix
+
+    engine = containers.detect_engine()
+    root = Path(__file__).resolve().parent.parent
+    cpu = next(c for c in load_matrix(root / "matrix.toml").cells if c.accelerator == "cpu")
+    tmp_path.chmod(0o755)  # the image's user reads it when root runs this
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "test_sleepy_ranks.py").write_text(
+        (DATA / "test_sleepy_ranks.py").read_text()
+    )
+    # pytest's own pid (host-visible through the results mount), for the second victim
+    (tmp_path / "suite" / "conftest.py").write_text(
+        "import os\nfrom pathlib import Path\n\n\ndef pytest_sessionstart(session):\n"
+        '    Path(os.environ["SLEEPY_DIR"], "pytest").write_text(str(os.getpid()))\n'
+    )
+    results = tmp_path / "results"
+    results.mkdir(mode=0o777)
+    results.chmod(0o777)
+    inner = f"{containers.RESULTS_DIR}/cpu-2rank"
+    matrix = _cpu_matrix(
+        tmp_path / "matrix.toml",
+        "suite",
+        env=f'{{ OMP_NUM_THREADS = "1", SLEEPY_DIR = "{inner}" }}',
+        torch=f'"{cpu.torch}"',
+    )
+    matrix.write_text(
+        matrix.read_text()
+        + f'[accelerators.cpu.container]\ndockerfile = "{cpu.container["dockerfile"]}"\n'
+        f'base_image = "{cpu.container["base_image"]}"\n'
+    )
+    argv = [sys.executable, "-m", "harness", "container", "run", "cpu-2rank", "--build-missing"]
+    argv += ["--matrix", str(matrix), "--results", str(results)]
+    env = {**os.environ, "HARNESS_CONTAINER_ENGINE": engine}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    prefix = f"harness-cpu-2rank-{proc.pid}"
+    try:
+        deadline = time.monotonic() + 1200  # builds the image when it is missing
+        while not all((results / f"rank{r}").exists() for r in range(2)):
+            assert proc.poll() is None, "the run ended before its ranks started"
+            assert time.monotonic() < deadline, "ranks did not start in time"
+            time.sleep(0.2)
+        assert _containers(engine, prefix), "no container named after the run"
+        if victim == "harness container run":
+            proc.kill()
+        else:  # pytest's pid inside the container's pid namespace
+            pid = (results / "pytest").read_text()
+            subprocess.run([engine, "exec", prefix, "sh", "-c", f"kill -KILL {pid}"], check=True)
+        end = time.monotonic() + GONE_WITHIN_S
+        while _containers(engine, prefix) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not _containers(engine, prefix), (
+            f"container alive {GONE_WITHIN_S:g} s after SIGKILL of {victim}"
+        )
+    finally:
+        subprocess.run([engine, "rm", "-f", prefix], capture_output=True, check=False)
+        proc.kill()
+        proc.wait(timeout=60)

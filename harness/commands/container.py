@@ -8,13 +8,14 @@ before anything is created.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from harness import containers, pipeline
+from harness import containers, lifelines, pipeline
 from harness.errors import UsageError
 from harness.matrix import load_matrix
 
@@ -181,21 +182,29 @@ def run_cell(args) -> int:
 
 
 def _call(argv: list[str], engine: str, name: str | None) -> int:
-    """Run argv; on Ctrl-C give the cell a moment to stop, then remove its container."""
+    """Run argv; its container (``name``) goes however this ends.
+
+    Ctrl-C gives the cell a moment to stop first. A container the engine's CLI
+    no longer waits on (the CLI was killed, or this process was, SIGKILL
+    included) is removed by a watcher (harness.lifelines): the daemon would
+    otherwise keep it running, ranks and all, to the end of its tests.
+    """
+    removal = lifelines.Lifeline([engine, "rm", "-f", name]) if name else None
     child = subprocess.Popen(argv)
     try:
         return child.wait()
     except KeyboardInterrupt:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
             child.wait(timeout=10)  # the engine passed Ctrl-C in; let pytest wind down
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            pass
-        finally:
-            if child.poll() is None:
-                if name:  # --rm goes with it
-                    subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
-                child.wait()
         raise
+    finally:
+        if removal is not None:  # --rm removed a container whose CLI saw it end
+            ended = child.poll() is not None and child.returncode >= 0
+            if ended:
+                removal.cut()
+            else:
+                removal.pull()
+        child.wait()
 
 
 def _say(message: str) -> None:

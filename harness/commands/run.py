@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from harness import launchers, lock, pipeline
+from harness import launchers, lifelines, lock, pipeline
 from harness.commands import add_wait_argument, wait_for
 from harness.matrix import load_matrix
 
@@ -66,7 +66,7 @@ def run(args) -> int:
             flush=True,
         )
         # pytest inherits the lock: the folder stays taken while it runs, even if we die
-        return pipeline.execute(argv, env, pass_fds=(held,), preexec_fn=pipeline.die_with_parent)
+        return pipeline.execute(argv, env, pass_fds=(held,), preexec_fn=lifelines.die_with_parent)
 
 
 def _launch(args, cell, results, env) -> int:
@@ -94,7 +94,8 @@ def _launch(args, cell, results, env) -> int:
             f"{junit}",
             flush=True,
         )
-    code = pipeline.execute(plan.argv, plan.env)
+    # torchrun's agent ends with us, even by SIGKILL; its ranks follow it (external_main)
+    code = pipeline.execute(plan.argv, plan.env, preexec_fn=lifelines.die_with_parent)
     if code and args.launcher == "torchrun":
         print(
             f"harness: {cell.name}: torchrun ended with exit code {code} (its summary above "

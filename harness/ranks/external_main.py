@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness import junit
+from harness import junit, lifelines
 from harness.errors import UsageError
 from harness.ranks import external, watchdog
 from harness.ranks.launch import Launch, detect
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if launch.launcher == "torchrun":  # the agent gone (SIGKILL included), its ranks go
+        lifelines.die_with_parent()
     # The launcher's world is the world: tests size themselves from it.
     os.environ.update(launch.torch_env())
     os.environ["HARNESS_WORLD_SIZE"] = str(launch.world_size)
