@@ -189,6 +189,10 @@ class _Mismatch(DTensorOpTestBase):
         if self.rank == 0:
             dist.barrier()
 
+    def test_missing_sender(self):
+        if self.rank == 0:
+            dist.recv(torch.empty(1), src=1)
+
 
 def _verdict(method: str):
     return run_in_threads(Job(_Mismatch(method), method, world_size=2, timeout=4, rerun="-"))
@@ -205,3 +209,12 @@ def test_a_rank_that_left_without_joining_is_named_at_once():
     v = _verdict("test_missing_rank")
     assert v.status == "failed"
     assert "barrier #0 on group '0' cannot complete: rank 1 passed the test without" in v.message
+
+
+def test_a_recv_whose_sender_left_without_sending_fails_at_once():
+    # before: it waited for the timeout, then said "timed out"
+    v = _verdict("test_missing_sender")
+    assert v.status == "failed"
+    assert "recv from group rank 1 (tag 0) on group '0' cannot complete: rank 1 passed " in (
+        v.message
+    )

@@ -1,7 +1,8 @@
-"""Threads mode: a rank calling os._exit is that rank crashing (issue 16, item 2).
+"""Threads mode: a rank calling os._exit, or sending itself a signal that would end
+a rank process, is that rank crashing (issue 16, item 2).
 
-It used to end pytest itself with exit 17 and no output at all: no verdict, no
-JUnit XML, no later test.
+Each used to end pytest itself (exit 17, or killed by the signal) with no output
+at all: no verdict, no JUnit XML, no later test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 DATA = Path(__file__).parent / "data" / "ranks" / "thread_exit.py"
 
 
-def test_os_exit_on_a_rank_thread_is_that_ranks_crash(tmp_path):
+def test_os_exit_or_a_signal_on_a_rank_thread_is_that_ranks_crash(tmp_path):
     xml = tmp_path / "junit.xml"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(DATA), "-p", "no:cacheprovider", "-q",
@@ -29,4 +30,7 @@ def test_os_exit_on_a_rank_thread_is_that_ranks_crash(tmp_path):
         kids = [k for k in case if k.tag in ("failure", "error")]
         cases[case.get("name")] = kids[0].get("message", "") + (kids[0].text or "") if kids else ""
     assert "rank 1 crashed: exited with code 17" in cases["test_a_rank_calls_os_exit"]
+    assert "rank 1 crashed: killed by SIGSEGV" in cases["test_a_rank_kills_itself_with_sigsegv"]
+    assert "rank 0 crashed: killed by SIGKILL" in cases["test_a_rank_raises_sigkill"]
+    assert "rank 1 crashed: killed by SIGABRT" in cases["test_a_rank_aborts_its_own_thread"]
     assert cases["test_b_later_test_runs"] == ""  # the process, and the next test, lived on

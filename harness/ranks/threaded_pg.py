@@ -485,18 +485,22 @@ class ThreadedProcessGroup(dist.ProcessGroup):
 
     def recv(self, tensors, src, tag):
         ex, run = self._ex, self._ex.run
+        sender = ex.global_ranks[src]
+        what = f"recv from group rank {src} (tag {tag}) on group {ex.name!r}"
+
+        def hopeless() -> bool:  # nothing more will come: the sender's test has ended
+            return run.aborted is not None or sender in run.finished
+
         with run.cond:
             for out in tensors:
                 box = ex.mailboxes.setdefault((src, self._rank, tag), [])
-                if not run.cond.wait_for(lambda b=box: b or run.aborted is not None, run.timeout):
-                    raise CollectiveError(
-                        f"recv from group rank {src} (tag {tag}) on group {ex.name!r} timed out "
-                        f"after {run.timeout:g} s"
-                    )
+                if not run.cond.wait_for(lambda b=box: b or hopeless(), run.timeout):
+                    raise CollectiveError(f"{what} timed out after {run.timeout:g} s")
                 if not box:
-                    raise CollectiveError(
-                        f"recv on group {ex.name!r} cannot complete: {run.aborted}"
-                    )
+                    why = run.aborted
+                    if sender in run.finished:
+                        why = f"rank {sender} {run.finished[sender]} the test without sending it"
+                    raise CollectiveError(f"{what} cannot complete: {why}")
                 _put(out, box.pop(0))
         return _done(tensors)
 

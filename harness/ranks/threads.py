@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
+import signal
 import sys
 import tempfile
 import threading
@@ -47,14 +49,54 @@ def _spec(
 
 
 class RankExit(BaseException):
-    """``os._exit(code)`` called by a rank thread: that rank crashed, not the process."""
+    """A rank thread ended its "process": ``os._exit(code)``, or a signal that would
+    kill the process sent to itself. That rank crashed, not the process; ``code``
+    is the process's exit code (negative: the signal, as subprocess gives it)."""
 
-    def __init__(self, code: int) -> None:
-        super().__init__(f"os._exit({code}) on a rank thread")
+    def __init__(self, code: int, how: str) -> None:
+        super().__init__(f"{how} on a rank thread [exit code {code}]")
         self.code = code
 
 
-_REAL_EXIT = os._exit
+# Signals whose default action does not end the process (signal(7)); a rank thread
+# sending itself any other (SIGKILL, SIGSEGV, SIGABRT, SIGTERM, ...) while it has
+# no handler would end every rank and pytest, with no verdict at all.
+_NOT_FATAL = {
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGURG",
+    "SIGWINCH",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+}
+
+
+def _fatal(sig: int) -> str | None:
+    """The signal's name when delivering it would end this process, else None."""
+    try:
+        sig = signal.Signals(sig)
+    except ValueError:
+        return None
+    if sig.name in _NOT_FATAL or signal.getsignal(sig) != signal.SIG_DFL:
+        return None
+    return sig.name
+
+
+def _on_rank(target_is_self: bool, sig: int, how: str) -> None:
+    """On a rank thread, a fatal signal to itself ends that rank instead (RankExit)."""
+    name = _fatal(sig) if target_is_self and worker.current_rank() is not None else None
+    if name is not None:
+        raise RankExit(-signal.Signals(sig), how.format(name))
+
+
+_REAL = {
+    (os, "_exit"): os._exit,
+    (os, "kill"): os.kill,
+    (signal, "raise_signal"): signal.raise_signal,
+    (signal, "pthread_kill"): signal.pthread_kill,
+}
 
 
 def _exit(code: int) -> None:
@@ -62,17 +104,43 @@ def _exit(code: int) -> None:
     end a rank process), so the verdict names the rank and its code; elsewhere it
     ends the process as always."""
     if worker.current_rank() is not None:
-        raise RankExit(code)
-    _REAL_EXIT(code)
+        raise RankExit(code, f"os._exit({code})")
+    _REAL[os, "_exit"](code)
+
+
+def _kill(pid: int, sig: int) -> None:
+    _on_rank(pid == os.getpid(), sig, "os.kill(os.getpid(), {})")
+    _REAL[os, "kill"](pid, sig)
+
+
+def _raise_signal(sig: int) -> None:
+    _on_rank(True, sig, "signal.raise_signal({})")
+    _REAL[signal, "raise_signal"](sig)
+
+
+def _pthread_kill(thread_id: int, sig: int) -> None:
+    _on_rank(thread_id == threading.get_ident(), sig, "signal.pthread_kill(<own thread>, {})")
+    _REAL[signal, "pthread_kill"](thread_id, sig)
+
+
+_STAND_INS = {
+    (os, "_exit"): _exit,
+    (os, "kill"): _kill,
+    (signal, "raise_signal"): _raise_signal,
+    (signal, "pthread_kill"): _pthread_kill,
+}
 
 
 @contextlib.contextmanager
 def _exits_end_ranks() -> Iterator[None]:
-    os._exit = _exit
+    """While rank threads run, what would end a rank process ends only that rank."""
+    for (module, name), stand_in in _STAND_INS.items():
+        setattr(module, name, stand_in)
     try:
         yield
     finally:
-        os._exit = _REAL_EXIT
+        for (module, name), real in _REAL.items():
+            setattr(module, name, real)
 
 
 def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
@@ -95,12 +163,16 @@ def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results:
 
 
 def _exit_code(outcome: dict) -> int | None:
-    """The code of an os._exit the rank called, found in its report's traceback."""
+    """The exit code of a RankExit the rank raised, found in its report's traceback."""
     for text in outcome.get("texts", ()):
         last = text.rstrip().splitlines()[-1] if text.strip() else ""
-        if last.startswith(f"{__name__}.RankExit: os._exit("):
-            return int(last.split("(", 1)[1].split(")", 1)[0])
+        found = _EXIT_LINE.match(last)
+        if found:
+            return int(found.group(1))
     return None
+
+
+_EXIT_LINE = re.compile(rf"{re.escape(__name__)}\.RankExit: .* \[exit code (-?\d+)\]$")
 
 
 def _stack_of(thread: threading.Thread) -> str:
