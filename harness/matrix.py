@@ -38,7 +38,41 @@ _PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 
 
 class MatrixError(UsageError, ValueError):
-    """A matrix.toml problem, phrased for the person who has to fix it."""
+    """A matrix.toml problem, phrased for the person who has to fix it.
+
+    Validation reports every problem of a file at once, one per line of the message.
+    """
+
+
+_FAILED = object()  # what _Problems.call returns when the call raised a problem
+
+
+class _Problems:
+    """Every problem of one matrix, in order, each once, instead of only the first.
+
+    Independent parts (tables, keys, modes, overrides) are checked apart; a part
+    that failed is left out of what depends on it, so one typo gives one line.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, message: str) -> None:
+        for line in message.splitlines():
+            if line not in self.lines:
+                self.lines.append(line)
+
+    def call(self, check: Any, *args: Any) -> Any:
+        """``check(*args)``, or _FAILED with its problem(s) recorded."""
+        try:
+            return check(*args)
+        except (MatrixError, AcceleratorError) as exc:
+            self.add(str(exc))
+            return _FAILED
+
+    def raise_any(self) -> None:
+        if self.lines:
+            raise MatrixError("\n".join(self.lines))
 
 
 # --- schema ---------------------------------------------------------------
@@ -315,8 +349,8 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
         raise MatrixError(f"{path}: TOML syntax error: {exc}; fix the syntax there.") from None
     try:
         cells = _expand(data, path)
-    except (MatrixError, AcceleratorError) as exc:  # every message says which file it is about
-        raise MatrixError(f"{path}: {exc}") from None
+    except (MatrixError, AcceleratorError) as exc:  # every line says which file it is about
+        raise MatrixError("\n".join(f"{path}: {line}" for line in str(exc).splitlines())) from None
     return Matrix(path=path, cells=tuple(cells))
 
 
@@ -329,29 +363,36 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
+    problems = _Problems()
     for key, value in table.items():
-        path = f"{where}.{key}" if where else key
-        if key not in allowed:
-            raise MatrixError(
-                f"unknown key {path!r}.{_suggest(key, allowed)} "
-                f"Allowed here: {', '.join(sorted(allowed))}."
-            )
-        kind, description = allowed[key]
-        if not _is_type(value, kind):
-            raise MatrixError(f"{path} must be {description}, not {_describe(value)}.")
-        if allowed[key] is _STR_LIST and not all(isinstance(v, str) for v in value):
-            raise MatrixError(f"{path} must be {description}; every item in quotes.")
-        if key == "suites" and not value:
-            raise MatrixError(
-                f"{path} is empty: a cell must run something; list at least one suite "
-                '(e.g. ["harness.conformance"]), or drop the key for the default.'
-            )
-        if allowed[key] is _STR_TABLE:
-            for k, v in value.items():
-                if not isinstance(v, str):
-                    raise MatrixError(
-                        f'{path}.{k} must be a string, not {_describe(v)}; quote it: {k} = "{v}".'
-                    )
+        problems.call(_check_key, key, value, allowed, f"{where}.{key}" if where else key)
+    problems.raise_any()
+
+
+def _check_key(key: str, value: Any, allowed: Mapping[str, Any], path: str) -> None:
+    if key not in allowed:
+        raise MatrixError(
+            f"unknown key {path!r}.{_suggest(key, allowed)} "
+            f"Allowed here: {', '.join(sorted(allowed))}."
+        )
+    kind, description = allowed[key]
+    if not _is_type(value, kind):
+        raise MatrixError(f"{path} must be {description}, not {_describe(value)}.")
+    if allowed[key] is _STR_LIST and not all(isinstance(v, str) for v in value):
+        raise MatrixError(f"{path} must be {description}; every item in quotes.")
+    if key == "suites" and not value:
+        raise MatrixError(
+            f"{path} is empty: a cell must run something; list at least one suite "
+            '(e.g. ["harness.conformance"]), or drop the key for the default.'
+        )
+    if allowed[key] is _STR_TABLE:
+        bad = [
+            f'{path}.{k} must be a string, not {_describe(v)}; quote it: {k} = "{v}".'
+            for k, v in value.items()
+            if not isinstance(v, str)
+        ]
+        if bad:
+            raise MatrixError("\n".join(bad))
 
 
 def _is_type(value: Any, kind: type) -> bool:
@@ -456,16 +497,19 @@ def _accelerator(name: str, spec: dict, known: Mapping[str, Accelerator]) -> Acc
 
 
 def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
-    _check_keys(data, _TOP_KEYS, "")
+    problems = _Problems()
+    problems.call(_check_keys, data, _TOP_KEYS, "")
     schema = data.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
-        raise MatrixError(
+        raise MatrixError(  # a matrix for another schema is read no further
             f"schema = {schema} is not supported by this harness (it reads schema "
             f"{SCHEMA_VERSION}); upgrade dtensor-harness or set schema = {SCHEMA_VERSION}."
         )
     defaults = data.get("defaults", {})
-    _check_keys(defaults, _DEFAULT_KEYS, "defaults")
-    tables = dict(data.get("accelerators", {}))
+    defaults = defaults if isinstance(defaults, dict) else {}
+    defaults_ok = problems.call(_check_keys, defaults, _DEFAULT_KEYS, "defaults") is not _FAILED
+    tables = data.get("accelerators", {})
+    tables = dict(tables) if isinstance(tables, dict) else {}
     # a vendor package's accelerator brings its own cells: its users need no matrix edit
     for name, (_, rest) in accelerators.packaged().items():
         if name not in tables and "cells" in rest:
@@ -473,81 +517,140 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
                 k: v for k, v in rest.items() if k in _ACCEL_KEYS and k not in DEFINITION_KEYS
             }
     if not tables:
-        raise MatrixError("no accelerators defined; add a table such as [accelerators.cpu].")
+        problems.add("no accelerators defined; add a table such as [accelerators.cpu].")
+        problems.raise_any()
 
     known = accelerators.known()
     declared: dict[str, Accelerator] = {}
     for accel, spec in tables.items():
-        where = f"accelerators.{accel}"
-        if not isinstance(spec, dict):
-            raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
-        _check_keys(spec, _ACCEL_KEYS, where)
-        _check_keys(spec.get("container", {}), _CONTAINER_KEYS, f"{where}.container")
-        _check_placeholders(spec.get("container", {}), f"{where}.container")
-        declared[accel] = _accelerator(accel, spec, known)
+        facts = problems.call(_declared, accel, spec, known)
+        if facts is not _FAILED:
+            declared[accel] = facts
     backends = accelerators.backend_names(declared)
 
     cells: dict[str, Cell] = {}
-    for accel, spec in tables.items():
-        where = f"accelerators.{accel}"
-        facts = declared[accel]
-        for required in ("backend", "cells"):
-            if required not in spec:
-                raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
-        _check_backend(spec["backend"], facts, backends, f"{where}.backend")
-        torch_where = f"{where}.torch" if "torch" in spec else "defaults.torch"
-        torch_axis = _torch_axis(spec.get("torch", defaults.get("torch", "torch")), torch_where)
-        if not spec["cells"]:
-            raise MatrixError(
-                f"{where}.cells is empty; give it a mode and world sizes, "
-                "e.g. cells = { native = [1, 2] }."
-            )
-        for mode, sizes in spec["cells"].items():
-            mode_where = f"{where}.cells.{mode}"
-            if mode not in MODES:
-                raise MatrixError(
-                    f"unknown mode {mode_where!r}.{_suggest(mode, MODES)} "
-                    f"Modes: {', '.join(MODES)}."
-                )
-            if not isinstance(sizes, list) or not all(_is_type(n, int) for n in sizes):
-                raise MatrixError(
-                    f"{mode_where} must be a list of world sizes (integers), "
-                    f"not {_describe(sizes)}."
-                )
-            if not sizes:
-                raise MatrixError(
-                    f"{mode_where} is empty; list at least one world size, or remove {mode!r}."
-                )
-            for n in sizes:
-                _check_world_size(n, mode_where)
-                for entry in torch_axis:
-                    cell = _make_cell(facts, n, mode, spec, defaults, path, entry)
-                    if cell.name in cells:
-                        raise MatrixError(
-                            f"{mode_where}: duplicate cell {cell.name!r}; "
-                            f"list each world size once."
-                        )
-                    cells[cell.name] = cell
+    for accel, facts in declared.items() if defaults_ok else ():
+        made = problems.call(_cells_of, facts, tables[accel], defaults, path, backends)
+        problems.call(_merge, cells, made, f"accelerators.{accel}")
 
-    for name, override in data.get("overrides", {}).items():
+    complete = not problems.lines  # else an override may name a cell of a broken table
+    overrides = data.get("overrides", {})
+    for name, override in overrides.items() if isinstance(overrides, dict) else ():
         where = f"overrides.{name}"
-        if name not in cells:
-            raise MatrixError(
-                f"{where!r} names no cell.{_suggest(name, cells)} "
-                f"Cells come from accelerators.*.cells; `harness matrix list` shows them."
-            )
-        if not isinstance(override, dict):
-            raise MatrixError(f"{where} must be a table, not {_describe(override)}.")
-        _check_keys(override, _OVERRIDE_KEYS, where)
-        if override.get("drop"):
-            del cells[name]
+        if name not in cells and not complete:
+            if isinstance(override, dict):
+                problems.call(_check_keys, override, _OVERRIDE_KEYS, where)
             continue
-        cells[name] = _apply_override(cells[name], override, backends, where)
+        changed = problems.call(_overridden, cells, name, override, backends, where)
+        if changed is None:
+            del cells[name]
+        elif changed is not _FAILED:
+            cells[name] = changed
+    problems.raise_any()
     if not cells:
         raise MatrixError(
             "no cells: the overrides drop every cell; keep at least one (remove a drop = true)."
         )
     return list(cells.values())
+
+
+def _declared(accel: str, spec: Any, known: Mapping[str, Accelerator]) -> Accelerator:
+    """One ``[accelerators.NAME]`` table checked: its keys, its container, its facts."""
+    where = f"accelerators.{accel}"
+    if not isinstance(spec, dict):
+        raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
+    problems = _Problems()
+    problems.call(_check_keys, spec, _ACCEL_KEYS, where)
+    container = spec.get("container", {})
+    if isinstance(container, dict):
+        problems.call(_check_keys, container, _CONTAINER_KEYS, f"{where}.container")
+        problems.call(_check_placeholders, container, f"{where}.container")
+    problems.raise_any()
+    return _accelerator(accel, spec, known)
+
+
+def _cells_of(
+    facts: Accelerator,
+    spec: dict,
+    defaults: dict,
+    path: Path,
+    backends: Iterable[str],
+) -> dict[str, Cell]:
+    """The cells of one accelerator table, every mode checked."""
+    where = f"accelerators.{facts.name}"
+    for required in ("backend", "cells"):
+        if required not in spec:
+            raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
+    problems = _Problems()
+    problems.call(_check_backend, spec["backend"], facts, backends, f"{where}.backend")
+    torch_where = f"{where}.torch" if "torch" in spec else "defaults.torch"
+    torch_axis = _torch_axis(spec.get("torch", defaults.get("torch", "torch")), torch_where)
+    if not spec["cells"]:
+        raise MatrixError(
+            f"{where}.cells is empty; give it a mode and world sizes, "
+            "e.g. cells = { native = [1, 2] }."
+        )
+    cells: dict[str, Cell] = {}
+    for mode, sizes in spec["cells"].items():
+        made = problems.call(_mode_cells, facts, mode, sizes, spec, defaults, path, torch_axis)
+        problems.call(_merge, cells, made, f"{where}.cells.{mode}")
+    problems.raise_any()
+    return cells
+
+
+def _mode_cells(
+    facts: Accelerator,
+    mode: str,
+    sizes: Any,
+    spec: dict,
+    defaults: dict,
+    path: Path,
+    torch_axis: list[dict[str, Any]],
+) -> dict[str, Cell]:
+    mode_where = f"accelerators.{facts.name}.cells.{mode}"
+    if mode not in MODES:
+        raise MatrixError(
+            f"unknown mode {mode_where!r}.{_suggest(mode, MODES)} Modes: {', '.join(MODES)}."
+        )
+    if not isinstance(sizes, list) or not all(_is_type(n, int) for n in sizes):
+        raise MatrixError(
+            f"{mode_where} must be a list of world sizes (integers), not {_describe(sizes)}."
+        )
+    if not sizes:
+        raise MatrixError(
+            f"{mode_where} is empty; list at least one world size, or remove {mode!r}."
+        )
+    cells: dict[str, Cell] = {}
+    for n in sizes:
+        _check_world_size(n, mode_where)
+        made = (_make_cell(facts, n, mode, spec, defaults, path, e) for e in torch_axis)
+        _merge(cells, {c.name: c for c in made}, mode_where)
+    return cells
+
+
+def _merge(cells: dict[str, Cell], made: Any, where: str) -> None:
+    """Add ``made`` (a part's cells, or _FAILED) to ``cells``; a name twice is a problem."""
+    for name, cell in {} if made is _FAILED else made.items():
+        if name in cells:
+            raise MatrixError(f"{where}: duplicate cell {name!r}; list each world size once.")
+        cells[name] = cell
+
+
+def _overridden(
+    cells: Mapping[str, Cell], name: str, override: Any, backends: Iterable[str], where: str
+) -> Cell | None:
+    """The cell ``[overrides."NAME"]`` makes, or None when it drops the cell."""
+    if name not in cells:
+        raise MatrixError(
+            f"{where!r} names no cell.{_suggest(name, cells)} "
+            f"Cells come from accelerators.*.cells; `harness matrix list` shows them."
+        )
+    if not isinstance(override, dict):
+        raise MatrixError(f"{where} must be a table, not {_describe(override)}.")
+    _check_keys(override, _OVERRIDE_KEYS, where)
+    if override.get("drop"):
+        return None
+    return _apply_override(cells[name], override, backends, where)
 
 
 def _torch_axis(value: str | list, where: str) -> list[dict[str, Any]]:

@@ -34,7 +34,8 @@ def define_sessions(
     try:
         matrix = load_matrix(matrix_path)
     except MatrixError as exc:  # a noxfile import error would bury it in a traceback
-        print(f"nox: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"nox: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     root = Path(root).resolve()
     names = []

@@ -235,6 +235,44 @@ def test_bad_matrix_gets_one_line_naming_the_key_and_exit_2(case, tmp_path, caps
         assert word in err, f"{case}: {word!r} not in {err!r}"
 
 
+def test_every_problem_of_a_file_is_named_at_once_one_line_each(tmp_path, capsys):
+    # issue 16, item 4: validation used to stop at the first problem
+    text = (
+        GOOD.replace("timeout = 120", "timeout = 120\nsuits = []")  # defaults key typo
+        .replace('backend = "gloo"', 'backnd = "gloo"')  # a typo in one accelerator ...
+        .replace("native = [4]", "native = [0, 4], locale = [2]")  # ... two in another
+        .replace('device = "cuda"', 'device = "cuda"\nenv = { A = 1, B = 2 }')  # two in one table
+        + '\n[acceleratorz]\n[overrides."cpu-2rank"]\ndrops = true\n'
+    )
+    path = write(tmp_path, text)
+    assert main(["matrix", "validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = [
+        "'acceleratorz'",
+        "defaults.suits",
+        "accelerators.cpu.backnd",
+        "accelerators.cuda.env.A",
+        "accelerators.cuda.env.B",
+        "overrides.cpu-2rank.drops",
+    ]
+    assert len(err) == len(expected), err
+    for line, word in zip(err, expected):
+        assert line.startswith(f"harness: error: {path}: ") and word in line, (word, err)
+
+
+def test_problems_of_separate_modes_and_tables_are_all_named(tmp_path):
+    text = GOOD.replace("native = [4]", "native = [0, 4], locale = [2]").replace(
+        'backend = "gloo"', 'backend = "nccl"'
+    )
+    with pytest.raises(MatrixError) as err:
+        load_matrix(write(tmp_path, text))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3, lines
+    assert "accelerators.cpu.backend" in lines[0] and "cannot use backend 'nccl'" in lines[0]
+    assert "accelerators.cuda.cells.native: world size 0" in lines[1]
+    assert "unknown mode 'accelerators.cuda.cells.locale'" in lines[2]
+
+
 def test_known_placeholders_pass(tmp_path):
     path = write(
         tmp_path,
