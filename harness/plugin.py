@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,30 @@ def pytest_configure(config: pytest.Config) -> None:
             f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
         )
     os.environ.update(env)
+    _last_words_go_to(config)
     from harness.hosts import PluginError, import_plugins
 
     try:  # before any test module (and so any rank) imports torch-side code
         import_plugins()
     except PluginError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _last_words_go_to(config: pytest.Config) -> None:
+    """Where a threads test that kills the process leaves its verdict (harness.ranks.
+    last_words): the real stderr (captured later) and pytest's JUnit XML file."""
+    from harness.ranks import last_words
+
+    try:
+        stderr = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        stderr = 2
+    xml = config.option.xmlpath if hasattr(config.option, "xmlpath") else None
+    last_words.configure(
+        os.dup(stderr),
+        os.path.abspath(xml) if xml else None,
+        config.getini("junit_suite_name") if xml else None,
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

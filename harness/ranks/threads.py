@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from harness.ranks import worker
+from harness.ranks import last_words, worker
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
 from harness.ranks.run import pg_timeout_for
 from harness.ranks.runner import Job
@@ -146,6 +146,7 @@ def _exits_end_ranks() -> Iterator[None]:
 def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
     from harness.ranks import threaded_pg
 
+    last_words.rank_thread(spec.rank)
     with run.rank_thread(), worker.as_rank(spec):
         try:
             cls._harness_init_thread_rank(spec)
@@ -199,7 +200,12 @@ def run_in_threads(job: Job) -> Verdict:
         )
         for rank in range(world_size)
     ]
-    with threaded_pg.threaded_world(), _exits_end_ranks():
+    classname = f"{cls.__module__}.{cls.__qualname__}"
+    with (
+        threaded_pg.threaded_world(),
+        _exits_end_ranks(),
+        last_words.watching(test_name, classname, method, rerun),
+    ):
         deadline = time.monotonic() + timeout
         for t in threads:
             t.start()
