@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from harness import lifelines
 from harness._version import __version__
 from harness.errors import UsageError
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.passthrough = passthrough
+    if os.environ.get("NOX_CURRENT_SESSION"):  # a nox session runs us: end with it, even
+        lifelines.die_with_parent()  # by SIGKILL (our pytest, ranks, container follow)
     try:
         return int(args.handler(args) or 0)
     except UsageError as exc:

@@ -123,26 +123,34 @@ def _cpu_matrix(path: Path, suite: str, **accelerator: str) -> Path:
     return path
 
 
+# What a nox session does: run the command as its child, with NOX_CURRENT_SESSION set.
+NOX_LIKE = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])"]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(
     "launcher, victim",
     [
         ("", "harness run"),
         ("", "pytest under harness run"),
+        ("", "nox above harness run"),
         ("torchrun", "harness run"),
         ("torchrun", "torchrun's agent under harness run"),
     ],
 )
-def test_sigkill_of_harness_run_takes_everything_down(tmp_path, launcher, victim):
+def test_sigkill_of_harness_run_takes_everything_down(tmp_path, launcher, victim, monkeypatch):
     matrix = _cpu_matrix(tmp_path / "matrix.toml", str(DATA / "test_sleepy_ranks.py"))
     argv = [sys.executable, "-m", "harness", "run", "cpu-2rank", "--matrix", str(matrix)]
     argv += ["--launcher", launcher] if launcher else []
-    left = _kill_and_watch(argv, tmp_path, top_is_child=victim != "harness run")
+    if victim.startswith("nox"):
+        monkeypatch.setenv("NOX_CURRENT_SESSION", "test-cpu-2rank")
+        argv = NOX_LIKE + argv
+    left = _kill_and_watch(argv, tmp_path, top_is_child=victim.startswith(("pytest", "torchrun")))
     assert not left, f"alive {GONE_WITHIN_S:g} s after SIGKILL of {victim}: {_described(left)}"
 
 
-def _containers(engine: str, prefix: str) -> list[str]:
-    listed = subprocess.run([engine, "ps", "-aq", "--filter", f"name={prefix}"],
+def _containers(engine: str, name: str) -> list[str]:
+    listed = subprocess.run([engine, "ps", "-aq", "--filter", f"name=^/?{name}$"],
                             capture_output=True, text=True, check=True)  # fmt: skip
     return listed.stdout.split()
 
@@ -150,8 +158,10 @@ def _containers(engine: str, prefix: str) -> list[str]:
 @pytest.mark.container
 @pytest.mark.needs("docker")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("victim", ["harness container run", "pytest in the container"])
-def test_sigkill_of_a_container_run_removes_the_container(tmp_path, victim):
+@pytest.mark.parametrize(
+    "victim", ["harness container run", "pytest in the container", "nox above it"]
+)
+def test_sigkill_of_a_container_run_removes_the_container(tmp_path, victim, monkeypatch):
     """The daemon, not the killed process, owns a container: it must be removed."""
     from harness import containers
     from harness.matrix import load_matrix
@@ -187,28 +197,34 @@ def test_sigkill_of_a_container_run_removes_the_container(tmp_path, victim):
     argv = [sys.executable, "-m", "harness", "container", "run", "cpu-2rank", "--build-missing"]
     argv += ["--matrix", str(matrix), "--results", str(results)]
     env = {**os.environ, "HARNESS_CONTAINER_ENGINE": engine}
+    if victim == "nox above it":
+        env["NOX_CURRENT_SESSION"] = "test-cpu-2rank"
+        argv = NOX_LIKE + argv
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    prefix = f"harness-cpu-2rank-{proc.pid}"
+    name = ""
     try:
         deadline = time.monotonic() + 1200  # builds the image when it is missing
         while not all((results / f"rank{r}").exists() for r in range(2)):
             assert proc.poll() is None, "the run ended before its ranks started"
             assert time.monotonic() < deadline, "ranks did not start in time"
             time.sleep(0.2)
-        assert _containers(engine, prefix), "no container named after the run"
-        if victim == "harness container run":
+        owner = _children()[proc.pid][0] if victim == "nox above it" else proc.pid
+        name = f"harness-cpu-2rank-{owner}"  # harness container run names it after its pid
+        assert _containers(engine, name), "no container named after the run"
+        if victim != "pytest in the container":
             proc.kill()
         else:  # pytest's pid inside the container's pid namespace
             pid = (results / "pytest").read_text()
-            subprocess.run([engine, "exec", prefix, "sh", "-c", f"kill -KILL {pid}"], check=True)
+            subprocess.run([engine, "exec", name, "sh", "-c", f"kill -KILL {pid}"], check=True)
         end = time.monotonic() + GONE_WITHIN_S
-        while _containers(engine, prefix) and time.monotonic() < end:
+        while _containers(engine, name) and time.monotonic() < end:
             time.sleep(0.1)
-        assert not _containers(engine, prefix), (
+        assert not _containers(engine, name), (
             f"container alive {GONE_WITHIN_S:g} s after SIGKILL of {victim}"
         )
     finally:
-        subprocess.run([engine, "rm", "-f", prefix], capture_output=True, check=False)
+        if name:
+            subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False)
         proc.kill()
         proc.wait(timeout=60)

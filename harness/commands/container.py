@@ -184,10 +184,11 @@ def run_cell(args) -> int:
 def _call(argv: list[str], engine: str, name: str | None) -> int:
     """Run argv; its container (``name``) goes however this ends.
 
-    Ctrl-C gives the cell a moment to stop first. A container the engine's CLI
-    no longer waits on (the CLI was killed, or this process was, SIGKILL
-    included) is removed by a watcher (harness.lifelines): the daemon would
-    otherwise keep it running, ranks and all, to the end of its tests.
+    Ctrl-C gives the cell a moment to stop first. The daemon, not this process,
+    owns the container: it would keep running, ranks and all, to the end of its
+    tests once its CLI or this process is gone (SIGKILL included). So a watcher
+    (harness.lifelines) removes it when this process dies, or here at the end
+    (a no-op after --rm; this pid, so the name, is still ours while it runs).
     """
     removal = lifelines.Lifeline([engine, "rm", "-f", name]) if name else None
     child = subprocess.Popen(argv)
@@ -198,12 +199,8 @@ def _call(argv: list[str], engine: str, name: str | None) -> int:
             child.wait(timeout=10)  # the engine passed Ctrl-C in; let pytest wind down
         raise
     finally:
-        if removal is not None:  # --rm removed a container whose CLI saw it end
-            ended = child.poll() is not None and child.returncode >= 0
-            if ended:
-                removal.cut()
-            else:
-                removal.pull()
+        if removal is not None:
+            removal.pull()
         child.wait()
 
 
