@@ -7,8 +7,8 @@ fork server safe to fork from on GPU hosts.
 
 import importlib
 import os
-import sys
 
+from harness import lifelines
 from harness.ranks.spawn import PARENT_ENV
 
 
@@ -16,17 +16,8 @@ def _die_with_the_run() -> None:
     """The fork server ends the moment the test run does, even by SIGKILL; its
     ranks follow it (each asked for PR_SET_PDEATHSIG on the server)."""
     parent = os.environ.get(PARENT_ENV, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the run died before the request: follow it now
-        os._exit(1)
+    if parent.isdigit():  # the run died before the request: follow it now
+        lifelines.die_with_parent(parent=int(parent))
 
 
 _die_with_the_run()

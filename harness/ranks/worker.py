@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import lifelines
 from harness.outcomes import skip_reason_for_exit_code
 from harness.ranks import spawn
 
@@ -85,19 +86,6 @@ def as_rank(spec: RankSpec) -> Iterator[None]:
         yield
     finally:
         _THREAD.current = None
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this rank when the fork server (so the test run) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _redirect_output(workdir: str, rank: int):
@@ -223,7 +211,7 @@ def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
 def rank_main(spec: RankSpec, conn) -> None:
     """Entry point of a rank process (forked from the fork server)."""
     global _CURRENT
-    _die_with_parent()
+    lifelines.die_with_parent()  # the fork server (so the test run) gone, the rank goes
     spawn.forget_server_liveness()  # the run's death must reach the server (issue 16)
     os.environ.clear()
     os.environ.update(spec.env)
