@@ -33,6 +33,7 @@ def test_os_exit_or_a_signal_on_a_rank_thread_is_that_ranks_crash(tmp_path):
     assert "rank 1 crashed: killed by SIGSEGV" in cases["test_a_rank_kills_itself_with_sigsegv"]
     assert "rank 0 crashed: killed by SIGKILL" in cases["test_a_rank_raises_sigkill"]
     assert "rank 1 crashed: killed by SIGABRT" in cases["test_a_rank_aborts_its_own_thread"]
+    assert "rank 0 crashed: killed by SIGABRT" in cases["test_a_rank_calls_os_abort"]
     assert cases["test_b_later_test_runs"] == ""  # the process, and the next test, lived on
 
 

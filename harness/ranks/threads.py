@@ -93,6 +93,7 @@ def _on_rank(target_is_self: bool, sig: int, how: str) -> None:
 
 _REAL = {
     (os, "_exit"): os._exit,
+    (os, "abort"): os.abort,
     (os, "kill"): os.kill,
     (signal, "raise_signal"): signal.raise_signal,
     (signal, "pthread_kill"): signal.pthread_kill,
@@ -106,6 +107,11 @@ def _exit(code: int) -> None:
     if worker.current_rank() is not None:
         raise RankExit(code, f"os._exit({code})")
     _REAL[os, "_exit"](code)
+
+
+def _abort() -> None:
+    _on_rank(True, signal.SIGABRT, "os.abort() ({})")
+    _REAL[os, "abort"]()
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -125,6 +131,7 @@ def _pthread_kill(thread_id: int, sig: int) -> None:
 
 _STAND_INS = {
     (os, "_exit"): _exit,
+    (os, "abort"): _abort,
     (os, "kill"): _kill,
     (signal, "raise_signal"): _raise_signal,
     (signal, "pthread_kill"): _pthread_kill,

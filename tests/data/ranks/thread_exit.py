@@ -38,6 +38,11 @@ class ThreadExit(DTensorOpTestBase):
             signal.pthread_kill(threading.get_ident(), signal.SIGABRT)
         dist.all_reduce(torch.ones(1))
 
+    def test_a_rank_calls_os_abort(self):
+        if self.rank == 0:
+            os.abort()
+        dist.all_reduce(torch.ones(1))
+
     def test_b_later_test_runs(self):
         t = torch.ones(1)
         dist.all_reduce(t)
