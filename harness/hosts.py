@@ -17,6 +17,7 @@ it when called.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -183,6 +184,51 @@ def backend_available(backend: str, plugins: Iterable[str] = ()) -> bool:
         except Exception:  # an unknown name, or a probe that crashes: not usable here
             return False
     return True
+
+
+@functools.cache
+def reduce_op_supported(backend: str, op: str) -> bool | None:
+    """Whether ``backend`` reduces with ``ReduceOp.<op>``, asked of the backend itself.
+
+    A one-rank group of ``backend`` on an in-memory store all-reduces one cpu
+    float, so what answers is what the backend really is (a vendor's name over
+    gloo answers as gloo does). None when it cannot be asked here without
+    touching an accelerator or a running group: ``backend`` serves no cpu, a
+    process group is already up, or the group cannot be made.
+    """
+    try:
+        import_plugins()
+        import torch
+        import torch.distributed as dist
+    except (ImportError, UsageError):
+        return None
+    if not dist.is_available() or dist.is_initialized():
+        return None
+    for device, name in accelerators.mixed_parts(backend):
+        serves = dist.Backend.backend_capability.get(name.lower(), [])
+        if device in ("", "cpu") and "cpu" in serves:
+            break
+    else:
+        return None
+    import datetime
+
+    try:
+        dist.init_process_group(
+            backend,
+            store=dist.HashStore(),
+            rank=0,
+            world_size=1,
+            timeout=datetime.timedelta(seconds=60),
+        )
+    except Exception:  # not registered or not built here: cannot tell
+        return None
+    try:
+        dist.all_reduce(torch.ones(1), op=getattr(dist.ReduceOp, op))
+        return True
+    except (RuntimeError, ValueError):  # c10d: "Cannot use ReduceOp.AVG with Gloo"
+        return False
+    finally:
+        dist.destroy_process_group()
 
 
 def default_backend(device: str) -> str:

@@ -95,6 +95,11 @@ def test_the_report_names_its_backend_device_plugin_and_version(certified):
 
 
 def test_its_sim_cell_runs_on_the_plugin_device(tmp_path):
+    from harness import compat
+
+    missing = compat.local_tensor_missing()
+    if missing:  # torch < 2.10: the sim cell skips as a whole, naming this
+        pytest.skip(missing)
     done = harness(
         "run",
         "acme-4sim",

@@ -4,6 +4,7 @@ older torch lacks skips with the feature's name and minimum torch, never fails."
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -149,25 +150,59 @@ def test_a_feature_the_torch_lacks_inside_a_test_is_a_skip_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("op", "torch", "backend", "mode", "gap"),
+    ("op", "torch", "backend", "avg", "mode", "device", "gap"),
     [
-        ("mean dim 1", (2, 7), "gloo", "native", "pull/149781"),
-        ("mean dim 1", (2, 8), "gloo", "native", None),  # gloo has AVG from 2.8
-        ("mean dim 1", (2, 7), "nccl", "native", None),  # only gloo lacked it
-        ("mean dim 1", (2, 7), "gloo", "local", None),  # simulated: no gloo at all
-        ("addmv", (2, 10), "nccl", "native", "pull/171652"),
-        ("addmv", (2, 11), "gloo", "native", None),
-        ("mm", (2, 7), "gloo", "native", None),
+        ("mean dim 1", (2, 7), "gloo", False, "native", "cpu", "pull/149781"),
+        # a vendor's name over gloo: the backend's answer decides, not its name
+        ("mean dim 1", (2, 7), "acmeccl", False, "native", "cpu", "pull/149781"),
+        ("mean dim 1", (2, 8), "gloo", True, "native", "cpu", None),  # gloo has AVG from 2.8
+        ("mean dim 1", (2, 7), "mpi", True, "native", "cpu", None),  # a backend with AVG
+        ("mean dim 1", (2, 7), "gloo", None, "native", "cpu", None),  # cannot ask: no row
+        ("mean dim 1", (2, 7), "nccl", False, "native", "cuda", None),  # not asked off cpu
+        ("mean dim 1", (2, 7), "gloo", False, "local", "cpu", None),  # simulated: no gloo
+        ("addmv", (2, 10), "nccl", True, "native", "cuda", "pull/171652"),
+        ("addmv", (2, 11), "gloo", False, "native", "cpu", None),
+        ("mm", (2, 7), "gloo", False, "native", "cpu", None),
     ],
 )
-def test_known_gaps_of_older_torch_are_gated_by_version_and_backend(
-    monkeypatch, op, torch, backend, mode, gap
+def test_known_gaps_of_older_torch_are_gated_by_version_and_what_the_backend_lacks(
+    monkeypatch, op, torch, backend, avg, mode, device, gap
 ):
+    from harness import hosts
     from harness.conformance._torch_gaps import op_gap
 
     monkeypatch.setattr(compat, "torch_version", lambda: torch)
-    reason = op_gap(op, backend, mode)
+    asked = []
+    monkeypatch.setattr(hosts, "reduce_op_supported", lambda b, o: asked.append((b, o)) or avg)
+    reason = op_gap(op, backend, mode, device)
     if gap is None:
         assert reason is None
     else:
         assert gap in reason and reason.startswith("known gap of torch < ")
+    if op == "mean dim 1" and gap:
+        assert asked == [(backend, "AVG")]
+
+
+ASK_AVG = """
+import json
+import acme_ccl  # tests/data/acme: registers acmeccl, gloo underneath
+from harness import hosts
+print(json.dumps([hosts.reduce_op_supported(b, "AVG") for b in ("gloo", "acmeccl", "nccl")]))
+"""
+
+
+def test_whether_a_backend_has_reduce_avg_is_asked_of_the_backend_itself():
+    """gloo gained ReduceOp.AVG in torch 2.8; a backend registered over gloo answers
+    as gloo does; nccl serves no cpu, so the parent cannot ask (None)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "data" / "acme"), str(ROOT)]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", ASK_AVG],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    has_avg = compat.torch_version() >= (2, 8)
+    assert json.loads(result.stdout.splitlines()[-1]) == [has_avg, has_avg, None]

@@ -1,25 +1,39 @@
 """What an older torch's DTensor gets wrong, as known, linked, version-gated expected failures.
 
-A row names the first torch without the gap, the backends it concerns (None: every
-one), why, and the upstream link. On an affected torch the test is a strict xfail:
-it reports the reason and the link, and fails loudly the day it passes, so a gap
-that was fixed (or a row that is wrong) does not hide. docs/torch-versions.md lists
-where each row was seen.
+A row names the first torch without the gap, the reduce op whose absence on the
+cell's backend triggers it (None: every backend), why, and the upstream link.
+Whether a backend lacks that op is asked of the backend itself
+(:func:`harness.hosts.reduce_op_supported`), never read from its name, so a
+vendor's backend over gloo gets gloo's rows. On an affected torch the test is a
+strict xfail: it reports the reason and the link, and fails loudly the day it
+passes, so a gap that was fixed (or a row that is wrong) does not hide.
+docs/torch-versions.md lists where each row was seen.
 """
 
 from __future__ import annotations
 
-from harness import compat
+from typing import NamedTuple
 
-#: op-sweep name -> (first fixed torch, backends or None, why, link)
-OP_GAPS: dict[str, tuple[tuple[int, int], tuple[str, ...] | None, str, str]] = {
-    "mean dim 1": (
+from harness import compat, hosts
+
+
+class Gap(NamedTuple):
+    fixed: tuple[int, int]  # the first torch without the gap
+    lacks: str | None  # the ReduceOp the backend must lack for the gap to show; None: any
+    why: str
+    link: str
+
+
+#: op-sweep name -> its gap
+OP_GAPS: dict[str, Gap] = {
+    "mean dim 1": Gap(
         (2, 8),
-        ("gloo",),
-        "DTensor reduces a mean's Partial(avg) with ReduceOp.AVG, which gloo lacks before torch 2.8",
+        "AVG",
+        "DTensor reduces a mean's Partial(avg) with ReduceOp.AVG, which this backend "
+        "lacks (gloo before torch 2.8)",
         "https://github.com/pytorch/pytorch/pull/149781",
     ),
-    "addmv": (
+    "addmv": Gap(
         (2, 11),
         None,
         "DTensor has no sharding strategy for aten.addmv.default and no decomposition "
@@ -29,14 +43,20 @@ OP_GAPS: dict[str, tuple[tuple[int, int], tuple[str, ...] | None, str, str]] = {
 }
 
 
-def op_gap(name: str, backend: str, mode: str) -> str | None:
-    """The xfail reason for op ``name`` on the installed torch and ``backend``, or None."""
+def op_gap(name: str, backend: str, mode: str, device: str = "cpu") -> str | None:
+    """The xfail reason for op ``name`` on the installed torch and ``backend``, or None.
+
+    A row that needs the backend to lack a reduce op applies only where the backend
+    says it does: asked on cpu, so on an accelerator device (not asked in the parent)
+    such a row stays off and a failure shows as one.
+    """
     row = OP_GAPS.get(name)
     if row is None or mode == "local":  # simulated cells use the fake backend
         return None
-    fixed, backends, why, link = row
-    if compat.torch_version() >= fixed:
+    if compat.torch_version() >= row.fixed:
         return None
-    if backends is not None and not any(b in backend for b in backends):
+    if row.lacks is not None and (
+        device != "cpu" or hosts.reduce_op_supported(backend, row.lacks) is not False
+    ):
         return None
-    return f"known gap of torch < {fixed[0]}.{fixed[1]}: {why} ({link})"
+    return f"known gap of torch < {row.fixed[0]}.{row.fixed[1]}: {row.why} ({row.link})"

@@ -81,7 +81,7 @@ for _index, (_name, *_) in enumerate(samples()):
     _method = _op_test(_index)
     _method.__name__ = "test_" + _name.replace(" ", "_")
     _method.__qualname__ = f"OpSweepTest.{_method.__name__}"
-    _gap = op_gap(_name, devices.PG_BACKEND, devices.harness_mode())
+    _gap = op_gap(_name, devices.PG_BACKEND, devices.harness_mode(), devices.DEVICE_TYPE)
     if _gap:  # an older torch's known DTensor gap: a strict, linked xfail
         _method = pytest.mark.xfail(strict=True, reason=_gap)(_method)
     setattr(OpSweepTest, _method.__name__, _method)
