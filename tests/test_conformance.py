@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import compat, hosts
 from harness.cli import main
 from harness.report import bundle
 from harness.report.capabilities import CAPABILITIES, OPS_UNSUPPORTED
@@ -25,6 +26,10 @@ CELLS = ("cpu-1rank", "cpu-2rank", "cpu-4rank", "cpu-8sim")
 # The ops capability on a few ops (one passes, one is not supported by DTensor): the
 # whole database is tests/test_ops_coverage.py's and docs/certification.md's business.
 OPS = "add,cdist"
+# What an older torch lacks (docs/torch-versions.md), asked of this torch and gloo:
+# a -sim cell skips as a whole without LocalTensor (< 2.10); gloo has no AVG before 2.8.
+NO_LOCAL_TENSOR = compat.local_tensor_missing()
+GLOO_HAS_AVG = hosts.reduce_op_supported("gloo", "AVG")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,8 @@ def test_cell_is_certified_with_every_capability(certified):
     cell, done, out = certified
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] == "pass"
+    whole_cell_skipped = cell.endswith("sim") and NO_LOCAL_TENSOR
+    assert report["verdict"] == ("skip" if whole_cell_skipped else "pass")
     assert [c["name"] for c in report["capabilities"]] == list(CAPABILITIES)
     assert all(c["verdict"] in ("pass", "skip") for c in report["capabilities"])
     assert report["cell"]["name"] == cell
@@ -82,6 +88,18 @@ def test_skips_name_what_the_cell_lacks(certified):
     skips = _skips(report)
     by_cap = {c["name"]: c for c in report["capabilities"]}
     assert all(reason for reason in skips.values()), skips
+    if cell.endswith("sim") and NO_LOCAL_TENSOR:  # one reason for all, naming torch 2.10
+        assert set(skips.values()) == {f"cell {cell}: {NO_LOCAL_TENSOR}"}, skips
+        assert report["summary"]["skipped"] == report["summary"]["total"]
+        return
+    # an older torch's gaps: strict, linked xfails (_torch_gaps), skips naming the torch
+    # a feature needs, and gloo's missing ReduceOp.AVG before 2.8
+    older = {
+        t for t, why in skips.items() if why.startswith("expected failure: known gap of torch <")
+    }
+    older |= {t for t, why in skips.items() if "needs torch >= " in why}
+    if GLOO_HAS_AVG is False:
+        assert "offers no ReduceOp.AVG" in skips.pop("test_all_reduce_avg")
     if cell == "cpu-1rank":
         assert skips["test_send_recv_ring"] == "needs at least 2 ranks; the cell has 1"
         assert skips["test_2d_mesh_and_submeshes"] == "needs at least 4 ranks; the cell has 1"
@@ -94,7 +112,7 @@ def test_skips_name_what_the_cell_lacks(certified):
         )
         assert by_cap["parallel"]["passed"] == 4  # TP, SP, EP and EP+TP at 8 ranks
     if cell in ("cpu-2rank", "cpu-4rank"):
-        assert by_cap["collectives"]["skipped"] == 0
+        assert by_cap["collectives"]["skipped"] == (1 if GLOO_HAS_AVG is False else 0)
         if importlib.util.find_spec("numpy") is not None:
             assert by_cap["checkpoint"]["passed"] == (2 if cell == "cpu-4rank" else 1)
         else:  # torch's object collectives, which checkpointing uses, need numpy
@@ -105,7 +123,7 @@ def test_skips_name_what_the_cell_lacks(certified):
         # an op DTensor has no sharding strategy for is coverage, recorded as a skip
         unsupported = {t for t, why in skips.items() if why.startswith(OPS_UNSUPPORTED)}
         assert unsupported == {"test_cdist"}, skips
-        assert set(skips) - checkpoint - unsupported <= rng
+        assert set(skips) - checkpoint - unsupported - older <= rng
 
 
 def test_cells_merge_into_one_matrix_report(reports):

@@ -16,6 +16,11 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
+from harness import compat
+
+if compat.local_tensor_missing():  # torch < 2.10: the whole module runs LocalTensor mode
+    pytest.skip(compat.local_tensor_missing(), allow_module_level=True)
+
 from harness import (
     DTensorContinuousTestBase,
     DTensorOpTestBase,

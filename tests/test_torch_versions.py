@@ -206,3 +206,24 @@ def test_whether_a_backend_has_reduce_avg_is_asked_of_the_backend_itself():
     assert result.returncode == 0, result.stderr[-2000:]
     has_avg = compat.torch_version() >= (2, 8)
     assert json.loads(result.stdout.splitlines()[-1]) == [has_avg, has_avg, None]
+
+
+def test_a_local_tensor_base_on_a_torch_without_local_tensor_is_a_skip_naming_it(monkeypatch):
+    """LocalDTensorTestBase (and the classes a -sim override makes) on torch < 2.10:
+    each test skips with the feature and the minimum torch, never fails."""
+    import unittest
+
+    from harness import LocalDTensorTestBase, with_comms
+
+    says = "LocalTensor mode needs torch >= 2.10 (torch.distributed._local_tensor); demo"
+    monkeypatch.setattr(compat, "local_tensor_missing", lambda: says)
+
+    class Simulated(LocalDTensorTestBase):
+        @with_comms
+        def test_body(self):
+            raise AssertionError("the body must not run")
+
+    result = unittest.TestResult()
+    Simulated("test_body").run(result)
+    assert (result.failures, result.errors) == ([], [])
+    assert [reason for _, reason in result.skipped] == [says]

@@ -146,10 +146,14 @@ def _defined_by_kit(cls: type, name: str) -> bool:
 def run_locally(case: Any, method_name: str) -> Any:
     """Run ``case.method_name`` once as all of its ranks (the bases' local mode).
 
-    A known LocalTensor limitation becomes a skip naming it; every other
-    exception is the test's own failure and propagates unchanged.
+    A known LocalTensor limitation becomes a skip naming it, and so does a torch
+    without LocalTensor (< 2.10); every other exception is the test's own failure
+    and propagates unchanged.
     """
     __tracebackhide__ = True
+    missing = compat.local_tensor_missing()
+    if missing:
+        raise unittest.SkipTest(missing)
     original, direct = type(case), getattr(case, "_harness_direct", False)
     case.__class__ = local_variant(original)
     case._harness_direct = True  # the body itself, not the bases' dispatch again
