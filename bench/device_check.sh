@@ -55,9 +55,24 @@ FAILED=0
 [ -z "$WHEELS" ] || "$PY" -m pip install -q --no-index --no-deps "$WHEELS"/*.whl \
   || die "installing the wheels in $WHEELS failed"
 "$PY" - "$MODE" >"$OUT/env.txt" 2>"$OUT/preflight.err" <<'EOF'
-import importlib.util, platform, sys
+import importlib.metadata, importlib.util, platform, sys
 mode = sys.argv[1]
 missing = [m for m in ("torch", "pytest", "expecttest") if importlib.util.find_spec(m) is None]
+
+
+def release(name):
+    try:
+        return tuple(int(p) for p in importlib.metadata.version(name).split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+# the offline install builds the kit with this Python's setuptools (--no-build-isolation):
+# bdist_wheel is in setuptools from 70.1, before that in the wheel package (a stock
+# Python 3.11 venv has setuptools 65.5 and no wheel: "invalid command 'bdist_wheel'")
+tools = release("setuptools")
+if tools is None or tools < (68, 0) or (tools < (70, 1) and release("wheel") is None):
+    missing.append("setuptools >= 70.1 (or >= 68 with wheel)")
 if missing:
     sys.exit(f"missing Python packages: {', '.join(missing)}; carry their wheels and pass "
              "--wheels DIR (pip download --no-deps NAME -d DIR on a machine with a network)")

@@ -83,6 +83,23 @@ def test_a_missing_python_is_named():
     assert "no Python '/nonexistent/python3'" in result.stderr
 
 
+def test_a_python_that_cannot_build_the_kit_offline_is_named_before_any_step(tmp_path):
+    """A stock venv (setuptools 65.5 on Python 3.11, no wheel) fails the offline editable
+    install with "invalid command 'bdist_wheel'": the check says so in one line first."""
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--python", str(venv / "bin" / "python"), "--cpu",
+         "--out", str(tmp_path / "check")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "setuptools >= 70.1 (or >= 68 with wheel)" in lines[0], lines
+    assert "--wheels DIR" in lines[0]
+    assert not (tmp_path / "check" / "summary.tsv").exists()
+
+
 def test_ranks_beyond_the_devices_share_them_round_robin(monkeypatch):
     """The device check's threads step: world size 4 on one GPU binds every rank to GPU 0."""
     pytest.importorskip("torch")
