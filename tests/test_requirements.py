@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import data.ranks.capability_cases as cases  # a module, so pytest does not collect it
 import pytest
+import torch.distributed as dist
 
 from harness import Capability, requires_capabilities
 from harness.devices import detected_accelerator
@@ -39,8 +40,13 @@ def test_a_class_states_what_all_its_tests_need(monkeypatch):
 def test_the_backend_capability_follows_the_cell_not_a_list_of_names(monkeypatch):
     monkeypatch.setenv("HARNESS_BACKEND", "gloo")
     assert unmet([Capability.distributed.backend]) is None
-    monkeypatch.setenv("HARNESS_BACKEND", "nccl")  # this CPU build has no nccl
-    assert "'nccl' is not registered or not available" in unmet([Capability.distributed.backend])
+    monkeypatch.setenv("HARNESS_BACKEND", "nccl")
+    if dist.is_nccl_available():  # built in (PyPI's CUDA torch), GPU or not
+        assert unmet([Capability.distributed.backend]) is None
+    else:
+        assert "'nccl' is not registered or not available" in unmet(
+            [Capability.distributed.backend]
+        )
 
 
 def test_a_name_that_is_not_a_capability_fails_at_decoration():
