@@ -194,8 +194,11 @@ def reduce_op_supported(backend: str, op: str) -> bool | None:
     float, so what answers is what the backend really is (a vendor's name over
     gloo answers as gloo does). None when it cannot be asked here without
     touching an accelerator or a running group: ``backend`` serves no cpu, a
-    process group is already up, or the group cannot be made.
+    process group is already up, this process is a rank (``RANK`` set: the kit's
+    ranks, torchrun's), or the group cannot be made. Only the parent asks.
     """
+    if "RANK" in os.environ:  # a rank makes its one group; the parent decides the marks
+        return None
     try:
         import_plugins()
         import torch
