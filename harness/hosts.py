@@ -186,26 +186,49 @@ def backend_available(backend: str, plugins: Iterable[str] = ()) -> bool:
     return True
 
 
+# One probe in a child Python: on torch 2.7, destroying a gloo group after its refused
+# ReduceOp.AVG can hang in ~ProcessGroupGloo (seen in a pytest parent and in pool ranks),
+# so the child reports and leaves with os._exit, and a stuck one only costs its timeout.
+_REDUCE_PROBE = """
+import datetime, importlib, os, sys
+import torch
+import torch.distributed as dist
+backend, op, plugins = sys.argv[1], sys.argv[2], sys.argv[3:]
+for name in plugins:
+    importlib.import_module(name)
+try:
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=30))
+except Exception:
+    print("unknown", flush=True); os._exit(0)
+try:
+    dist.all_reduce(torch.ones(1), op=getattr(dist.ReduceOp, op))
+    print("yes", flush=True)
+except (RuntimeError, ValueError):
+    print("no", flush=True)
+os._exit(0)
+"""
+
+
 @functools.cache
 def reduce_op_supported(backend: str, op: str) -> bool | None:
     """Whether ``backend`` reduces with ``ReduceOp.<op>``, asked of the backend itself.
 
-    A one-rank group of ``backend`` on an in-memory store all-reduces one cpu
-    float, so what answers is what the backend really is (a vendor's name over
-    gloo answers as gloo does). None when it cannot be asked here without
-    touching an accelerator or a running group: ``backend`` serves no cpu, a
-    process group is already up, this process is a rank (``RANK`` set: the kit's
-    ranks, torchrun's), or the group cannot be made. Only the parent asks.
+    A child Python (with this process's plugins) makes a one-rank group of
+    ``backend`` on an in-memory store and all-reduces one cpu float, so what answers
+    is what the backend really is (a vendor's name over gloo answers as gloo does).
+    None when it cannot be asked here without touching an accelerator: ``backend``
+    serves no cpu, this process is a rank (``RANK`` set: the parent decides the
+    marks), or the child cannot make the group or does not answer in 120 s.
     """
-    if "RANK" in os.environ:  # a rank makes its one group; the parent decides the marks
+    if "RANK" in os.environ:
         return None
     try:
         import_plugins()
-        import torch
         import torch.distributed as dist
     except (ImportError, UsageError):
         return None
-    if not dist.is_available() or dist.is_initialized():
+    if not dist.is_available():
         return None
     for device, name in accelerators.mixed_parts(backend):
         serves = dist.Backend.backend_capability.get(name.lower(), [])
@@ -213,25 +236,22 @@ def reduce_op_supported(backend: str, op: str) -> bool | None:
             break
     else:
         return None
-    import datetime
+    import subprocess
 
+    plugins = list(_imported)
     try:
-        dist.init_process_group(
-            backend,
-            store=dist.HashStore(),
-            rank=0,
-            world_size=1,
-            timeout=datetime.timedelta(seconds=60),
+        done = subprocess.run(
+            [sys.executable, "-c", _REDUCE_PROBE, backend, op, *plugins],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            check=False,
         )
-    except Exception:  # not registered or not built here: cannot tell
+    except subprocess.TimeoutExpired:
         return None
-    try:
-        dist.all_reduce(torch.ones(1), op=getattr(dist.ReduceOp, op))
-        return True
-    except (RuntimeError, ValueError):  # c10d: "Cannot use ReduceOp.AVG with Gloo"
-        return False
-    finally:
-        dist.destroy_process_group()
+    answer = (done.stdout.split() or ["unknown"])[-1]
+    return {"yes": True, "no": False}.get(answer)
 
 
 def default_backend(device: str) -> str:

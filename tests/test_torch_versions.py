@@ -185,8 +185,8 @@ def test_known_gaps_of_older_torch_are_gated_by_version_and_what_the_backend_lac
 
 ASK_AVG = """
 import json
-import acme_ccl  # tests/data/acme: registers acmeccl, gloo underneath
 from harness import hosts
+hosts.import_plugins(["acme_ccl"])  # tests/data/acme: registers acmeccl, gloo underneath
 print(json.dumps([hosts.reduce_op_supported(b, "AVG") for b in ("gloo", "acmeccl", "nccl")]))
 """
 
