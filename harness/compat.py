@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import sys
 from functools import cache
 from typing import Any
 
@@ -292,3 +293,28 @@ def op_database() -> tuple[Any, ...]:
     for name, value in OP_SAMPLE_SIZES.items():
         setattr(module, name, value)
     return tuple(private(module.__name__, "op_db", feature="the ops capability", min_torch="2.7"))
+
+
+def op_samples(op: Any, device: str, dtype: Any, *, requires_grad: bool, seed: int) -> Any:
+    """``op``'s SampleInputs, each drawn right after seeding, as ``OpInfo.sample_inputs`` does.
+
+    Not through ``sample_inputs`` itself: it walks the caller's whole stack (with
+    source lines) twice per call to find the running test, which cost a sixth of
+    the sweep; and it seeds from that test's name, so the same op would draw
+    different samples in a pytest test and in a worker.
+    """
+    import random
+
+    import torch
+
+    numpy_random = getattr(sys.modules.get("numpy"), "random", None)
+    samples = iter(op.sample_inputs_func(op, device, dtype, requires_grad))
+    while True:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        if numpy_random is not None:
+            numpy_random.seed(seed)
+        try:
+            yield next(samples)
+        except StopIteration:
+            return

@@ -3,9 +3,13 @@
 Opt-in where tests run (``--harness-ops all`` or ``HARNESS_OPS=all``; names or
 globs run a subset), always on in ``harness certify``. Each op's samples run on
 plain tensors and in every layout DTensorConverter yields on a 1-D mesh of the
-cell's ranks; see :mod:`harness.conformance._ops` for the verdicts. Known
+cell's world size; see :mod:`harness.conformance._ops` for the verdicts. Known
 failures come from ``xfails/torch-<minor>.toml`` and are strict at the world size
 they were found at: a listed op that passes there fails, so the file cannot go stale.
+
+Where torch has LocalTensor (2.10 and later) the ops run in worker processes, each
+simulating every rank (:mod:`harness.conformance._ops_workers`); on an older
+torch they run on the cell's pool of rank processes.
 """
 
 from __future__ import annotations
@@ -15,21 +19,56 @@ from pathlib import Path
 
 import pytest
 
-from harness import with_comms
-from harness.conformance import _ops
+from harness import compat, devices, with_comms
+from harness.conformance import _ops, _ops_workers
 from harness.conformance._base import ConformanceTestBase
+from harness.testcase import TestCase
+
+#: Workers where torch can simulate the ranks; the cell's rank processes where it cannot.
+_IN_WORKERS = compat.local_tensor_missing() is None
 
 
-class OpsTest(ConformanceTestBase):
-    """One test per OpInfo; the pool keeps the ranks for the whole database."""
+class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore[misc]
+    """One test per OpInfo; the op database is run ahead, in the order collected."""
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _workers(cls, request):
+        if not _IN_WORKERS:
+            yield
+            return
+        planned = [getattr(item.obj, "harness_op", None) for item in request.session.items]
+        keys = [k for k in planned if k in _OPS and k not in _EXPECTED.skip]
+        workers = _ops_workers.OpsWorkers(
+            keys,
+            world_size=devices.cell_world_size() or devices.NUM_DEVICES,
+            device_type=devices.DEVICE_TYPE,
+            timeout=devices.default_timeout(),
+            preload=__name__,  # the fork server imports the op database once
+        )
+        cls._harness_ops_workers = workers
+        try:
+            yield
+        finally:
+            workers.close()
 
 
 def _op_test(key: str):
+    if _IN_WORKERS:
+
+        def test(self):
+            result = self._harness_ops_workers.result(key)
+            if result.status == "skipped":
+                self.skipTest(result.text)
+            if result.status == "failed":
+                raise AssertionError(result.text)
+
+        return test
+
     @with_comms
     def test(self):
-        op = _OPS[key]
         mesh = self.mesh((self.world_size,))
-        _ops.check_opinfo(self, mesh, op, self.device_type, self._outside_local)
+        _ops.check_opinfo(self, mesh, _OPS[key], self.device_type, self._outside_local)
 
     return test
 
@@ -41,32 +80,33 @@ def _skipped(reason: str):
     return test
 
 
+def _expectations() -> _ops.Expectations:
+    chosen = os.environ.get(_ops.EXPECTATIONS_ENV)
+    return _ops.load_expectations(
+        Path(chosen) if chosen else _ops.expectations_file(compat.torch_version()),
+        (_ops.op_key(op) for op in compat.op_database()),
+    )
+
+
 def _build() -> dict:
     ops = _ops.selected_ops(os.environ.get(_ops.ENV))
     if not ops:
         return ops
-    from harness import compat
-
-    chosen = os.environ.get(_ops.EXPECTATIONS_ENV)
-    expected = _ops.load_expectations(
-        Path(chosen) if chosen else _ops.expectations_file(compat.torch_version()),
-        (_ops.op_key(op) for op in compat.op_database()),
-    )
-    source = expected.path.name if expected.path else "no expectations file"
-    from harness import devices
-
-    strict = expected.strict(devices.cell_world_size() or devices.NUM_DEVICES)
+    if _IN_WORKERS:
+        _ops_workers.worker_count(len(ops))  # a bad HARNESS_OPS_WORKERS stops collection
+    source = _EXPECTED.path.name if _EXPECTED.path else "no expectations file"
+    strict = _EXPECTED.strict(devices.cell_world_size() or devices.NUM_DEVICES)
     for key in ops:
         name = _ops.method_name(key)
         if hasattr(OpsTest, name):
             raise RuntimeError(f"two OpInfos map to the test name {name}; rename one")
-        if key in expected.skip:
-            method = _skipped(f"{key}: {expected.skip[key]} ({source})")
+        if key in _EXPECTED.skip:
+            method = _skipped(f"{key}: {_EXPECTED.skip[key]} ({source})")
         else:
             method = _op_test(key)
-        if key in expected.xfail:
+        if key in _EXPECTED.xfail:
             method = pytest.mark.xfail(
-                reason=f"known failure ({source}): {expected.xfail[key]}", strict=strict
+                reason=f"known failure ({source}): {_EXPECTED.xfail[key]}", strict=strict
             )(method)
         method.__name__ = name
         method.__qualname__ = f"OpsTest.{name}"
@@ -75,4 +115,5 @@ def _build() -> dict:
     return ops
 
 
+_EXPECTED = _expectations() if _ops.selection(os.environ.get(_ops.ENV)) else _ops.Expectations(None)
 _OPS = _build()

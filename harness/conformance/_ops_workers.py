@@ -1,0 +1,296 @@
+"""The ops capability's workers: the op database split over processes, each under LocalTensor.
+
+An op's check needs no communication between ranks that LocalTensor cannot
+simulate exactly (a 1-D mesh, Replicate and Shard layouts, gathers back to a
+full tensor), and PyTorch's own sweep fakes its collectives too (its threads
+base). So each worker plays every rank of the cell's world size in one process,
+on the cell's device type: DTensor's sharding propagation runs once per op, not
+once per rank, and the workers run side by side on as many cores as the host
+has. The backend's real collectives are the other capabilities' job.
+
+The parent asks for results in test order (:meth:`OpsWorkers.result`); every
+worker keeps two ops in hand so none waits between tests. A worker that dies or
+runs past the timeout fails the op it was running, with why, and is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any
+
+from harness.testcase import TestCase
+
+#: How many worker processes; default: the cores this process may use, at most 8.
+WORKERS_ENV = "HARNESS_OPS_WORKERS"
+_MAX_DEFAULT = 8
+_IN_HAND = 2  # ops sent to a worker ahead of its answers
+
+
+def worker_count(ops: int) -> int:
+    """``HARNESS_OPS_WORKERS``, else the usable cores (at most 8), never more than ops."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{WORKERS_ENV}={raw!r}: use a whole number >= 1")
+        wanted = int(raw)
+    else:
+        wanted = min(len(os.sched_getaffinity(0)), _MAX_DEFAULT)
+    return max(1, min(wanted, ops))
+
+
+@dataclass(frozen=True)
+class Result:
+    """One op's outcome: ``passed``, ``skipped`` (``text``: the reason) or ``failed``."""
+
+    status: str
+    text: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any
+    conn: Any
+    in_hand: deque = field(default_factory=deque)
+    since: float = 0.0  # when in_hand[0] began
+
+
+class OpsWorkers:
+    """Worker processes that run ops in the order given; results by op key."""
+
+    def __init__(
+        self,
+        keys: list[str],
+        *,
+        world_size: int,
+        device_type: str,
+        timeout: float,
+        preload: str | None = None,
+        target: Any = None,
+    ) -> None:
+        self.todo: deque[str] = deque(dict.fromkeys(keys))
+        self.world_size = world_size
+        self.device_type = device_type
+        self.timeout = timeout
+        self.preload = preload  # a module the fork server imports once for every worker
+        self.target = target or serve
+        self.logs = tempfile.mkdtemp(prefix="harness-ops-")
+        self.results: dict[str, Result] = {}
+        self.workers: list[_Worker] = []
+        self.size = worker_count(len(self.todo))
+
+    def result(self, key: str) -> Result:
+        """Wait for ``key``'s outcome (asking a worker for it if nobody has)."""
+        if key not in self.results and not any(key in w.in_hand for w in self.workers):
+            if key in self.todo:
+                self.todo.remove(key)
+            self.todo.appendleft(key)
+        while key not in self.results:
+            self._staff()
+            self._feed()
+            self._collect()
+        return self.results.pop(key)
+
+    def close(self) -> None:
+        """Stop every worker: asked first, killed if it does not go."""
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.workers.clear()
+        shutil.rmtree(self.logs, ignore_errors=True)
+
+    # -- the parent's side of the pipe ------------------------------------------
+
+    def _staff(self) -> None:
+        busy = len(self.workers)
+        wanted = min(self.size, busy + len(self.todo))
+        for index in range(busy, wanted):
+            self.workers.append(self._start(self._free_index(index)))
+
+    def _free_index(self, fallback: int) -> int:
+        used = {w.index for w in self.workers}
+        return next((i for i in range(self.size) if i not in used), fallback)
+
+    def _start(self, index: int) -> _Worker:
+        from harness.ranks import spawn
+
+        ctx = spawn.context(self.preload)
+        parent_end, child_end = ctx.Pipe()
+        env = dict(os.environ)
+        log = os.path.join(self.logs, f"worker-{index}.log")
+        process = ctx.Process(
+            target=self.target,
+            args=(child_end, env, self.world_size, self.device_type, index, log),
+            name=f"harness-ops-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        return _Worker(index, process, parent_end)
+
+    def _feed(self) -> None:
+        for worker in self.workers:
+            while len(worker.in_hand) < _IN_HAND and self.todo:
+                key = self.todo.popleft()
+                if not worker.in_hand:
+                    worker.since = time.monotonic()
+                worker.in_hand.append(key)
+                worker.conn.send(key)
+
+    def _collect(self) -> None:
+        working = [w for w in self.workers if w.in_hand]
+        if not working:
+            return
+        now = time.monotonic()
+        wait_s = max(0.0, min(w.since + self.timeout for w in working) - now)
+        ready = wait([w.conn for w in working] + [w.process.sentinel for w in working], wait_s)
+        for worker in working:
+            if worker.conn in ready:
+                try:
+                    key, status, text, seconds = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._lost(worker, self._death(worker))
+                    continue
+                worker.in_hand.popleft()
+                worker.since = time.monotonic()
+                self.results[key] = Result(status, text, seconds)
+            elif worker.process.sentinel in ready:
+                self._lost(worker, self._death(worker))
+            elif time.monotonic() - worker.since >= self.timeout:
+                worker.process.kill()
+                worker.process.join()
+                self._lost(
+                    worker, f"ran past the {self.timeout:g} s timeout; the worker was killed"
+                )
+
+    def _death(self, worker: _Worker) -> str:
+        import signal
+
+        worker.process.join(5)
+        code = worker.process.exitcode
+        if code is not None and code < 0:
+            why = f"the ops worker was killed by {signal.Signals(-code).name}"
+        else:
+            why = f"the ops worker exited with code {code}"
+        tail = _tail(os.path.join(self.logs, f"worker-{worker.index}.log"))
+        return f"{why}; its last output:\n{tail}" if tail else why
+
+    def _lost(self, worker: _Worker, why: str) -> None:
+        """The op the worker was running fails; the ops it held go back first in line."""
+        key = worker.in_hand.popleft()
+        self.results[key] = Result("failed", f"{key}: {why} (pid {worker.process.pid})")
+        self.todo.extendleft(reversed(worker.in_hand))
+        worker.conn.close()
+        self.workers.remove(worker)
+
+
+# -- a worker --------------------------------------------------------------------
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as log:
+            return "".join(log.readlines()[-lines:]).rstrip()
+    except OSError:
+        return ""
+
+
+def start_worker(env: dict[str, str], log: str) -> None:
+    """What every worker does first: die with the run, the cell's environment, its own log."""
+    from harness import lifelines
+    from harness.ranks import spawn
+
+    lifelines.die_with_parent()
+    spawn.forget_server_liveness()
+    os.environ.clear()
+    os.environ.update(env)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def serve(
+    conn: Any, env: dict[str, str], world_size: int, device_type: str, index: int, log: str
+) -> None:
+    """A worker's loop: op keys in, ``(key, status, text, seconds)`` out, until None."""
+    start_worker(env, log)
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"] or 1))
+    from harness import compat, devices
+    from harness.conformance import _ops
+
+    if device_type != "cpu":
+        count = devices.host_device_count(device_type)
+        devices.bind_device(device_type, index % max(count, 1))
+    ops = {_ops.op_key(op): op for op in compat.op_database()}
+    case = _Checker()
+    while True:
+        try:
+            key = conn.recv()
+        except (EOFError, OSError):
+            return
+        if key is None:
+            return
+        started = time.monotonic()
+        status, text = _run(case, ops[key], world_size, device_type)
+        conn.send((key, status, text, time.monotonic() - started))
+
+
+def _run(case: Any, op: Any, world_size: int, device_type: str) -> tuple[str, str]:
+    import unittest
+
+    from harness.conformance import _ops
+    from harness.local.gaps import simulation_gap
+    from harness.local.simulate import simulate
+
+    try:
+        with simulate(world_size, device_type) as sim:
+            mesh = sim.build_mesh()
+            _ops.check_opinfo(case, mesh, op, device_type, sim.mode.disable)
+    except unittest.SkipTest as exc:
+        return "skipped", str(exc)
+    except Exception as exc:  # noqa: BLE001 (every error is the op's outcome)
+        gap = None if isinstance(exc, AssertionError) else simulation_gap(exc)
+        if gap is not None:
+            return "skipped", gap
+        return "failed", _failure(exc)
+    return "passed", ""
+
+
+def _failure(exc: BaseException) -> str:
+    """The exception and its traceback, from the op's check down (not the worker's loop)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    start = next((i for i, f in enumerate(frames) if f.name == "check_opinfo"), 0)
+    lines = traceback.format_list(frames[start:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    cause = exc.__cause__
+    if cause is not None:
+        lines.append(f"caused by {type(cause).__name__}: {cause}\n")
+    return "".join(lines).rstrip()
+
+
+class _Checker(TestCase):
+    """Only for its comparisons: the kit's assertEqual, with a test's tolerances."""
+
+    def runTest(self) -> None:  # noqa: N802 (unittest's naming)
+        """Never run."""

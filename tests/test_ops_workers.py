@@ -1,0 +1,89 @@
+"""The ops capability's workers: results in test order, a dead or stuck worker fails only its op."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from harness.conformance import _ops_workers
+from harness.conformance._ops_workers import OpsWorkers
+
+
+def scripted(conn, env, world_size, device_type, index, log):
+    """A worker that answers by the op's name: crash, hang, print, or pass."""
+    _ops_workers.start_worker(env, log)
+    while True:
+        key = conn.recv()
+        if key is None:
+            return
+        if key.startswith("crash"):
+            print("about to crash", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if key.startswith("hang"):
+            time.sleep(600)
+        conn.send((key, "passed", f"pid {os.getpid()}", 0.0))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_crash_or_a_hang_fails_that_op_only_and_nothing_is_left(monkeypatch):
+    monkeypatch.setenv(_ops_workers.WORKERS_ENV, "2")
+    keys = ["a", "crash", "b", "hang", "c", "d"]
+    workers = OpsWorkers(keys, world_size=4, device_type="cpu", timeout=3, target=scripted)
+    got = {}
+    try:
+        for key in keys:
+            got[key] = workers.result(key)
+        pids = [w.process.pid for w in workers.workers]
+    finally:
+        workers.close()
+    assert {k: r.status for k, r in got.items()} == {
+        "a": "passed",
+        "crash": "failed",
+        "b": "passed",
+        "hang": "failed",
+        "c": "passed",
+        "d": "passed",
+    }
+    assert "killed by SIGSEGV" in got["crash"].text
+    assert "about to crash" in got["crash"].text  # the worker's last output comes with it
+    assert "ran past the 3 s timeout" in got["hang"].text
+    assert len({got[k].text for k in "abcd"}) >= 2  # two workers shared the work
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    assert not os.path.exists(workers.logs)
+
+
+def test_an_op_asked_for_out_of_order_is_run_next(monkeypatch):
+    monkeypatch.setenv(_ops_workers.WORKERS_ENV, "1")
+    workers = OpsWorkers(["a", "b"], world_size=2, device_type="cpu", timeout=30, target=scripted)
+    try:
+        assert workers.result("z").status == "passed"  # not planned: run anyway
+        assert [workers.result(k).status for k in ("b", "a")] == ["passed", "passed"]
+    finally:
+        workers.close()
+
+
+@pytest.mark.parametrize("raw", ["0", "two", "-1"])
+def test_a_bad_worker_count_names_the_variable(monkeypatch, raw):
+    monkeypatch.setenv(_ops_workers.WORKERS_ENV, raw)
+    with pytest.raises(ValueError, match=f"{_ops_workers.WORKERS_ENV}='{raw}'"):
+        _ops_workers.worker_count(10)
+
+
+def test_the_worker_count_defaults_to_the_cores_and_never_exceeds_the_ops(monkeypatch):
+    monkeypatch.delenv(_ops_workers.WORKERS_ENV, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert _ops_workers.worker_count(100) == min(cores, 8)
+    assert _ops_workers.worker_count(1) == 1
