@@ -1,9 +1,10 @@
 """PyTorch's OpInfo sweep (test_dtensor_ops.py) and the kit's ops capability, back to back.
 
-    python bench/ops_baseline.py UPSTREAM_TEST_FILE [--out FOLDER] [--ops NAMES] [--local]
+    python bench/ops_baseline.py UPSTREAM_TEST_FILE [--out FOLDER] [--ops NAMES] [--workers N]
 
-Runs the kit's ``ops`` capability at world size 4 (a pool of rank processes; ``--local``:
-LocalTensor, as a -sim cell), then PyTorch's test/distributed/tensor/test_dtensor_ops.py
+Runs the kit's ``ops`` capability at world size 4 (its workers, each simulating the
+4 ranks under LocalTensor; ``--workers``: how many, default one per core), then
+PyTorch's test/distributed/tensor/test_dtensor_ops.py
 as it is (PyTorch's harness, its threads base, world size 4),
 one after the other on the same machine, each under bench/suite.py's runner (wall,
 floor, peak memory). Then, per op, PyTorch's verdict next to the kit's:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path, help="PyTorch's test_dtensor_ops.py")
     parser.add_argument("--out", type=Path, default=Path("results/bench-ops"))
     parser.add_argument("--ops", default="", help="comma-separated op keys (default: all)")
-    parser.add_argument("--local", action="store_true", help="the kit in LocalTensor mode")
+    parser.add_argument("--workers", type=int, default=0, help="the kit's ops workers")
     parser.add_argument("--world-size", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=7200.0, help="per side, s")
     parser.add_argument(
@@ -137,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         f"--harness-world-size={args.world_size}",
         f"--harness-ops={args.ops or 'all'}",
         "--harness-device=cpu",
-        *(["--harness-mode=local"] if args.local else ["--harness-mode=native"]),
     ]
+    if args.workers:
+        os.environ["HARNESS_OPS_WORKERS"] = str(args.workers)
     runs = {}
     for side, root, targets, extra in (
         ("harness", ROOT, [KIT_FILE], kit_args),
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": suite.host_info(),
         "world_size": args.world_size,
-        "kit_mode": "local" if args.local else "pool",
+        "kit_workers": args.workers or len(os.sched_getaffinity(0)),
         "ops_in_database": len(database),
         "ops_run": total,
         "runs": {s: suite.asdict(r) for s, r in runs.items()},
@@ -200,7 +203,7 @@ def markdown(report: dict) -> str:
         f"`{report['command']}` at {report['date']}; host: "
         + ", ".join(f"{k} {v}" for k, v in report["host"].items()),
         "",
-        f"World size {report['world_size']}; the kit in {report['kit_mode']} mode; "
+        f"World size {report['world_size']}; the kit with {report['kit_workers']} ops workers; "
         f"{total} of {report['ops_in_database']} OpInfos.",
         "",
         "| | PyTorch's harness | the kit | ratio |",

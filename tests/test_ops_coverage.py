@@ -184,3 +184,37 @@ def test_certify_refuses_to_leave_the_ops_out(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a certification runs the ops capability" in err[0]
     assert not out.exists()  # refused before anything ran
+
+
+def test_samples_are_the_same_for_the_same_op_wherever_drawn():
+    import torch
+
+    from harness import compat
+
+    (op,) = (o for o in compat.op_database() if _ops.op_key(o) == "add")
+
+    def draw(seed):
+        return [
+            s.input.detach().clone()
+            for s in compat.op_samples(op, "cpu", torch.float32, requires_grad=True, seed=seed)
+        ]
+
+    seed = _ops.sample_seed("add")
+    first, again, other = draw(seed), draw(seed), draw(seed + 1)
+    assert len(first) > 1
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_a_sample_generator_that_breaks_keeps_the_samples_before_and_says_why():
+    class Op:
+        def sample_inputs_func(self, op, device, dtype, requires_grad):
+            yield "first"
+            raise RuntimeError("start (4) + length (1) exceeds dimension size (4).")
+
+    why_not: list[str] = []
+    assert _ops._samples(Op(), "cpu", 0, why_not) == ["first"]
+    assert why_not == [
+        "the database cannot make sample 1 (RuntimeError: start (4) + length (1) exceeds "
+        "dimension size (4).)"
+    ]
