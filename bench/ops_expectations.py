@@ -3,10 +3,11 @@
     python bench/ops_expectations.py JUNIT_XML TORCH_MINOR WORLD_SIZE > harness/conformance/xfails/torch-X.Y.toml
 
 Reads the JUnit XML of ``pytest harness/conformance/test_ops.py --harness-ops all``
-run with no expectations file for that torch (or ``harness certify``'s junit.xml),
-and prints a TOML file whose ``[xfail]`` lists every op that failed, each with the
-first line of its failure as the reason, and whose ``[skip]`` keeps what the
-current file skips. Review the reasons before committing: a failure that is a bug
+(or ``harness certify``'s junit.xml), run with or without that torch's current
+file, and prints a TOML file whose ``[xfail]`` lists every op that failed, each
+with the first line of its failure as the reason, keeps the current entries of
+the ops that still fail as expected, drops those that now pass (strict XPASS),
+and whose ``[skip]`` keeps what the current file skips. Review the reasons before committing: a failure that is a bug
 in the kit belongs in an issue, not in this file.
 """
 
@@ -34,12 +35,17 @@ def draft(
     world: int,
     skip: dict[str, str],
     by_method: dict[str, str],
+    xfail: dict[str, str] | None = None,
 ) -> str:
-    """``by_method``: test name -> op key, for JUnit written without the op property."""
+    """``by_method``: test name -> op key, for JUnit written without the op property;
+    ``xfail``: the current file's known failures."""
     failed = {}
     for r in results:
         op = r.op or by_method.get(r.id.rpartition("::")[2].rpartition(".")[2], "")
-        if op and capabilities.op_verdict(r.outcome, r.reason) == "failed":
+        verdict = capabilities.op_verdict(r.outcome, r.reason) if op else ""
+        if verdict == "xfailed" and op in (xfail or {}):
+            failed[op] = xfail[op]  # still failing as the file says
+        elif verdict == "failed" and "XPASS(strict)" not in r.reason:
             failed[op] = _reason(r.reason)
     lines = [
         f"# Known DTensor failures on torch {minor}'s OpInfo samples (the ops capability).",
@@ -70,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from harness import compat
 
     keys = [_ops.op_key(op) for op in compat.op_database()]
-    skip = _ops.load_expectations(current, keys).skip if current.is_file() else {}
+    known = _ops.load_expectations(current if current.is_file() else None, keys)
     by_method = {_ops.method_name(k): k for k in keys}
     results = junit.parse(Path(args[0]))
-    sys.stdout.write(draft(results, args[1], int(args[2]), skip, by_method))
+    sys.stdout.write(draft(results, args[1], int(args[2]), known.skip, by_method, known.xfail))
     return 0
 
 

@@ -9,8 +9,9 @@ once per rank, and the workers run side by side on as many cores as the host
 has. The backend's real collectives are the other capabilities' job.
 
 The parent asks for results in test order (:meth:`OpsWorkers.result`); every
-worker keeps two ops in hand so none waits between tests. A worker that dies or
-runs past the timeout fails the op it was running, with why, and is replaced.
+worker keeps two ops in hand so none waits between tests. A worker that dies, or
+finishes no sample within the timeout (an op may have hundreds), fails the op it
+was running, with why, and is replaced.
 """
 
 from __future__ import annotations
@@ -164,20 +165,22 @@ class OpsWorkers:
         for worker in working:
             if worker.conn in ready:
                 try:
-                    key, status, text, seconds = worker.conn.recv()
+                    kind, key, *outcome = worker.conn.recv()
                 except (EOFError, OSError):
                     self._lost(worker, self._death(worker))
                     continue
-                worker.in_hand.popleft()
                 worker.since = time.monotonic()
-                self.results[key] = Result(status, text, seconds)
+                if kind == "done":
+                    worker.in_hand.popleft()
+                    self.results[key] = Result(*outcome)
             elif worker.process.sentinel in ready:
                 self._lost(worker, self._death(worker))
             elif time.monotonic() - worker.since >= self.timeout:
                 worker.process.kill()
                 worker.process.join()
                 self._lost(
-                    worker, f"ran past the {self.timeout:g} s timeout; the worker was killed"
+                    worker,
+                    f"no sample finished in {self.timeout:g} s (the timeout); the worker was killed",
                 )
 
     def _death(self, worker: _Worker) -> str:
@@ -231,7 +234,8 @@ def start_worker(env: dict[str, str], log: str) -> None:
 def serve(
     conn: Any, env: dict[str, str], world_size: int, device_type: str, index: int, log: str
 ) -> None:
-    """A worker's loop: op keys in, ``(key, status, text, seconds)`` out, until None."""
+    """A worker's loop: op keys in, until None; out, ``("tick", key)`` after each sample
+    (the timeout counts from the last) and ``("done", key, status, text, seconds)``."""
     start_worker(env, log)
     import torch
 
@@ -252,11 +256,13 @@ def serve(
         if key is None:
             return
         started = time.monotonic()
-        status, text = _run(case, ops[key], world_size, device_type)
-        conn.send((key, status, text, time.monotonic() - started))
+        status, text = _run(case, ops[key], world_size, device_type, lambda: conn.send(("tick", key)))
+        conn.send(("done", key, status, text, time.monotonic() - started))
 
 
-def _run(case: Any, op: Any, world_size: int, device_type: str) -> tuple[str, str]:
+def _run(
+    case: Any, op: Any, world_size: int, device_type: str, tick: Any = None
+) -> tuple[str, str]:
     import unittest
 
     from harness.conformance import _ops
@@ -266,7 +272,7 @@ def _run(case: Any, op: Any, world_size: int, device_type: str) -> tuple[str, st
     try:
         with simulate(world_size, device_type) as sim:
             mesh = sim.build_mesh()
-            _ops.check_opinfo(case, mesh, op, device_type, sim.mode.disable)
+            _ops.check_opinfo(case, mesh, op, device_type, sim.mode.disable, tick)
     except unittest.SkipTest as exc:
         return "skipped", str(exc)
     except Exception as exc:  # noqa: BLE001 (every error is the op's outcome)
@@ -278,14 +284,16 @@ def _run(case: Any, op: Any, world_size: int, device_type: str) -> tuple[str, st
 
 
 def _failure(exc: BaseException) -> str:
-    """The exception and its traceback, from the op's check down (not the worker's loop)."""
+    """The exception first (a report's failure line), then where: from the op's check down."""
     frames = traceback.extract_tb(exc.__traceback__)
     start = next((i for i, f in enumerate(frames) if f.name == "check_opinfo"), 0)
-    lines = traceback.format_list(frames[start:])
-    lines += traceback.format_exception_only(type(exc), exc)
+    lines = traceback.format_exception_only(type(exc), exc)
+    if isinstance(exc, AssertionError):  # the parent raises it as one: say it once
+        lines[0] = lines[0].removeprefix("AssertionError: ")
     cause = exc.__cause__
     if cause is not None:
-        lines.append(f"caused by {type(cause).__name__}: {cause}\n")
+        lines += ["caused by "] + traceback.format_exception_only(type(cause), cause)
+    lines += ["\nin the ops worker:\n", *traceback.format_list(frames[start:])]
     return "".join(lines).rstrip()
 
 

@@ -9,7 +9,7 @@ they were found at: a listed op that passes there fails, so the file cannot go s
 
 Where torch has LocalTensor (2.10 and later) the ops run in worker processes, each
 simulating every rank (:mod:`harness.conformance._ops_workers`); on an older
-torch they run on the cell's pool of rank processes.
+torch, or with ``HARNESS_OPS_ON=ranks``, on the cell's pool of rank processes.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from harness.conformance import _ops, _ops_workers
 from harness.conformance._base import ConformanceTestBase
 from harness.testcase import TestCase
 
-#: Workers where torch can simulate the ranks; the cell's rank processes where it cannot.
-_IN_WORKERS = compat.local_tensor_missing() is None
+#: Workers where torch can simulate the ranks; the cell's rank processes where it
+#: cannot, or where HARNESS_OPS_ON=ranks asks for them.
+_IN_WORKERS = _ops.runs_in_workers()
 
 
 class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore[misc]
