@@ -16,6 +16,7 @@ was running, with why, and is replaced.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -256,7 +257,8 @@ def serve(
         if key is None:
             return
         started = time.monotonic()
-        status, text = _run(case, ops[key], world_size, device_type, lambda: conn.send(("tick", key)))
+        tick = functools.partial(conn.send, ("tick", key))
+        status, text = _run(case, ops[key], world_size, device_type, tick)
         conn.send(("done", key, status, text, time.monotonic() - started))
 
 
