@@ -11,12 +11,14 @@ floor, peak memory). Then, per op, PyTorch's verdict next to the kit's:
 
 - PyTorch passes the op: the kit must pass it;
 - PyTorch fails it as its xfail list expects: the kit must not pass it (a known
-  failure, "not supported by DTensor", or no tensor input to distribute);
+  failure, "not supported by DTensor", no tensor input to distribute, or skipped
+  with a reason);
 - an op on PyTorch's xfail list that now passes ("Unexpected success") counts as
   passing on PyTorch's side;
 - PyTorch skips it: not compared (the kit's verdict is listed).
 
-Coverage on both sides is ops passing / ops in the database. The upstream file is
+Coverage on both sides is ops passing / ops in the database. ``--kit-junit FILE``
+takes the kit's side from a run already made (a certification's junit.xml). The upstream file is
 never copied into this repository: you give its path.
 """
 
@@ -90,8 +92,8 @@ def kit_verdicts(run: suite.Run, by_method: dict[str, str]) -> dict[str, str]:
 _UNCHECKABLE = ("no tensor input", "a tensor DTensor cannot hold")
 AGREES = {
     "pass": {"passed"},
-    "xfail": {"xfailed", "unsupported", "uncheckable"},
-    "fail": {"xfailed", "unsupported", "failed", "uncheckable"},
+    "xfail": {"xfailed", "unsupported", "uncheckable", "skipped"},
+    "fail": {"xfailed", "unsupported", "failed", "uncheckable", "skipped"},
 }
 
 
@@ -114,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=7200.0, help="per side, s")
     parser.add_argument(
         "--reuse", action="store_true", help="compare the runs already in --out, run nothing"
+    )
+    parser.add_argument(
+        "--kit-junit",
+        type=Path,
+        help="the kit's side from this JUnit XML (a certification's junit.xml), not a run",
     )
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # each side runs in its own folder
@@ -148,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         ("upstream", args.file.parent, upstream_ids(args.file, keys, formatted), []),
     ):
         saved = args.out / f"{side}.run.json"
+        if side == "harness" and args.kit_junit:
+            outcomes, messages, times = suite.parse_junit(args.kit_junit)
+            runs[side] = suite.Run(
+                side, str(args.kit_junit), [], outcomes=outcomes, messages=messages, times=times
+            )
+            continue
         if args.reuse:
             runs[side] = suite.Run(**json.loads(saved.read_text()))
             continue
