@@ -62,7 +62,7 @@ class _Worker:
     process: Any
     conn: Any
     in_hand: deque = field(default_factory=deque)
-    since: float = 0.0  # when in_hand[0] began
+    since: float = 0.0  # its last sign of life: an op sent to an idle worker, a tick, an answer
 
 
 class OpsWorkers:
@@ -123,12 +123,13 @@ class OpsWorkers:
     def _staff(self) -> None:
         busy = len(self.workers)
         wanted = min(self.size, busy + len(self.todo))
-        for index in range(busy, wanted):
-            self.workers.append(self._start(self._free_index(index)))
+        for _ in range(busy, wanted):
+            used = {w.index for w in self.workers}
+            self.workers.append(self._start(next(i for i in range(self.size) if i not in used)))
 
-    def _free_index(self, fallback: int) -> int:
-        used = {w.index for w in self.workers}
-        return next((i for i in range(self.size) if i not in used), fallback)
+    def _log(self, index: int) -> str:
+        """Worker ``index``'s output (a replacement appends to its predecessor's)."""
+        return os.path.join(self.logs, f"worker-{index}.log")
 
     def _start(self, index: int) -> _Worker:
         from harness.ranks import spawn
@@ -136,10 +137,9 @@ class OpsWorkers:
         ctx = spawn.context(self.preload)
         parent_end, child_end = ctx.Pipe()
         env = dict(os.environ)
-        log = os.path.join(self.logs, f"worker-{index}.log")
         process = ctx.Process(
             target=self.target,
-            args=(child_end, env, self.world_size, self.device_type, index, log),
+            args=(child_end, env, self.world_size, self.device_type, index, self._log(index)),
             name=f"harness-ops-{index}",
             daemon=True,
         )
@@ -193,7 +193,7 @@ class OpsWorkers:
             why = f"the ops worker was killed by {signal.Signals(-code).name}"
         else:
             why = f"the ops worker exited with code {code}"
-        tail = _tail(os.path.join(self.logs, f"worker-{worker.index}.log"))
+        tail = _tail(self._log(worker.index))
         return f"{why}; its last output:\n{tail}" if tail else why
 
     def _lost(self, worker: _Worker, why: str) -> None:

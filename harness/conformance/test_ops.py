@@ -27,6 +27,8 @@ from harness.testcase import TestCase
 #: Workers where torch can simulate the ranks; the cell's rank processes where it
 #: cannot, or where HARNESS_OPS_ON=ranks asks for them.
 _IN_WORKERS = _ops.runs_in_workers()
+#: The cell's world size: what the workers simulate and the known failures were found at.
+_WORLD_SIZE = devices.cell_world_size() or devices.NUM_DEVICES
 
 
 class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore[misc]
@@ -42,7 +44,7 @@ class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore
         keys = [k for k in planned if k in _OPS and k not in _EXPECTED.skip]
         workers = _ops_workers.OpsWorkers(
             keys,
-            world_size=devices.cell_world_size() or devices.NUM_DEVICES,
+            world_size=_WORLD_SIZE,
             device_type=devices.DEVICE_TYPE,
             timeout=devices.default_timeout(),
             preload=__name__,  # the fork server imports the op database once
@@ -96,7 +98,7 @@ def _build() -> dict:
     if _IN_WORKERS:
         _ops_workers.worker_count(len(ops))  # a bad HARNESS_OPS_WORKERS stops collection
     source = _EXPECTED.path.name if _EXPECTED.path else "no expectations file"
-    strict = _EXPECTED.strict(devices.cell_world_size() or devices.NUM_DEVICES)
+    strict = _EXPECTED.strict(_WORLD_SIZE)
     for key in ops:
         name = _ops.method_name(key)
         if hasattr(OpsTest, name):
