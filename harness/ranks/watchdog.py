@@ -42,6 +42,11 @@ class Watchdog:
         self.grace = min(10.0, max(2.0, timeout / 2))
         self.stack = ""
         self.fired = False
+        # The body can end (its collective failing because this rank just shut its
+        # connections) while _at_timeout is still running: the grace timer must
+        # then not start, or it would call a finished test hung and exit the rank.
+        self._lock = threading.Lock()
+        self._ended = False
         self.out = _STACKS or sys.__stderr__
         self.main = threading.get_ident()
         self.timers = [threading.Timer(timeout, self._at_timeout)]
@@ -64,12 +69,18 @@ class Watchdog:
         self.fired = True
         self._dump(f"still running after {self.timeout:g} s; every thread's stack follows")
         shut_peer_connections(keep_port=self.s.launch.master_port)
-        last = threading.Timer(self.grace, self._give_up)
-        last.daemon = True
-        self.timers.append(last)
-        last.start()
+        with self._lock:
+            if self._ended:
+                return
+            last = threading.Timer(self.grace, self._give_up)
+            last.daemon = True
+            self.timers.append(last)
+            last.start()
 
     def _give_up(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
         rank = self.s.launch.rank
         self.s.say_gone(
             f"it hung past the {self.timeout:g} s per-test timeout outside any collective; "
@@ -86,6 +97,9 @@ class Watchdog:
         os._exit(1)
 
     def cancel(self) -> None:
+        """The body ended: no timer of this test may act any more."""
+        with self._lock:
+            self._ended = True
         for timer in self.timers:
             timer.cancel()
         faulthandler.cancel_dump_traceback_later()
