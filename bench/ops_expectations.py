@@ -7,8 +7,9 @@ Reads the JUnit XML of ``pytest harness/conformance/test_ops.py --harness-ops al
 file, and prints a TOML file whose ``[xfail]`` lists every op that failed, each
 with the first line of its failure as the reason, keeps the current entries of
 the ops that still fail as expected, drops those that now pass (strict XPASS),
-and whose ``[skip]`` keeps what the current file skips. Review the reasons before committing: a failure that is a bug
-in the kit belongs in an issue, not in this file.
+whose ``[skip]`` keeps what the current file skips, and whose ``[slow]`` keeps its
+slowest ops (measure them with ``bench/op_seconds.py``). Review the reasons before
+committing: a failure that is a bug in the kit belongs in an issue, not in this file.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def draft(
     skip: dict[str, str],
     by_method: dict[str, str],
     xfail: dict[str, str] | None = None,
+    slow: dict[str, float] | None = None,
 ) -> str:
     """``by_method``: test name -> op key, for JUnit written without the op property;
-    ``xfail``: the current file's known failures."""
+    ``xfail``, ``slow``: the current file's known failures and slowest ops."""
     failed = {}
     for r in results:
         op = r.op or by_method.get(r.id.rpartition("::")[2].rpartition(".")[2], "")
@@ -62,6 +64,13 @@ def draft(
         "[skip]",
         *(f"{json.dumps(op)} = {json.dumps(why)}" for op, why in sorted(skip.items())),
     ]
+    if slow:
+        lines += [
+            "",
+            "# The slowest ops, seconds on one core (bench/op_seconds.py): started first.",
+            "[slow]",
+            *(f"{json.dumps(op)} = {s:g}" for op, s in sorted(slow.items(), key=lambda i: -i[1])),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     known = _ops.load_expectations(current if current.is_file() else None, keys)
     by_method = {_ops.method_name(k): k for k in keys}
     results = junit.parse(Path(args[0]))
-    sys.stdout.write(draft(results, args[1], int(args[2]), known.skip, by_method, known.xfail))
+    sys.stdout.write(
+        draft(results, args[1], int(args[2]), known.skip, by_method, known.xfail, known.slow)
+    )
     return 0
 
 

@@ -86,6 +86,9 @@ class DTensorConverter:
     ) -> None:
         self.hit = 0
         self.miss = 0
+        # (tensor, layout) -> (DTensor, its version): one distribute_tensor per pair,
+        # not per combination, which repeats each pair; rebuilt if an op mutated it
+        self._made: dict[tuple[int, tuple[Placement, ...]], tuple[torch.Tensor, int, int]] = {}
         self.mesh = mesh
         self.args = args
         self.kwargs = kwargs
@@ -161,9 +164,21 @@ class DTensorConverter:
             layout = placements
         else:
             layout = list(placements) * mesh.ndim
-        dist = distribute_tensor(t, mesh, layout)
+        dist = self._distribute(t, mesh, tuple(layout))
         if isinstance(t, nn.Parameter):
             return nn.Parameter(dist, requires_grad=dist.requires_grad)
+        return dist
+
+    def _distribute(
+        self, t: torch.Tensor, mesh: DeviceMesh, layout: tuple[Placement, ...]
+    ) -> torch.Tensor:
+        """``distribute_tensor``, once per tensor and layout while nothing changes it."""
+        key = (id(t), layout)
+        made = self._made.get(key)
+        if made is not None and made[0]._version == made[1] and t._version == made[2]:
+            return made[0]
+        dist = distribute_tensor(t, mesh, list(layout))
+        self._made[key] = (dist, dist._version, t._version)
         return dist
 
 

@@ -149,6 +149,9 @@ def check_host(cell: Cell, *, ranks_here: int | None = None) -> None:
         )
     hosts.preflight(cell)  # plugins, device type, backend: the accelerator itself first
     hosts.check_cell(cell, ranks_here=ranks_here)
+    from harness.conformance import _ops  # stdlib only; loaded when a cell runs
+
+    _ops.check_environment()  # HARNESS_OPS_ON, HARNESS_OPS_WORKERS
 
 
 def execute(argv: Sequence[str], env: Mapping[str, str], **popen: Any) -> int:

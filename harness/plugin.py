@@ -96,6 +96,13 @@ def pytest_configure(config: pytest.Config) -> None:
             f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
         )
     os.environ.update(env)
+    from harness.conformance import _ops
+    from harness.errors import UsageError
+
+    try:
+        _ops.check_environment()
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
     _last_words_go_to(config)
     from harness.hosts import PluginError, import_plugins
 

@@ -59,6 +59,8 @@ def test_the_expectations_file_is_the_torch_minors_or_the_newest_older(tmp_path)
         ('[xfail]\n"no_such_op" = "why"\n', "'no_such_op' is no OpInfo"),
         ('[skip]\nadd = ""\n', "'add' needs a reason"),
         ("[xfail\n", "not valid TOML"),
+        ('[slow]\nadd = "long"\n', "'add' needs its seconds"),
+        ("[slow]\nno_such_op = 3\n", "'no_such_op' is no OpInfo"),
     ],
 )
 def test_a_bad_expectations_file_names_the_key(tmp_path, text, words):
@@ -66,6 +68,13 @@ def test_a_bad_expectations_file_names_the_key(tmp_path, text, words):
     path.write_text(text)
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         _ops.load_expectations(path, ["add", "mul"])
+
+
+def test_slow_ops_are_started_first_and_the_rest_keep_their_order(tmp_path):
+    path = tmp_path / "torch-2.13.toml"
+    path.write_text("[slow]\nmul = 5\ncdist = 40.5\n")
+    expected = _ops.load_expectations(path, ["add", "mul", "cdist", "neg"])
+    assert expected.slowest_first(["add", "mul", "neg", "cdist"]) == ["cdist", "mul", "add", "neg"]
 
 
 def test_the_shipped_expectations_match_the_installed_torchs_database():
@@ -145,8 +154,15 @@ VERDICTS = {
     __import__("harness.compat", fromlist=["x"]).torch_version() != (2, 13),
     reason="the verdicts below are torch 2.13's",
 )
-@pytest.mark.parametrize("mode", ["native", "local"])
-def test_each_verdict_in_a_4_rank_cell_and_a_sim_cell(tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "place", "ran_on"),
+    [
+        # real ranks: 4 processes on gloo, the placement torch < 2.10 gets
+        ("native", "ranks", "the cell's 4 rank processes on cpu, gloo"),
+        ("local", "workers", "each simulating 4 ranks on cpu (collectives simulated)"),
+    ],
+)
+def test_each_verdict_in_a_4_rank_cell_and_a_sim_cell(tmp_path, mode, place, ran_on):
     expectations = tmp_path / "torch-2.13.toml"
     expectations.write_text(EXPECT)
     xml = tmp_path / "junit.xml"
@@ -158,7 +174,8 @@ def test_each_verdict_in_a_4_rank_cell_and_a_sim_cell(tmp_path, mode):
         "--harness-world-size=4",
         f"--harness-mode={mode}",
         "--harness-ops=" + ",".join(VERDICTS),
-        env={_ops.EXPECTATIONS_ENV: str(expectations)},
+        "--harness-backend=gloo",
+        env={_ops.EXPECTATIONS_ENV: str(expectations), _ops.ON_ENV: place},
     )
     results = junit.parse(xml)
     got = {r.op: capabilities.op_verdict(r.outcome, r.reason) for r in results}
@@ -170,6 +187,7 @@ def test_each_verdict_in_a_4_rank_cell_and_a_sim_cell(tmp_path, mode):
     (cap,) = schema.summarize(results)
     assert cap["name"] == "ops" and cap["verdict"] == "fail"  # the stale known failure
     assert cap["coverage"]["ops"] == 6 and cap["coverage"]["covered"] == round(2 / 6, 4)
+    assert ran_on in cap["ran_on"]  # the report says whether the collectives were real
 
 
 def test_certify_refuses_to_leave_the_ops_out(tmp_path, capsys):
@@ -218,3 +236,19 @@ def test_a_sample_generator_that_breaks_keeps_the_samples_before_and_says_why():
         "the database cannot make sample 1 (RuntimeError: start (4) + length (1) exceeds "
         "dimension size (4).)"
     ]
+
+
+def test_a_redrafted_expectations_file_keeps_the_slow_ops(tmp_path):
+    """bench/ops_expectations.py rewrites the file from a run: the [slow] table survives."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ops_expectations", ROOT / "bench" / "ops_expectations.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.draft([], "2.13", 4, {}, {}, {}, {"cdist": 40.5, "mul": 5.0})
+    path = tmp_path / "torch-2.13.toml"
+    path.write_text(text)
+    expected = _ops.load_expectations(path, ["add", "mul", "cdist"])
+    assert expected.slow == {"cdist": 40.5, "mul": 5.0}

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from harness.conformance import _ops_workers
 from harness.conformance._ops_workers import OpsWorkers
+from harness.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def scripted(conn, env, world_size, device_type, index, log):
@@ -84,8 +90,40 @@ def test_an_op_asked_for_out_of_order_is_run_next(monkeypatch):
 @pytest.mark.parametrize("raw", ["0", "two", "-1"])
 def test_a_bad_worker_count_names_the_variable(monkeypatch, raw):
     monkeypatch.setenv(_ops_workers.WORKERS_ENV, raw)
-    with pytest.raises(ValueError, match=f"{_ops_workers.WORKERS_ENV}='{raw}'"):
+    with pytest.raises(UsageError, match=f"{_ops_workers.WORKERS_ENV}='{raw}'"):
         _ops_workers.worker_count(10)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"), [("HARNESS_OPS_WORKERS", "two"), ("HARNESS_OPS_ON", "gpu")]
+)
+def test_a_bad_ops_setting_stops_a_run_before_anything_starts(var, value):
+    """One line naming the variable, exit 2: not a collection error per rank later."""
+    env = {**os.environ, var: value, "HARNESS_OPS": "add"}
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "cpu-2rank"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{var}='{value}'" in lines[0], done.stderr
+
+
+def test_a_bad_ops_setting_is_a_usage_error_under_plain_pytest(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HARNESS_OPS_ON": "gpu"},
+    )
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert "HARNESS_OPS_ON='gpu': use one of workers, ranks." in done.stderr
 
 
 def test_the_worker_count_defaults_to_the_cores_and_never_exceeds_the_ops(monkeypatch):

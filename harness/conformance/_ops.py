@@ -42,24 +42,54 @@ _DROPOUT = frozenset(
         "nn.functional.feature_alpha_dropout",
     }
 )
-_EXPECTATION_KEYS = {"schema", "torch", "world_size", "xfail", "skip"}
+_EXPECTATION_KEYS = {"schema", "torch", "world_size", "xfail", "skip", "slow"}
 
 #: Where the ops run: ``workers`` (each simulating the ranks; the default where torch
 #: has LocalTensor) or ``ranks`` (the cell's pool of rank processes, on its backend).
 ON_ENV = "HARNESS_OPS_ON"
 _PLACES = ("workers", "ranks")
+#: How many worker processes; default: the cores this process may use, at most 8.
+WORKERS_ENV = "HARNESS_OPS_WORKERS"
+
+
+def place() -> str:
+    """``HARNESS_OPS_ON``: ``workers`` (unset) or ``ranks``."""
+    import os
+
+    from harness.errors import UsageError
+
+    chosen = os.environ.get(ON_ENV, "").strip() or "workers"
+    if chosen not in _PLACES:
+        raise UsageError(f"{ON_ENV}={chosen!r}: use one of {', '.join(_PLACES)}.")
+    return chosen
+
+
+def workers_wanted() -> int | None:
+    """``HARNESS_OPS_WORKERS`` as a number, or None when unset (the default applies)."""
+    import os
+
+    from harness.errors import UsageError
+
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{WORKERS_ENV}={raw!r}: use a whole number >= 1, or unset it.")
+    return int(raw)
+
+
+def check_environment() -> None:
+    """The capability's environment, checked before anything runs: a bad value stops
+    the command with one line naming the variable (not a collection error later)."""
+    place()
+    workers_wanted()
 
 
 def runs_in_workers() -> bool:
     """Whether the ops run in workers: asked for (the default) and torch can simulate."""
-    import os
-
     from harness import compat
 
-    place = os.environ.get(ON_ENV, "").strip() or "workers"
-    if place not in _PLACES:
-        raise ValueError(f"{ON_ENV}={place!r}: use one of {', '.join(_PLACES)}")
-    return place == "workers" and compat.local_tensor_missing() is None
+    return place() == "workers" and compat.local_tensor_missing() is None
 
 
 def op_key(op: Any) -> str:
@@ -102,9 +132,16 @@ class Expectations:
     #: the world size the known failures were found at: strict there (a listed op
     #: that passes fails), not strict at others, where an op may pass (world size 1)
     world_size: int | None = None
+    #: the ops that take longest, in seconds on one core: workers start them first,
+    #: so no worker is left running one alone at the end (the run's wall time)
+    slow: dict[str, float] = field(default_factory=dict)
 
     def strict(self, world_size: int) -> bool:
         return self.world_size is None or self.world_size == world_size
+
+    def slowest_first(self, keys: Iterable[str]) -> list[str]:
+        """``keys`` with the slow ones first, longest first; the rest keep their order."""
+        return sorted(keys, key=lambda k: -self.slow.get(k, 0.0))
 
 
 def expectations_file(version: tuple[int, int], folder: Path = XFAILS) -> Path | None:
@@ -135,7 +172,7 @@ def load_expectations(path: Path | None, known: Iterable[str]) -> Expectations:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
     unknown = set(data) - _EXPECTATION_KEYS
     if unknown:
-        raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}; use xfail and skip")
+        raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}; use xfail, skip and slow")
     known = set(known)
     tables = {}
     for table in ("xfail", "skip"):
@@ -146,10 +183,18 @@ def load_expectations(path: Path | None, known: Iterable[str]) -> Expectations:
             if not isinstance(reason, str) or not reason.strip():
                 raise ValueError(f"{path}: [{table}] {key!r} needs a reason (a string)")
         tables[table] = dict(entries)
+    slow = data.get("slow", {})
+    for key, seconds in slow.items():
+        if key not in known:
+            raise ValueError(f"{path}: [slow] {key!r} is no OpInfo of this torch")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"{path}: [slow] {key!r} needs its seconds (a number > 0)")
     world = data.get("world_size")
     if world is not None and (not isinstance(world, int) or world < 1):
         raise ValueError(f"{path}: world_size must be a whole number >= 1")
-    return Expectations(path, tables["xfail"], tables["skip"], world)
+    return Expectations(
+        path, tables["xfail"], tables["skip"], world, {k: float(v) for k, v in slow.items()}
+    )
 
 
 def _no_dropout(name: str, args: list, kwargs: dict) -> tuple[list, dict]:

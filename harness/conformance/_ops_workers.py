@@ -27,22 +27,18 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
+from harness.conformance import _ops
 from harness.testcase import TestCase
 
-#: How many worker processes; default: the cores this process may use, at most 8.
-WORKERS_ENV = "HARNESS_OPS_WORKERS"
+WORKERS_ENV = _ops.WORKERS_ENV
 _MAX_DEFAULT = 8
 _IN_HAND = 2  # ops sent to a worker ahead of its answers
 
 
 def worker_count(ops: int) -> int:
     """``HARNESS_OPS_WORKERS``, else the usable cores (at most 8), never more than ops."""
-    raw = os.environ.get(WORKERS_ENV, "").strip()
-    if raw:
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"{WORKERS_ENV}={raw!r}: use a whole number >= 1")
-        wanted = int(raw)
-    else:
+    wanted = _ops.workers_wanted()
+    if wanted is None:
         wanted = min(len(os.sched_getaffinity(0)), _MAX_DEFAULT)
     return max(1, min(wanted, ops))
 

@@ -31,6 +31,19 @@ _IN_WORKERS = _ops.runs_in_workers()
 _WORLD_SIZE = devices.cell_world_size() or devices.NUM_DEVICES
 
 
+def _ran_on(ops: int) -> str:
+    """Where the ops ran, for the report: a reader must know the collectives were
+    simulated (workers) or real (the cell's ranks on its backend)."""
+    if _IN_WORKERS:
+        n = _ops_workers.worker_count(ops)
+        return (
+            f"{n} LocalTensor worker process{'es' if n > 1 else ''}, each simulating "
+            f"{_WORLD_SIZE} ranks on {devices.DEVICE_TYPE} (collectives simulated)"
+        )
+    backend = os.environ.get("HARNESS_BACKEND", "").strip() or "the cell's backend"
+    return f"the cell's {_WORLD_SIZE} rank processes on {devices.DEVICE_TYPE}, {backend}"
+
+
 class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore[misc]
     """One test per OpInfo; the op database is run ahead, in the order collected."""
 
@@ -41,7 +54,7 @@ class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore
             yield
             return
         planned = [getattr(item.obj, "harness_op", None) for item in request.session.items]
-        keys = [k for k in planned if k in _OPS and k not in _EXPECTED.skip]
+        keys = _EXPECTED.slowest_first(k for k in planned if k in _OPS and k not in _EXPECTED.skip)
         workers = _ops_workers.OpsWorkers(
             keys,
             world_size=_WORLD_SIZE,
@@ -95,10 +108,9 @@ def _build() -> dict:
     ops = _ops.selected_ops(os.environ.get(_ops.ENV))
     if not ops:
         return ops
-    if _IN_WORKERS:
-        _ops_workers.worker_count(len(ops))  # a bad HARNESS_OPS_WORKERS stops collection
     source = _EXPECTED.path.name if _EXPECTED.path else "no expectations file"
     strict = _EXPECTED.strict(_WORLD_SIZE)
+    ran_on = _ran_on(len(ops))
     for key in ops:
         name = _ops.method_name(key)
         if hasattr(OpsTest, name):
@@ -114,6 +126,7 @@ def _build() -> dict:
         method.__name__ = name
         method.__qualname__ = f"OpsTest.{name}"
         method.harness_op = key  # type: ignore[attr-defined]
+        method.harness_ran_on = ran_on  # type: ignore[attr-defined]
         setattr(OpsTest, name, method)
     return ops
 

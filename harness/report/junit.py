@@ -30,9 +30,11 @@ class CaseResult:
     op: str = ""  # the op a test checks (JUnit property "op"), for op waivers
     ran: str = ""  # a waived test's outcome as run (failed or error)
     waiver: int | None = None  # a waived test: index of its waiver in the report's waivers
+    ran_on: str = ""  # where an op test ran (JUnit property "ran_on"); once per capability
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["ran_on"]  # the capability says it once, not each of 700 ops
         return {k: v for k, v in data.items() if v not in ("", None) or k in ("id", "outcome")}
 
 
@@ -63,6 +65,7 @@ def _result(case: junit.Case) -> CaseResult:
         reason=reason,
         details=details,
         op=props.get("op", ""),
+        ran_on=props.get("ran_on", ""),
     )
 
 

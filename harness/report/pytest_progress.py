@@ -40,6 +40,9 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         op = getattr(getattr(item, "obj", None), "harness_op", None)
         if op:  # the op a test checks (set by the ops capability): waivers can name it
             item.user_properties.append(("op", str(op)))
+        ran_on = getattr(getattr(item, "obj", None), "harness_ran_on", None)
+        if ran_on:  # where the ops ran: simulated workers or the cell's ranks
+            item.user_properties.append(("ran_on", str(ran_on)))
 
 
 def pytest_configure(config) -> None:

@@ -72,6 +72,8 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
         out.append("")
         if cap.get("coverage"):
             out += [f"Coverage: {_coverage(cap['coverage'])}.", ""]
+        if cap.get("ran_on"):
+            out += [f"Ran on: {_md(cap['ran_on'])}.", ""]
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         for test in problems:
             out.append(
@@ -252,6 +254,8 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
         )
         if cap.get("coverage"):
             out.append(f'<p class="coverage">Coverage: {_h(_coverage(cap["coverage"]))}</p>')
+        if cap.get("ran_on"):
+            out.append(f'<p class="ran-on">Ran on: {_h(cap["ran_on"])}</p>')
         problems = [t for t in cap["tests"] if t["outcome"] != "passed"]
         if problems:
             out.append('<ul class="problems">')

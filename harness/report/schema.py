@@ -22,7 +22,8 @@ from harness.report.junit import CaseResult
 SCHEMA = "dtensor-harness/report"
 # Version 2 (dtensor-harness 0.2.0): counts gain ``waived`` (a failure a waiver
 # covers: neither pass nor fail); a waived test keeps what JUnit said in ``ran``;
-# the report gains a ``waivers`` section; a capability may carry ``coverage``.
+# the report gains a ``waivers`` section; a capability may carry ``coverage`` and
+# ``ran_on`` (where the ops ran: simulating workers or the cell's ranks).
 # Tools that compare reports (``harness report diff``) refuse two versions.
 SCHEMA_VERSION = 2
 INTEGRITY = "integrity"
@@ -107,6 +108,9 @@ def summarize(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
         coverage = capabilities.op_coverage(tests)
         if coverage:
             out[-1]["coverage"] = coverage
+        ran_on = next((t.ran_on for t in tests if t.ran_on), "")
+        if ran_on:
+            out[-1]["ran_on"] = ran_on
     return out
 
 
