@@ -81,10 +81,11 @@ def test_installed_outside_a_checkout_every_command_works(dist, tmp_path):
     sh(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
     torch_step, _ = install_steps(load_matrix(ROOT / "matrix.toml").cell("cpu-2rank"), [])
-    sh(python, "-m", "pip", "install", "-q", *torch_step, cwd=tmp_path)
-    sh(python, "-m", "pip", "install", "-q", wheel, cwd=tmp_path)
-    harness = venv / "bin" / "harness"
+    # nothing of a checkout on the path (a PYTHONPATH that runs these tests from one)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": ""}
+    sh(python, "-m", "pip", "install", "-q", *torch_step, cwd=tmp_path, env=env)
+    sh(python, "-m", "pip", "install", "-q", wheel, cwd=tmp_path, env=env)
+    harness = venv / "bin" / "harness"
 
     elsewhere = tmp_path / "nowhere"  # no matrix.toml: the kit's starter matrix, said so
     elsewhere.mkdir()
@@ -99,7 +100,7 @@ def test_installed_outside_a_checkout_every_command_works(dist, tmp_path):
         str(repo.resolve()), str(repo)
     )
     # the noxfile init wrote makes the matrix's sessions, and a bare nox runs one cpu cell
-    sh(python, "-m", "pip", "install", "-q", "nox", cwd=tmp_path)
+    sh(python, "-m", "pip", "install", "-q", "nox", cwd=tmp_path, env=env)
     sessions = sh(python, "-m", "nox", "--list", "--no-color", cwd=repo, env=env).stdout
     assert "* test-cpu-4rank" in sessions and "- certify-cuda-8gpu" in sessions
     doctor = sh(harness, "doctor", cwd=repo, env=env)
