@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path, help="PyTorch's test_dtensor_ops.py")
     parser.add_argument("--out", type=Path, default=Path("results/bench-ops"))
     parser.add_argument("--ops", default="", help="comma-separated op keys (default: all)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth OpInfo of the database, from the first (a sample of it: 4 is a quarter)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="the kit's ops workers")
     parser.add_argument("--world-size", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=7200.0, help="per side, s")
@@ -145,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     float32 = {_ops.op_key(op) for op in database if torch.float32 in op.supported_dtypes("cpu")}
+    if args.every < 0 or (args.every and args.ops):
+        print("ops_baseline.py: error: --every N takes N >= 1, without --ops", file=sys.stderr)
+        return 2
+    if args.every:
+        args.ops = ",".join(_ops.op_key(op) for op in database[:: args.every])
     keys = [k.strip() for k in args.ops.split(",") if k.strip()]
     unknown = [k for k in keys if k not in formatted]
     if unknown:
