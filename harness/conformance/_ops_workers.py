@@ -215,17 +215,14 @@ def _tail(path: str, lines: int = 20) -> str:
 def start_worker(env: dict[str, str], log: str) -> None:
     """What every worker does first: die with the run, the cell's environment, its own log."""
     from harness import lifelines
-    from harness.ranks import spawn
+    from harness.ranks import spawn, worker
 
     lifelines.die_with_parent()
     spawn.forget_server_liveness()
     os.environ.clear()
     os.environ.update(env)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    worker.output_to(log)
 
 
 def serve(

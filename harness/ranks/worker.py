@@ -88,8 +88,10 @@ def as_rank(spec: RankSpec) -> Iterator[None]:
         _THREAD.current = None
 
 
-def _redirect_output(workdir: str, rank: int):
-    fd = os.open(log_path(workdir, rank), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def output_to(path: str) -> None:
+    """This process's stdout and stderr (the fds too: native code's output) appended to
+    ``path``, a line at a time, so a process that dies leaves its last words there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
@@ -100,6 +102,10 @@ def _redirect_output(workdir: str, rank: int):
             stream.reconfigure(line_buffering=True)
         except (AttributeError, ValueError):
             pass
+
+
+def _redirect_output(workdir: str, rank: int):
+    output_to(log_path(workdir, rank))
     stacks = open(stack_path(workdir, rank), "w")  # noqa: SIM115 (lives as long as the rank)
     faulthandler.enable(file=stacks, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True, chain=False)
