@@ -146,10 +146,16 @@ def test_same_outcomes_as_pytorchs_harness(migrated, tmp_path):
     theirs_module = pytest.importorskip(
         "torch.testing._internal.distributed._tensor.common_dtensor"
     )
-    if not hasattr(theirs_module, "DTensorContinuousTestBase"):  # torch 2.7's has none
+    continuous = getattr(theirs_module, "DTensorContinuousTestBase", None)
+    if continuous is None:  # torch 2.7's has none
         pytest.skip(
             f"PyTorch's own harness in torch {torch.__version__} has no "
             "DTensorContinuousTestBase, which the compared file uses"
+        )
+    if not hasattr(continuous, "build_device_mesh"):  # 2.11's: its ranks fail, the run hangs
+        pytest.skip(
+            f"PyTorch's own DTensorContinuousTestBase in torch {torch.__version__} has no "
+            "build_device_mesh, which the compared file uses"
         )
     original = tmp_path / "test_upstream_original.py"
     original.write_text(ORIGINAL.read_text())
