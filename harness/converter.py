@@ -86,8 +86,9 @@ class DTensorConverter:
     ) -> None:
         self.hit = 0
         self.miss = 0
-        # (tensor, layout) -> (DTensor, its version): one distribute_tensor per pair,
-        # not per combination, which repeats each pair; rebuilt if an op mutated it
+        # (tensor, layout) -> (DTensor, its version, the tensor's version): one
+        # distribute_tensor per pair, not per combination, which repeats each pair;
+        # rebuilt if an op changed either in place
         self._made: dict[tuple[int, tuple[Placement, ...]], tuple[torch.Tensor, int, int]] = {}
         self.mesh = mesh
         self.args = args

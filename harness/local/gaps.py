@@ -3,10 +3,11 @@
 LocalTensorMode runs one program for all ranks, so some tests written for N
 processes have no meaning there: point-to-point send/recv between ranks,
 branching on the rank, collectives on a group whose ranks are permuted (torch
-2.13 and older; 2.15 simulates them), ops the mode does not implement. Those end in an error raised inside torch's
-LocalTensor code; :func:`simulation_gap` recognises them so the runner reports
-a skip with the reason, never a failure of the code under test, and never a
-pass. Anything else is a real failure and stays one.
+2.13 and older; 2.15 simulates them), ops the mode does not implement. Those
+end in an error raised inside torch's LocalTensor code; :func:`simulation_gap`
+recognises them so the runner reports a skip with the reason, never a failure
+of the code under test, and never a pass. Anything else is a real failure and
+stays one.
 """
 
 from __future__ import annotations

@@ -37,10 +37,11 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     for item in items:
         item.user_properties.append(("capability", capability(item.nodeid)))
         item.user_properties.append(("nodeid", item.nodeid))
-        op = getattr(getattr(item, "obj", None), "harness_op", None)
+        obj = getattr(item, "obj", None)
+        op = getattr(obj, "harness_op", None)
         if op:  # the op a test checks (set by the ops capability): waivers can name it
             item.user_properties.append(("op", str(op)))
-        ran_on = getattr(getattr(item, "obj", None), "harness_ran_on", None)
+        ran_on = getattr(obj, "harness_ran_on", None)
         if ran_on:  # where the ops ran: simulated workers or the cell's ranks
             item.user_properties.append(("ran_on", str(ran_on)))
 
