@@ -32,6 +32,10 @@ from harness.errors import UsageError
 ENTRY_POINT_GROUP = "dtensor_harness.accelerators"
 #: The unit of every LocalTensor cell; no accelerator may take it.
 SIM_UNIT = "sim"
+#: The unit of every cell on the fake process group; no accelerator may take it.
+FAKE_UNIT = "fake"
+#: The unit a cell's mode imposes, whatever its accelerator (native cells: the accelerator's).
+MODE_UNITS = {"local": SIM_UNIT, "fake": FAKE_UNIT}
 #: The unit of accelerators whose ranks are processes not bound to devices.
 RANK_UNIT = "rank"
 
@@ -190,8 +194,8 @@ DEFINITION_KEYS = {
     "count": ((dict, list), "a probe table or a list of them ({ glob = ... })"),
     "driver": ((dict, list), "a probe table or a list of them ({ run = [...] } or { read = ... })"),
 }
-_COUNT_KEYS = {"glob": str, "match": str, "content": list, "exclude": list}
-_DRIVER_KEYS = {"read": str, "run": list, "skip_header": bool, "property": str}
+COUNT_KEYS = {"glob": str, "match": str, "content": list, "exclude": list}
+DRIVER_KEYS = {"read": str, "run": list, "skip_header": bool, "property": str}
 
 
 def declare(name: str, spec: Mapping[str, Any], source: str, where: str = "") -> Accelerator:
@@ -225,9 +229,10 @@ def declare(name: str, spec: Mapping[str, Any], source: str, where: str = "") ->
             raise AcceleratorError(f"{where}.{key} must be a non-empty string.")
     _check_definition_types(spec, where)
     unit = spec["unit"]
-    if unit == SIM_UNIT:
+    if unit in MODE_UNITS.values():
+        mode = next(m for m, u in MODE_UNITS.items() if u == unit)
         raise AcceleratorError(
-            f'{where}.unit = "{SIM_UNIT}" is reserved for LocalTensor cells (NAME-<N>sim); '
+            f'{where}.unit = "{unit}" is reserved for {mode} cells (NAME-<N>{unit}); '
             f'pick another unit, e.g. "card".'
         )
     if not _UNIT.fullmatch(unit):
@@ -258,8 +263,8 @@ def declare(name: str, spec: Mapping[str, Any], source: str, where: str = "") ->
         backends=backends,
         plugins=plugins,
         visible_devices=variable,
-        count=_probes(spec.get("count", []), _COUNT_KEYS, f"{where}.count"),
-        driver=_probes(spec.get("driver", []), _DRIVER_KEYS, f"{where}.driver"),
+        count=_probes(spec.get("count", []), COUNT_KEYS, f"{where}.count"),
+        driver=_probes(spec.get("driver", []), DRIVER_KEYS, f"{where}.driver"),
         container=container,
         source=source,
     )
@@ -416,8 +421,12 @@ def _read(path: str) -> str:
 
 __all__ = [
     "BUILTINS",
+    "COUNT_KEYS",
     "DEFINITION_KEYS",
+    "DRIVER_KEYS",
     "ENTRY_POINT_GROUP",
+    "FAKE_UNIT",
+    "MODE_UNITS",
     "RANK_UNIT",
     "SIM_UNIT",
     "Accelerator",

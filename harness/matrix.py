@@ -16,21 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import accelerators
-from harness.accelerators import DEFINITION_KEYS, SIM_UNIT, Accelerator, AcceleratorError
+from harness import accelerators, matrix_schema
+from harness.accelerators import DEFINITION_KEYS, MODE_UNITS, Accelerator, AcceleratorError
 from harness.errors import UsageError
+from harness.matrix_schema import (  # re-exported: the names harness.matrix always had
+    DEFAULTS,
+    MAX_TIMEOUT_S,
+    MAX_WORLD_SIZE,
+    MODES,
+    SCHEMA_VERSION,
+    suggest,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-SCHEMA_VERSION = 1
 _told = False  # whether this process said it uses the starter matrix
-MODES = ("native", "local")
-# Bounds that catch a typo before it becomes an OverflowError or a 10**17-rank cell.
-MAX_WORLD_SIZE = 65536
-MAX_TIMEOUT_S = 7 * 24 * 3600
 # What device_flags / device_env may say in braces (harness.containers fills them in:
 # {devices} the comma-separated ids, {device} in a flag repeats it once per device).
 PLACEHOLDERS = {"device_flags": ("devices", "device"), "device_env": ("devices",)}
@@ -48,87 +51,57 @@ _FAILED = object()  # what _Problems.call returns when the call raised a problem
 
 
 class _Problems:
-    """Every problem of one matrix, in order, each once, instead of only the first.
+    """Every problem of one matrix, each once, in the order of the file.
 
-    Independent parts (tables, keys, modes, overrides) are checked apart; a part
-    that failed is left out of what depends on it, so one typo gives one line.
+    Each is kept with the key path of the part it is about, so the schema's problems
+    and the ones only Python can see come out in one order. Independent parts
+    (tables, keys, modes, overrides) are checked apart; a part that failed is left
+    out of what depends on it, so one typo gives one line.
     """
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.found: list[tuple[tuple[Any, ...], str]] = []
 
-    def add(self, message: str) -> None:
+    @property
+    def lines(self) -> list[str]:
+        return [line for _, line in self.found]
+
+    def add(self, message: str, path: tuple[Any, ...] = ()) -> None:
         for line in message.splitlines():
             if line not in self.lines:
-                self.lines.append(line)
+                self.found.append((path, line))
 
-    def call(self, check: Any, *args: Any) -> Any:
-        """``check(*args)``, or _FAILED with its problem(s) recorded."""
+    def failed(self, *path: Any) -> bool:
+        """Whether a problem was found at or under ``path``."""
+        return any(p[: len(path)] == path for p, _ in self.found)
+
+    def call(self, path: tuple[Any, ...], check: Any, *args: Any) -> Any:
+        """``check(*args)``, or _FAILED with its problem(s) recorded at ``path``."""
         try:
             return check(*args)
         except (MatrixError, AcceleratorError) as exc:
-            self.add(str(exc))
+            self.add(str(exc), path)
             return _FAILED
 
     def raise_any(self) -> None:
-        if self.lines:
-            raise MatrixError("\n".join(self.lines))
+        if self.found:
+            order = sorted(self.found, key=lambda found: _document_order(self.data, found[0]))
+            raise MatrixError("\n".join(line for _, line in order))
 
 
-# --- schema ---------------------------------------------------------------
-# key -> (type or tuple of types, description used in "expected ..." messages)
-_STR_LIST = (list, "a list of strings")
-_STR_TABLE = (dict, "a table of strings")
-_TOP_KEYS = {
-    "schema": (int, "an integer"),
-    "defaults": (dict, "a table"),
-    "accelerators": (dict, "a table"),
-    "overrides": (dict, "a table"),
-}
-_COMMON_KEYS = {  # allowed in [defaults], [accelerators.X] and [overrides."cell"]
-    "timeout": (int, "a whole number of seconds"),
-    "suites": _STR_LIST,
-    "torch": (
-        (str, list),
-        'a requirement such as "torch==2.13.0", or a list of them (the first is the default)',
-    ),
-    "pip_args": _STR_LIST,
-    "env": _STR_TABLE,
-    "waivers": (str, "a path to a waivers TOML file (docs/certification.md)"),
-}
-#: keys of one torch entry given as a table: { name = "nightly", requirement = "torch", ... }
-_TORCH_KEYS = {
-    "requirement": (str, 'a requirement string such as "torch==2.15.0"'),
-    "name": (str, 'a short label for tags and cell names, such as "nightly"'),
-    "pip_args": _STR_LIST,
-    "base_image": (str, "an image reference whose torch is this one"),
-}
-_DEFAULT_KEYS = {**_COMMON_KEYS, "results": (str, "a folder path")}
-_ACCEL_KEYS = {
-    **_COMMON_KEYS,
-    **DEFINITION_KEYS,  # only for accelerators the matrix declares (harness.accelerators)
-    "device": (str, "a torch device type"),
-    "backend": (str, "a collective backend name"),
-    "cells": (dict, "a table of mode = [world sizes]"),
-    "container": (dict, "a table"),
-    # CI runner labels for `harness ci`: a list, or a table of lists per CI system
-    "runs_on": ((list, dict), "a list of runner labels, or { github = [...], gitlab = [...] }"),
-}
-_CONTAINER_KEYS = {
-    "dockerfile": (str, "a path"),
-    "base_image": (str, "an image reference"),
-    "build_args": _STR_TABLE,
-    "run_flags": _STR_LIST,
-    "device_flags": _STR_LIST,
-    "device_env": _STR_TABLE,
-    "vendor_torch": (bool, "true or false"),
-}
-_OVERRIDE_KEYS = {
-    **_COMMON_KEYS,
-    "torch": (str, 'a requirement string such as "torch==2.13.0"'),
-    "drop": (bool, "true or false"),
-    "backend": (str, "a collective backend name"),
-}
+def _document_order(data: Any, path: tuple[Any, ...]) -> tuple[int, ...]:
+    """Where ``path`` sits in the file: its keys' positions, a missing key last."""
+    order = []
+    for part in path:
+        keys = list(data) if isinstance(data, dict) else list(range(len(data)))
+        if isinstance(data, (dict, list)) and part in keys:
+            order.append(keys.index(part))
+            data = data[part]
+        else:
+            order.append(len(keys) if isinstance(data, (dict, list)) else 0)
+            break
+    return tuple(order)
 
 
 @dataclass(frozen=True)
@@ -140,7 +113,7 @@ class Cell:
     device: str
     backend: str
     world_size: int
-    mode: str  # "native" or "local"
+    mode: str  # "native", "local" or "fake" (matrix_schema.MODES)
     timeout: int
     suites: tuple[str, ...]
     torch: str
@@ -155,6 +128,10 @@ class Cell:
     torch_name: str = ""
     #: the accelerator's facts (built-in, packaged or declared by the matrix)
     facts: Accelerator | None = field(default=None, compare=False, repr=False)
+    #: fake cells: the mesh's shape (its product is the world size) and the ranks of
+    #: the world that run; () for every other mode
+    mesh_shape: tuple[int, ...] = ()
+    fake_ranks: tuple[int, ...] = ()
 
     @property
     def spec(self) -> Accelerator:
@@ -162,7 +139,7 @@ class Cell:
 
     @property
     def unit(self) -> str:
-        return SIM_UNIT if self.mode == "local" else self.spec.unit
+        return MODE_UNITS.get(self.mode) or self.spec.unit
 
     @property
     def plugins(self) -> tuple[str, ...]:
@@ -202,8 +179,9 @@ class Cell:
 
     @property
     def devices_needed(self) -> int:
-        """Devices of the accelerator this cell occupies (1 when simulated)."""
-        if not self.spec.binds_devices:
+        """Devices of the accelerator this cell occupies (1 when simulated, none when fake:
+        the fake process group runs where the device is absent)."""
+        if not self.spec.binds_devices or self.mode == "fake":
             return 0
         return 1 if self.mode == "local" else self.world_size
 
@@ -226,6 +204,9 @@ class Cell:
         }
         if self.plugins:  # imported in the parent and every rank (harness.hosts)
             env["HARNESS_PLUGINS"] = ",".join(self.plugins)
+        if self.mode == "fake":
+            env["HARNESS_MESH"] = ",".join(map(str, self.mesh_shape))
+            env["HARNESS_FAKE_RANKS"] = ",".join(map(str, self.fake_ranks))
         return env
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +233,8 @@ class Cell:
             "unit": self.unit,
             "plugins": list(self.plugins),
             "results_dir": str(self.results_dir),
+            "mesh_shape": list(self.mesh_shape),
+            "fake_ranks": list(self.fake_ranks),
         }
 
 
@@ -289,7 +272,7 @@ class Matrix:
 def cell_name(
     accelerator: str, world_size: int, mode: str, facts: Accelerator | None = None
 ) -> str:
-    unit = SIM_UNIT if mode == "local" else (facts or accelerators.get(accelerator)).unit
+    unit = MODE_UNITS.get(mode) or (facts or accelerators.get(accelerator)).unit
     return f"{accelerator}-{world_size}{unit}"
 
 
@@ -354,63 +337,7 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
     return Matrix(path=path, cells=tuple(cells))
 
 
-# --- validation helpers -----------------------------------------------------
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
-    problems = _Problems()
-    for key, value in table.items():
-        problems.call(_check_key, key, value, allowed, f"{where}.{key}" if where else key)
-    problems.raise_any()
-
-
-def _check_key(key: str, value: Any, allowed: Mapping[str, Any], path: str) -> None:
-    if key not in allowed:
-        raise MatrixError(
-            f"unknown key {path!r}.{_suggest(key, allowed)} "
-            f"Allowed here: {', '.join(sorted(allowed))}."
-        )
-    kind, description = allowed[key]
-    if not _is_type(value, kind):
-        raise MatrixError(f"{path} must be {description}, not {_describe(value)}.")
-    if allowed[key] is _STR_LIST and not all(isinstance(v, str) for v in value):
-        raise MatrixError(f"{path} must be {description}; every item in quotes.")
-    if key == "suites" and not value:
-        raise MatrixError(
-            f"{path} is empty: a cell must run something; list at least one suite "
-            '(e.g. ["harness.conformance"]), or drop the key for the default.'
-        )
-    if allowed[key] is _STR_TABLE:
-        bad = [
-            f'{path}.{k} must be a string, not {_describe(v)}; quote it: {k} = "{v}".'
-            for k, v in value.items()
-            if not isinstance(v, str)
-        ]
-        if bad:
-            raise MatrixError("\n".join(bad))
-
-
-def _is_type(value: Any, kind: type) -> bool:
-    if kind is int:  # a bool is an int to Python, never to a matrix author
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _describe(value: Any) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }
-    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+# --- what the schema cannot say: cross-references, placeholders, cell names -----------
 
 
 def _check_placeholders(container: Mapping[str, Any], where: str) -> None:
@@ -428,23 +355,8 @@ def _check_placeholders(container: Mapping[str, Any], where: str) -> None:
             if name not in known:
                 raise MatrixError(
                     f"{path}: unknown placeholder {{{name}}} in {value!r}."
-                    f"{_suggest(name, known)} Known: {', '.join('{' + p + '}' for p in known)}."
+                    f"{suggest(name, known)} Known: {', '.join('{' + p + '}' for p in known)}."
                 )
-
-
-def _check_world_size(n: int, where: str) -> None:
-    if not 1 <= n <= MAX_WORLD_SIZE:
-        raise MatrixError(
-            f"{where}: world size {n} is out of bounds: at least 1, at most {MAX_WORLD_SIZE}."
-        )
-
-
-def _check_timeout(timeout: int, where: str) -> None:
-    if not 1 <= timeout <= MAX_TIMEOUT_S:
-        raise MatrixError(
-            f"{where} = {timeout} is out of bounds: a positive number of seconds, at most "
-            f"{MAX_TIMEOUT_S} (7 days)."
-        )
 
 
 def _check_backend(backend: str, facts: Accelerator, known: Iterable[str], where: str) -> None:
@@ -453,7 +365,7 @@ def _check_backend(backend: str, facts: Accelerator, known: Iterable[str], where
     for device, name in accelerators.mixed_parts(backend):
         if name not in known:
             raise MatrixError(
-                f"{where}: unknown backend {name!r}.{_suggest(name, known)} "
+                f"{where}: unknown backend {name!r}.{suggest(name, known)} "
                 f"Known backends: {', '.join(known)}."
             )
         if device == "cpu" and name != "gloo":
@@ -489,7 +401,7 @@ def _accelerator(name: str, spec: dict, known: Mapping[str, Accelerator]) -> Acc
         return facts
     if "unit" not in spec:  # no unit: most likely a typo of a known name, else a half declaration
         raise MatrixError(
-            f"unknown accelerator {where!r}.{_suggest(name, known)} Known accelerators: "
+            f"unknown accelerator {where!r}.{suggest(name, known)} Known accelerators: "
             f"{', '.join(known)}. To declare a new one, give it unit, device, backend and "
             f"cells (docs/accelerators.md)."
         )
@@ -497,51 +409,66 @@ def _accelerator(name: str, spec: dict, known: Mapping[str, Accelerator]) -> Acc
 
 
 def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
-    problems = _Problems()
-    problems.call(_check_keys, data, _TOP_KEYS, "")
     schema = data.get("schema", SCHEMA_VERSION)
-    if schema != SCHEMA_VERSION:
+    if isinstance(schema, int) and schema != SCHEMA_VERSION:
         raise MatrixError(  # a matrix for another schema is read no further
             f"schema = {schema} is not supported by this harness (it reads schema "
             f"{SCHEMA_VERSION}); upgrade dtensor-harness or set schema = {SCHEMA_VERSION}."
         )
-    defaults = data.get("defaults", {})
-    defaults = defaults if isinstance(defaults, dict) else {}
-    defaults_ok = problems.call(_check_keys, defaults, _DEFAULT_KEYS, "defaults") is not _FAILED
     tables = data.get("accelerators", {})
-    tables = dict(tables) if isinstance(tables, dict) else {}
-    # a vendor package's accelerator brings its own cells: its users need no matrix edit
-    for name, (_, rest) in accelerators.packaged().items():
-        if name not in tables and "cells" in rest:
-            tables[name] = {
-                k: v for k, v in rest.items() if k in _ACCEL_KEYS and k not in DEFINITION_KEYS
-            }
+    if isinstance(tables, dict):
+        tables = dict(tables)
+        # a vendor package's accelerator brings its own cells: its users need no matrix edit
+        accel_keys = matrix_schema.MATRIX.keys["accelerators"].names.keys  # type: ignore[union-attr]
+        for name, (_, rest) in accelerators.packaged().items():
+            if name not in tables and "cells" in rest:
+                tables[name] = {
+                    k: v for k, v in rest.items() if k in accel_keys and k not in DEFINITION_KEYS
+                }
+        data = {**data, "accelerators": tables}
+    problems = _Problems(data)
+    # a table that misses backend or cells is told so only when nothing else is wrong
+    # with it: "cuda cannot be redefined" says more than "cuda.backend is missing"
+    missing: dict[tuple[Any, ...], list[str]] = {}
+    for found in matrix_schema.problems(data):
+        if found.keyword == "required" and found.path[:1] == ("accelerators",):
+            missing.setdefault(found.path[:2], []).append(found.line)
+        else:
+            problems.add(found.line, found.path)
+    if not isinstance(tables, dict):
+        problems.raise_any()
     if not tables:
         problems.add("no accelerators defined; add a table such as [accelerators.cpu].")
         problems.raise_any()
+    defaults = data.get("defaults", {})
+    defaults_ok = isinstance(defaults, dict) and not problems.failed("defaults")
 
     known = accelerators.known()
     declared: dict[str, Accelerator] = {}
     for accel, spec in tables.items():
-        facts = problems.call(_declared, accel, spec, known)
+        if problems.failed("accelerators", accel):
+            continue
+        facts = problems.call(("accelerators", accel), _declared, accel, spec, known)
         if facts is not _FAILED:
-            declared[accel] = facts
+            for line in missing.get(("accelerators", accel), []):
+                problems.add(line, ("accelerators", accel))
+            if ("accelerators", accel) not in missing:
+                declared[accel] = facts
     backends = accelerators.backend_names(declared)
 
     cells: dict[str, Cell] = {}
     for accel, facts in declared.items() if defaults_ok else ():
-        made = problems.call(_cells_of, facts, tables[accel], defaults, path, backends)
-        problems.call(_merge, cells, made, f"accelerators.{accel}")
+        where = ("accelerators", accel)
+        made = problems.call(where, _cells_of, facts, tables[accel], defaults, path, backends)
+        problems.call(where, _merge, cells, made, f"accelerators.{accel}")
 
-    complete = not problems.lines  # else an override may name a cell of a broken table
+    complete = not problems.found  # else an override may name a cell of a broken table
     overrides = data.get("overrides", {})
     for name, override in overrides.items() if isinstance(overrides, dict) else ():
-        where = f"overrides.{name}"
-        if name not in cells and not complete:
-            if isinstance(override, dict):
-                problems.call(_check_keys, override, _OVERRIDE_KEYS, where)
+        where = ("overrides", name)
+        if problems.failed(*where) or (name not in cells and not complete):
             continue
-        changed = problems.call(_overridden, cells, name, override, backends, where)
+        changed = problems.call(where, _overridden, cells, name, override, backends)
         if changed is None:
             del cells[name]
         elif changed is not _FAILED:
@@ -554,18 +481,10 @@ def _expand(data: dict[str, Any], path: Path) -> list[Cell]:
     return list(cells.values())
 
 
-def _declared(accel: str, spec: Any, known: Mapping[str, Accelerator]) -> Accelerator:
-    """One ``[accelerators.NAME]`` table checked: its keys, its container, its facts."""
+def _declared(accel: str, spec: dict, known: Mapping[str, Accelerator]) -> Accelerator:
+    """One ``[accelerators.NAME]`` table (its keys valid): its placeholders, its facts."""
     where = f"accelerators.{accel}"
-    if not isinstance(spec, dict):
-        raise MatrixError(f"{where} must be a table, not {_describe(spec)}.")
-    problems = _Problems()
-    problems.call(_check_keys, spec, _ACCEL_KEYS, where)
-    container = spec.get("container", {})
-    if isinstance(container, dict):
-        problems.call(_check_keys, container, _CONTAINER_KEYS, f"{where}.container")
-        problems.call(_check_placeholders, container, f"{where}.container")
-    problems.raise_any()
+    _check_placeholders(spec.get("container", {}), f"{where}.container")
     return _accelerator(accel, spec, known)
 
 
@@ -578,53 +497,22 @@ def _cells_of(
 ) -> dict[str, Cell]:
     """The cells of one accelerator table, every mode checked."""
     where = f"accelerators.{facts.name}"
-    for required in ("backend", "cells"):
-        if required not in spec:
-            raise MatrixError(f"{where}.{required} is missing; add it to [{where}].")
-    problems = _Problems()
-    problems.call(_check_backend, spec["backend"], facts, backends, f"{where}.backend")
+    problems = _Problems(spec)
+    problems.call((), _check_backend, spec["backend"], facts, backends, f"{where}.backend")
     torch_where = f"{where}.torch" if "torch" in spec else "defaults.torch"
-    torch_axis = _torch_axis(spec.get("torch", defaults.get("torch", "torch")), torch_where)
-    if not spec["cells"]:
-        raise MatrixError(
-            f"{where}.cells is empty; give it a mode and world sizes, "
-            "e.g. cells = { native = [1, 2] }."
-        )
+    torch_axis = _torch_axis(
+        spec.get("torch", defaults.get("torch", DEFAULTS["torch"])), torch_where
+    )
     cells: dict[str, Cell] = {}
     for mode, sizes in spec["cells"].items():
-        made = problems.call(_mode_cells, facts, mode, sizes, spec, defaults, path, torch_axis)
-        problems.call(_merge, cells, made, f"{where}.cells.{mode}")
+        mode_where = f"{where}.cells.{mode}"
+        for n in sizes:
+            made = {
+                c.name: c
+                for c in (_make_cell(facts, n, mode, spec, defaults, path, e) for e in torch_axis)
+            }
+            problems.call((), _merge, cells, made, mode_where)
     problems.raise_any()
-    return cells
-
-
-def _mode_cells(
-    facts: Accelerator,
-    mode: str,
-    sizes: Any,
-    spec: dict,
-    defaults: dict,
-    path: Path,
-    torch_axis: list[dict[str, Any]],
-) -> dict[str, Cell]:
-    mode_where = f"accelerators.{facts.name}.cells.{mode}"
-    if mode not in MODES:
-        raise MatrixError(
-            f"unknown mode {mode_where!r}.{_suggest(mode, MODES)} Modes: {', '.join(MODES)}."
-        )
-    if not isinstance(sizes, list) or not all(_is_type(n, int) for n in sizes):
-        raise MatrixError(
-            f"{mode_where} must be a list of world sizes (integers), not {_describe(sizes)}."
-        )
-    if not sizes:
-        raise MatrixError(
-            f"{mode_where} is empty; list at least one world size, or remove {mode!r}."
-        )
-    cells: dict[str, Cell] = {}
-    for n in sizes:
-        _check_world_size(n, mode_where)
-        made = (_make_cell(facts, n, mode, spec, defaults, path, e) for e in torch_axis)
-        _merge(cells, {c.name: c for c in made}, mode_where)
     return cells
 
 
@@ -637,48 +525,31 @@ def _merge(cells: dict[str, Cell], made: Any, where: str) -> None:
 
 
 def _overridden(
-    cells: Mapping[str, Cell], name: str, override: Any, backends: Iterable[str], where: str
+    cells: Mapping[str, Cell], name: str, override: dict, backends: Iterable[str]
 ) -> Cell | None:
     """The cell ``[overrides."NAME"]`` makes, or None when it drops the cell."""
+    where = f"overrides.{name}"
     if name not in cells:
         raise MatrixError(
-            f"{where!r} names no cell.{_suggest(name, cells)} "
+            f"{where!r} names no cell.{suggest(name, cells)} "
             f"Cells come from accelerators.*.cells; `harness matrix list` shows them."
         )
-    if not isinstance(override, dict):
-        raise MatrixError(f"{where} must be a table, not {_describe(override)}.")
-    _check_keys(override, _OVERRIDE_KEYS, where)
     if override.get("drop"):
         return None
     return _apply_override(cells[name], override, backends, where)
 
 
 def _torch_axis(value: str | list, where: str) -> list[dict[str, Any]]:
-    """The torch entries of an accelerator, the default first, each with a unique label."""
+    """The torch entries of an accelerator, the default first, each with a unique label.
+
+    The schema has checked each entry's shape; what it cannot see is across entries.
+    """
     items = value if isinstance(value, list) else [value]
-    if not items:
-        raise MatrixError(f'{where} is an empty list; give at least one, e.g. ["torch==2.13.0"].')
     entries: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         item_where = f"{where}[{i}]"
-        if isinstance(item, str):
-            item = {"requirement": item}
-        if not isinstance(item, dict):
-            raise MatrixError(
-                f"{item_where} must be a requirement string or a table with requirement, "
-                f"not {_describe(item)}."
-            )
-        _check_keys(item, _TORCH_KEYS, item_where)
-        if "requirement" not in item:
-            raise MatrixError(f'{item_where}.requirement is missing, e.g. requirement = "torch".')
-        if not re.match(r"torch\b", item["requirement"].strip()):
-            raise MatrixError(
-                f"{item_where}: {item['requirement']!r} is not a torch requirement; "
-                f'write it as "torch==2.15.0".'
-            )
+        item = {"requirement": item} if isinstance(item, str) else item
         label = item.get("name") or torch_label(item["requirement"])
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.]*", label):
-            raise MatrixError(f"{item_where}.name {label!r}: use letters, digits and dots.")
         if label == "any" and i > 0:
             raise MatrixError(
                 f"{item_where}: {item['requirement']!r} pins no version, so its cells would "
@@ -693,6 +564,11 @@ def _torch_axis(value: str | list, where: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _fake_ranks(world_size: int) -> tuple[int, ...]:
+    """A fake cell's ranks unless its override picks: the first, the middle, the last."""
+    return tuple(sorted({0, world_size // 2, world_size - 1}))
+
+
 def _make_cell(
     facts: Accelerator,
     n: int,
@@ -702,17 +578,15 @@ def _make_cell(
     path: Path,
     torch: Mapping[str, Any] | None = None,
 ) -> Cell:
-    def pick(key: str, fallback: Any) -> Any:
-        return spec.get(key, defaults.get(key, fallback))
+    def pick(key: str) -> Any:
+        return spec.get(key, defaults.get(key, DEFAULTS.get(key)))
 
-    timeout = pick("timeout", 300)
-    where = "accelerators." + facts.name if "timeout" in spec else "defaults"
-    _check_timeout(timeout, f"{where}.timeout")
-    torch = torch or {"requirement": pick("torch", "torch"), "default": True}
+    torch = torch or {"requirement": pick("torch"), "default": True}
     suffix = "" if torch["default"] else f"-torch{torch['label']}"
     container = {**facts.container, **spec.get("container", {})}
     if "base_image" in torch:  # a vendor image per torch: its own torch, not reinstalled
         container["base_image"] = torch["base_image"]
+    fake = mode == "fake"
     return Cell(
         name=cell_name(facts.name, n, mode, facts) + suffix,
         accelerator=facts.name,
@@ -720,51 +594,87 @@ def _make_cell(
         backend=spec["backend"],
         world_size=n,
         mode=mode,
-        timeout=timeout,
-        suites=tuple(pick("suites", ["harness.conformance"])),
+        timeout=pick("timeout"),
+        suites=tuple(pick("suites")),
         torch=torch["requirement"],
         torch_name="" if torch["default"] else torch["label"],
-        pip_args=tuple(torch.get("pip_args", pick("pip_args", []))),
+        pip_args=tuple(torch.get("pip_args", pick("pip_args"))),
         env={**defaults.get("env", {}), **spec.get("env", {})},
         # the table's run/device flags, then the matrix's choices over them
         container=container,
-        results=defaults.get("results", "results"),
+        results=defaults.get("results", DEFAULTS["results"]),
         root=str(path.resolve().parent),
-        waivers=pick("waivers", ""),
-        runs_on=_runs_on(spec.get("runs_on", []), f"accelerators.{facts.name}.runs_on"),
+        waivers=pick("waivers"),
+        runs_on=spec.get("runs_on", []),
         facts=facts,
+        mesh_shape=(n,) if fake else (),
+        fake_ranks=_fake_ranks(n) if fake else (),
     )
-
-
-def _runs_on(value: Any, where: str) -> Any:
-    """Runner labels: a list of strings, or a table of such lists per CI system."""
-    tables = value.items() if isinstance(value, dict) else [("", value)]
-    for system, labels in tables:
-        key = f"{where}.{system}" if system else where
-        if system and system not in ("github", "gitlab"):
-            raise MatrixError(f"unknown key {key!r}; runs_on takes github and gitlab.")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise MatrixError(f'{key} must be a list of runner labels such as ["gpu-8x"].')
-    return value
 
 
 def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: str) -> Cell:
     from dataclasses import replace
 
     changes: dict[str, Any] = {}
-    if "timeout" in override:
-        timeout = override["timeout"]
-        _check_timeout(timeout, f"{where}.timeout")
-        changes["timeout"] = timeout
     if "backend" in override:
         _check_backend(override["backend"], cell.spec, backends, f"{where}.backend")
-        changes["backend"] = override["backend"]
+    for key in ("timeout", "backend", "torch", "waivers"):
+        if key in override:
+            changes[key] = override[key]
     for key in ("suites", "pip_args"):
         if key in override:
             changes[key] = tuple(override[key])
-    for key in ("torch", "waivers"):
-        if key in override:
-            changes[key] = override[key]
     if "env" in override:
         changes["env"] = {**cell.env, **override["env"]}
+    changes.update(_fake_layout(cell, override, where))
     return replace(cell, **changes)
+
+
+def _fake_layout(cell: Cell, override: dict, where: str) -> dict[str, tuple[int, ...]]:
+    """An override's ``mesh`` and ``ranks``: a fake cell's only, and fit to its world."""
+    given = [key for key in ("mesh", "ranks") if key in override]
+    if not given:
+        return {}
+    n = cell.world_size
+    if cell.mode != "fake":
+        raise MatrixError(
+            f"{where}.{given[0]}: {cell.name} is a {cell.mode} cell; mesh and ranks are for "
+            f"fake cells (cells = {{ fake = [{n}] }} makes {cell.accelerator}-{n}fake)."
+        )
+    changes: dict[str, tuple[int, ...]] = {}
+    if "mesh" in override:
+        mesh = tuple(override["mesh"])
+        size = 1
+        for dim in mesh:
+            size *= dim
+        if size != n:
+            raise MatrixError(
+                f"{where}.mesh = {list(mesh)} holds {size} ranks, but {cell.name} has {n}; "
+                f"give dimensions whose product is {n}."
+            )
+        changes["mesh_shape"] = mesh
+    if "ranks" in override:
+        outside = [r for r in override["ranks"] if r >= n]
+        if outside:
+            raise MatrixError(
+                f"{where}.ranks: rank {outside[0]} is outside the world of {cell.name} "
+                f"(ranks 0 to {n - 1})."
+            )
+        changes["fake_ranks"] = tuple(sorted(override["ranks"]))
+    return changes
+
+
+__all__ = [
+    "MAX_TIMEOUT_S",
+    "MAX_WORLD_SIZE",
+    "MODES",
+    "PLACEHOLDERS",
+    "SCHEMA_VERSION",
+    "Cell",
+    "Matrix",
+    "MatrixError",
+    "cell_name",
+    "default_matrix_path",
+    "load_matrix",
+    "torch_label",
+]

@@ -128,15 +128,15 @@ BAD = {
     ),
     "world size zero": (
         GOOD.replace("native = [1, 2, 4]", "native = [0, 2]"),
-        ["accelerators.cpu.cells.native", "world size 0", "at least 1"],
+        ["accelerators.cpu.cells.native[0]: world size 0", "at least 1"],
     ),
     "world size as string": (
         GOOD.replace("native = [4]", 'native = ["4"]'),
-        ["accelerators.cuda.cells.native", "list of world sizes"],
+        ["accelerators.cuda.cells.native[0] must be a world size", "not a string ('4')"],
     ),
     "duplicate cell": (
         GOOD.replace("native = [1, 2, 4]", "native = [2, 2]"),
-        ["duplicate cell 'cpu-2rank'"],
+        ["accelerators.cpu.cells.native lists 2 twice"],
     ),
     "timeout wrong type": (
         GOOD.replace("timeout = 120", 'timeout = "2m"'),
@@ -175,7 +175,7 @@ BAD = {
     # issue 16, item 4: what validation used to let through
     "world size absurd": (
         GOOD.replace("local = [8]", "local = [100000000000000000]"),
-        ["accelerators.cpu.cells.local", "world size 100000000000000000", "at most 65536"],
+        ["accelerators.cpu.cells.local[0]: world size 100000000000000000", "at most 65536"],
     ),
     "timeout absurd": (
         GOOD.replace("timeout = 120", "timeout = 100000000000000000000"),
@@ -218,7 +218,7 @@ BAD = {
     ),
     "suites not a list of strings": (
         GOOD.replace("timeout = 120", "timeout = 120\nsuites = [1]"),
-        ["defaults.suites", "list of strings"],
+        ["defaults.suites[0] must be a string", "in quotes"],
     ),
 }
 
@@ -247,12 +247,14 @@ def test_every_problem_of_a_file_is_named_at_once_one_line_each(tmp_path, capsys
     path = write(tmp_path, text)
     assert main(["matrix", "validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    expected = [
-        "'acceleratorz'",
+    expected = [  # in the order of the file
         "defaults.suits",
         "accelerators.cpu.backnd",
         "accelerators.cuda.env.A",
         "accelerators.cuda.env.B",
+        "accelerators.cuda.cells.native[0]: world size 0",
+        "accelerators.cuda.cells.locale",
+        "'acceleratorz'",
         "overrides.cpu-2rank.drops",
     ]
     assert len(err) == len(expected), err
@@ -269,7 +271,7 @@ def test_problems_of_separate_modes_and_tables_are_all_named(tmp_path):
     lines = str(err.value).splitlines()
     assert len(lines) == 3, lines
     assert "accelerators.cpu.backend" in lines[0] and "cannot use backend 'nccl'" in lines[0]
-    assert "accelerators.cuda.cells.native: world size 0" in lines[1]
+    assert "accelerators.cuda.cells.native[0]: world size 0" in lines[1]
     assert "unknown mode 'accelerators.cuda.cells.locale'" in lines[2]
 
 

@@ -108,7 +108,7 @@ def test_nox_lists_a_session_and_tag_per_torch():
 @pytest.mark.parametrize(
     ("torch", "says"),
     [
-        ("[]", "defaults.torch is an empty list"),
+        ("[]", "defaults.torch is empty"),
         ('[{ name = "x" }]', "defaults.torch[0].requirement is missing"),
         ('["torch==2.13.0", { requirement = "torch==2.7.1", indx = "u" }]',
          "unknown key 'defaults.torch[1].indx'"),
