@@ -9,6 +9,7 @@ inherit them.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -24,6 +25,24 @@ _ENV_OPTIONS = {
     "harness_backend": "HARNESS_BACKEND",
     "harness_timeout": "HARNESS_TIMEOUT",
     "harness_ops": "HARNESS_OPS",
+}
+
+
+def _seconds(value: str) -> bool:
+    try:
+        return value == "" or math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+# The cell's variables a run checks once, before any test: a bad value is one usage
+# line (exit 4), not the same error in every test. variable -> (is it valid, what it must be)
+_ENV_RULES = {
+    "HARNESS_WORLD_SIZE": (
+        lambda v: v.isdigit() and int(v) >= 1,
+        "the world size must be a whole number >= 1",
+    ),
+    "HARNESS_TIMEOUT": (_seconds, "the timeout must be a number of seconds, e.g. 300"),
 }
 
 
@@ -90,11 +109,10 @@ def pytest_configure(config: pytest.Config) -> None:
         value = config.getoption(dest)
         if value is not None:
             env[var] = str(value)
-    world_size = env.get("HARNESS_WORLD_SIZE", os.environ.get("HARNESS_WORLD_SIZE"))
-    if world_size is not None and (not world_size.isdigit() or int(world_size) < 1):
-        raise pytest.UsageError(
-            f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
-        )
+    for var, (fits, must) in _ENV_RULES.items():
+        value = env.get(var, os.environ.get(var))
+        if value is not None and not fits(value.strip()):
+            raise pytest.UsageError(f"{var}={value!r}: {must}.")
     os.environ.update(env)
     from harness.conformance import _ops
     from harness.errors import UsageError

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = textwrap.dedent("""
@@ -100,6 +102,22 @@ def test_unknown_cell_is_a_usage_error(tmp_path):
     )
     assert proc.returncode == 4  # pytest's usage-error exit code
     assert "unknown cell 'cpu-3rank'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("HARNESS_TIMEOUT", "abc", "the timeout must be a number of seconds, e.g. 300"),
+        ("HARNESS_WORLD_SIZE", "-3", "the world size must be a whole number >= 1"),
+    ],
+)
+def test_a_bad_cell_variable_is_one_usage_line_not_an_error_per_test(tmp_path, var, value, says):
+    # issue 26: HARNESS_TIMEOUT=abc used to fail every test with a ValueError
+    proc = pytest_run(tmp_path, env={var: value})
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error exit code
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"ERROR: {var}={value!r}: {says}."], proc.stderr
+    assert "passed" not in proc.stdout and "ValueError" not in proc.stdout + proc.stderr
 
 
 def test_a_failure_ends_with_the_command_that_reruns_it_in_the_same_cell(tmp_path):

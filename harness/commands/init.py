@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import ci, kitfiles
+from harness import ci, kitfiles, matrix_schema
 from harness._version import __version__
 from harness.errors import UsageError
 
@@ -36,7 +36,7 @@ define_sessions("matrix.toml", install=["dtensor-harness=={version}"])
 def add_parser(sub, parents) -> None:
     parser = sub.add_parser(
         "init",
-        help="write matrix.toml, noxfile.py and a CI workflow into a repository",
+        help="write matrix.toml (with its schema), noxfile.py and a CI workflow into a repository",
     )
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="default: .")
     parser.add_argument(
@@ -68,7 +68,9 @@ def init(args) -> int:
     default = f"test-{(native[len(native) // 2] if native else matrix.cells[0]).name}"
     only = args.only or ",".join(c.name for c in cpu)
     files = {
+        # the starter's first line, `#:schema ./matrix.schema.json`, points editors here
         "matrix.toml": starter.read_text(encoding="utf-8"),
+        matrix_schema.FILE_NAME: matrix_schema.schema_text(),
         "noxfile.py": NOXFILE.format(default=default, version=__version__),
     }
     if args.ci != "none":
@@ -79,17 +81,27 @@ def init(args) -> int:
             f"{', '.join(str(root / n) for n in there)} already there; "
             f"pass --force to overwrite, or init another folder."
         )
+    try:
+        _write(root, files, args.ci, only)
+    except OSError as exc:  # /proc/x, a read-only mount, a file where the folder goes
+        raise UsageError(
+            f"cannot write into {exc.filename or root}: {exc.strerror}; "
+            f"pick a folder you can write to (harness init DIR)."
+        ) from None
+    print(
+        f"harness: next: pip install nox dtensor-harness=={__version__}; "
+        f"cd {root} && nox --list && nox -s {default}"
+    )
+    return 0
+
+
+def _write(root: Path, files: dict[str, str | None], system: str, only: str) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if text is None:  # the workflow, from the matrix just written; its header's
             # command is the one to run in that folder
-            text = ci.workflow_text(args.ci, None, only, None, name, load=root / "matrix.toml")
+            text = ci.workflow_text(system, None, only, None, name, load=root / "matrix.toml")
         path.write_text(text, encoding="utf-8")
         print(f"harness: wrote {path}")
-    print(
-        f"harness: next: pip install nox dtensor-harness=={__version__}; "
-        f"cd {root} && nox --list && nox -s {default}"
-    )
-    return 0

@@ -1,4 +1,4 @@
-"""``harness matrix list|show|validate``."""
+"""``harness matrix list|show|validate|schema``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from harness.matrix import load_matrix
 
 
 def add_parser(sub, parents) -> None:
-    parser = sub.add_parser("matrix", help="list, show or validate the matrix's cells")
+    parser = sub.add_parser("matrix", help="list, show or validate the matrix's cells; its schema")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     listing = verbs.add_parser("list", parents=parents, help="every cell and its session")
     listing.add_argument("--json", action="store_true")
@@ -28,6 +28,11 @@ def add_parser(sub, parents) -> None:
         "file", nargs="?", help="matrix file (default: --matrix or ./matrix.toml)"
     )
     validate.set_defaults(handler=validate_file)
+    schema = verbs.add_parser(
+        "schema",
+        help="print matrix.toml's JSON Schema (editors read it: `#:schema ./matrix.schema.json`)",
+    )
+    schema.set_defaults(handler=print_schema)
 
 
 def list_cells(args) -> int:
@@ -75,4 +80,11 @@ def validate_file(args) -> int:
     path = args.file or args.matrix
     matrix = load_matrix(path)
     print(f"{matrix.path}: ok, {len(matrix.cells)} cells ({', '.join(matrix.accelerators)})")
+    return 0
+
+
+def print_schema(args) -> int:
+    from harness.matrix_schema import schema_text
+
+    print(schema_text(), end="")
     return 0
