@@ -10,6 +10,7 @@ job puts every certified cell on one page. Torch-free, like the matrix it reads.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -61,13 +62,17 @@ def matrix_runners(matrix: Matrix) -> dict[str, Any]:
 
 def select(matrix: Matrix, only: Iterable[str] = ()) -> list[Cell]:
     """The cells named by accelerator or cell name (every cell when none is named)."""
-    only = [o.strip() for o in only if o.strip()]
+    only = [o.strip().removeprefix("test-").removeprefix("certify-") for o in only if o.strip()]
     if not only:
         return list(matrix.cells)
-    known = set(matrix.accelerators)
     for name in only:
-        if name not in known:
-            matrix.cell(name)  # an unknown name is one clear error, with the closest ones
+        if name not in matrix.accelerators and name not in matrix.names:
+            close = difflib.get_close_matches(name, [*matrix.accelerators, *matrix.names], n=3)
+            hint = f" Closest: {', '.join(close)}." if close else ""
+            raise UsageError(
+                f"--only {name!r}: no accelerator or cell of that name in {matrix.path}.{hint} "
+                f"Accelerators: {', '.join(matrix.accelerators)}; every cell: `harness matrix list`."
+            )
     return [c for c in matrix.cells if c.accelerator in only or c.name in only]
 
 

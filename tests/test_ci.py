@@ -122,11 +122,24 @@ def test_runs_on_comes_from_the_matrix(tmp_path, capsys):
     assert flow["jobs"]["test-cpu-2rank"]["runs-on"] == ["self-hosted", "big-cpu"]
 
 
-def test_an_unknown_name_in_only_is_one_line_exit_2(capsys):
-    argv = ["ci", "github", "--matrix", str(ROOT / "matrix.toml"), "--only", "cpu-3rank"]
+@pytest.mark.parametrize(
+    ("name", "closest"), [("cpu-3rank", "cpu-2rank"), ("nosuch", ""), ("cdua", "cuda")]
+)
+def test_an_unknown_name_in_only_is_one_line_naming_both_kinds_exit_2(capsys, name, closest):
+    # --only takes accelerators and cells: the error says both, and lists the accelerators
+    argv = ["ci", "github", "--matrix", str(ROOT / "matrix.toml"), "--only", f"cpu,{name}"]
     assert main([*argv, "--out", "-"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown cell 'cpu-3rank'" in err
+    assert err.count("\n") == 1, err
+    assert f"--only {name!r}: no accelerator or cell of that name" in err
+    assert "Accelerators: cpu, cuda, rocm, xpu, gaudi" in err and "harness matrix list" in err
+    assert closest in err
+
+
+def test_only_takes_a_session_name_too(capsys):
+    argv = ["ci", "github", "--matrix", str(ROOT / "matrix.toml"), "--only", "test-cpu-2rank"]
+    assert main([*argv, "--out", "-"]) == 0
+    assert list(yaml.safe_load(capsys.readouterr().out)["jobs"])[0] == "test-cpu-2rank"
 
 
 @pytest.mark.parametrize("system", ci.SYSTEMS)

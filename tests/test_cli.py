@@ -174,6 +174,17 @@ def test_run_without_torch_is_one_line_exit_2(no_torch, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("where", ["/proc/x", "a-file/sub"])
+def test_init_where_it_cannot_write_is_one_line_exit_2(tmp_path, where):
+    # issue 26: `harness init /proc/x` printed a traceback
+    (tmp_path / "a-file").write_text("")
+    target = where if where.startswith("/") else str(tmp_path / where)
+    proc = harness("init", target, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"cannot write into {target}" in proc.stderr and "pick a folder" in proc.stderr
+
+
 def test_version_matches_the_package():
     import harness as pkg
 
@@ -201,6 +212,8 @@ _MATRIX = str(ROOT / "matrix.toml")
         ["run", "--help"],
         ["matrix", "list", "--matrix", _MATRIX],
         ["matrix", "show", "cpu-4rank", "--matrix", _MATRIX],
+        ["matrix", "validate", _MATRIX],
+        ["matrix", "schema"],
     ],
     ids=" ".join,
 )
