@@ -18,7 +18,9 @@ ARG PYTHON=python3
 ARG VENDOR_TORCH=1
 ARG HARNESS_UID=1000
 ARG HARNESS_VERSION=0.0.0
-ARG SOURCE=https://pypi.org/project/dtensor-harness/
+# the repository the image is built from, for the OCI source label: pass
+# --build-arg SOURCE=URL (empty by default: the kit has no public home yet)
+ARG SOURCE=""
 
 LABEL org.opencontainers.image.title="dtensor-harness (gaudi)" \
       org.opencontainers.image.description="DTensor test harness for gaudi" \

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -212,6 +212,8 @@ _COMMON: dict[str, Key | Table] = {
         default="",
     ),  # fmt: skip
 }
+#: the same keys where [defaults] fills what is left out: no default of their own
+_INHERITED = {k: replace(v, default=_NONE) if isinstance(v, Key) else v for k, v in _COMMON.items()}
 _CONTAINER = Table(
     "How the accelerator's image is built and run (docs/containers.md).",
     {
@@ -235,11 +237,16 @@ _CONTAINER = Table(
         ),  # fmt: skip
     },
 )
+_MODE_HELP = {
+    "native": "Each test runs as its class says, one process (or thread) per rank: NAME-<N><unit>.",
+    "local": "Every rank simulated by LocalTensor in one process: NAME-<N>sim.",
+    "fake": "Chosen ranks of the world, one process each, on the fake process group "
+    "(shapes, placements and collectives real, values not): NAME-<N>fake; an override "
+    "sets its mesh and ranks.",
+}
 _CELLS = Table(
-    "The cells: mode = [world sizes]. native runs each test as its class says, local "
-    "simulates every rank with LocalTensor (NAME-<N>sim), fake runs chosen ranks of a "
-    "world on the fake process group (NAME-<N>fake).",
-    {mode: _WORLD_SIZES for mode in MODES},
+    "The cells: mode = [world sizes].",
+    {mode: replace(_WORLD_SIZES, help=_MODE_HELP[mode]) for mode in MODES},
     noun="mode",
     empty="give it a mode and world sizes, e.g. cells = { native = [1, 2] }",
     expects="a table of mode = [world sizes]",
@@ -252,8 +259,13 @@ _RUNS_ON = _either(
         "", {"github": _strings("GitHub runner labels."), "gitlab": _strings("GitLab runner tags.")}
     ),  # fmt: skip
 )
-_DEFINITION: dict[str, Key | Table] = {
-    key: _from_type(kind, expects, f"Declaring a new accelerator: {expects}.")
+_DEFINITION_HELP = {
+    "unit": "The word after N in its cell names (acme-4card).",
+    "plugin": "Modules imported in the parent and every rank before the process group starts.",
+    "visible_devices": "The variable that limits which devices a process sees.",
+}
+_DEFINITION: dict[str, Key | Table] = {  # a new accelerator's facts (harness.accelerators)
+    key: _from_type(kind, expects, _DEFINITION_HELP.get(key, ""))
     for key, (kind, expects) in DEFINITION_KEYS.items()
 }
 _DEFINITION["count"] = _probes(COUNT_KEYS, "How to count its devices without torch.",
@@ -264,7 +276,7 @@ _ACCELERATOR = Table(
     "One accelerator: a built-in (cpu, cuda, rocm, xpu, gaudi), a packaged one, or "
     "a new one declared here with unit, device, backend and cells (docs/accelerators.md).",
     {
-        **_COMMON,
+        **_INHERITED,
         **_DEFINITION,
         "device": _str("The torch device type.", "a torch device type"),
         "backend": _str(
@@ -280,7 +292,7 @@ _ACCELERATOR = Table(
 _OVERRIDE = Table(
     "Changes to one cell, addressed by its name.",
     {
-        **_COMMON,
+        **_INHERITED,
         "torch": _REQUIREMENT,
         "drop": Key({"type": "boolean"}, "true or false", "Remove the cell."),
         "backend": _str("The cell's collective backend.", "a collective backend name"),
@@ -544,3 +556,42 @@ def _words(error: Any, root: Any) -> Iterator[tuple[tuple[Any, ...], str]]:
         yield path, f"{at} lists {twice!r} twice; list each once."
         return
     yield path, f"{at or 'the matrix'}: {error.message}."
+
+
+# --- the reference in docs/matrix.md ---------------------------------------------------
+
+
+def reference() -> str:
+    """docs/matrix.md's key reference, one section per table (`harness matrix schema
+    --markdown`; tests/test_matrix_schema.py keeps the doc equal to it)."""
+    out: list[str] = []
+    _tables(MATRIX, "", out)
+    return "\n".join(out) + "\n"
+
+
+def _tables(table: Table, name: str, out: list[str]) -> None:
+    rows = [(key, node) for key, node in table.keys.items() if not _is_section(node)]
+    out += ["", f"### `[{name}]`" if name else "### top level", "", _html(table.help)]
+    if rows:
+        out += ["", "| key | value | default | what it is |", "|---|---|---|---|"]
+        out += [_row(key, node) for key, node in rows]
+    for key, node in table.keys.items():
+        if _is_section(node):
+            _tables(node, f"{name}.{key}" if name else key, out)  # type: ignore[arg-type]
+    if isinstance(table.names, Table) and _is_section(table.names):
+        _tables(table.names, f'{name}."<cell>"' if name == "overrides" else f"{name}.<name>", out)
+
+
+def _is_section(node: Key | Table | None) -> bool:
+    """A table with keys of its own (not a table of strings such as env)."""
+    return isinstance(node, Table) and (bool(node.keys) or _is_section(node.names))
+
+
+def _html(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+
+
+def _row(key: str, node: Key | Table) -> str:
+    default = "" if isinstance(node, Table) or node.default is _NONE else json.dumps(node.default)
+    default = f"`{default}`" if default else ""
+    return f"| `{key}` | {_html(node.expects)} | {default} | {_html(node.help)} |"

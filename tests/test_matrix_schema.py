@@ -241,3 +241,15 @@ def test_the_fake_unit_is_reserved(tmp_path):
     )
     with pytest.raises(MatrixError, match=r'accelerators.acme.unit = "fake" is reserved for fake'):
         load_matrix(path)
+
+
+def test_the_docs_key_reference_is_the_generated_one(capsys):
+    doc = (ROOT / "docs" / "matrix.md").read_text()
+    start = doc.index("<!-- keys:")
+    section = doc[doc.index("\n", start) + 1 : doc.index("<!-- /keys -->")]
+    assert main(["matrix", "schema", "--markdown"]) == 0
+    assert section == capsys.readouterr().out, (
+        "docs/matrix.md's key reference is stale: paste `harness matrix schema --markdown`"
+    )
+    for key in ("mesh", "ranks", "fake", "vendor_torch", "runs_on"):
+        assert f"| `{key}` |" in section

@@ -32,6 +32,9 @@ def add_parser(sub, parents) -> None:
         "schema",
         help="print matrix.toml's JSON Schema (editors read it: `#:schema ./matrix.schema.json`)",
     )
+    schema.add_argument(
+        "--markdown", action="store_true", help="the key reference of docs/matrix.md instead"
+    )
     schema.set_defaults(handler=print_schema)
 
 
@@ -84,7 +87,7 @@ def validate_file(args) -> int:
 
 
 def print_schema(args) -> int:
-    from harness.matrix_schema import schema_text
+    from harness.matrix_schema import reference, schema_text
 
-    print(schema_text(), end="")
+    print(reference() if args.markdown else schema_text(), end="")
     return 0

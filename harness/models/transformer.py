@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from harness.models.experts import ExpertLayer
+from harness.models.plans import parallelize_transformer
 
 
 @dataclass
@@ -158,8 +159,10 @@ class Transformer(nn.Module):
         attention on local head shards (plain tensors), needed where the fused
         attention op has no DTensor strategy (CPU in torch 2.13).
         """
-        from harness.models.plans import parallelize_transformer
-
+        if not isinstance(module, Transformer):
+            raise TypeError(
+                f"Transformer.parallelize needs a Transformer, got {type(module).__name__}"
+            )
         return parallelize_transformer(
             module,
             tp_mesh,
