@@ -21,6 +21,7 @@ else
       ps.pytest
       ps.expecttest
       ps.pyyaml # harness ci
+      ps.jsonschema # matrix.toml's schema (harness.matrix_schema)
       ps.python-hostlist # Slurm node lists (harness.ranks.launch)
     ];
     # checks.<system>.tests runs the suite; the package only proves it imports.
