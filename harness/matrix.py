@@ -1,9 +1,13 @@
 """Load and validate matrix.toml, expand it into named cells.
 
-Torch-free on purpose: noxfiles, ``harness matrix`` and ``harness doctor`` import
-this where torch is not installed. Every problem in a matrix becomes one
-MatrixError whose message names the key path and the fix; the CLI turns it into
-exit code 2.
+Its keys, types, bounds and defaults are data in :mod:`harness.matrix_schema`,
+which checks a parsed file against the JSON Schema made from them; this module
+checks what a schema cannot say (known accelerators and backends, placeholders,
+torch labels, overrides naming cells, a fake cell's mesh and ranks) and builds
+the cells. Torch-free on purpose: noxfiles, ``harness matrix`` and ``harness
+doctor`` import this where torch is not installed. Every problem in a matrix
+becomes one line of a MatrixError naming the key path and the fix, in the order
+of the file; the CLI turns it into exit code 2.
 """
 
 from __future__ import annotations

@@ -90,8 +90,15 @@ def _str(help: str, expects: str = "a string", pattern: str = "", **kw: Any) -> 
     return Key(schema, expects, help, **kw)
 
 
-def _list(item: Key | Table, help: str, expects: str, *, min_items: int = 0, unique: bool = False,
-          **kw: Any) -> Key:  # fmt: skip
+def _list(
+    item: Key | Table,
+    help: str,
+    expects: str,
+    *,
+    min_items: int = 0,
+    unique: bool = False,
+    **kw: Any,
+) -> Key:
     schema: dict[str, Any] = {"type": "array"}
     if min_items:
         schema["minItems"] = min_items
@@ -105,11 +112,10 @@ def _either(help: str, expects: str, *options: Key | Table, **kw: Any) -> Key:
 
 
 _STRING = _str("", fix="every item in quotes")
-_STRINGS = "a list of strings"
 
 
 def _strings(help: str, **kw: Any) -> Key:
-    return _list(_STRING, help, _STRINGS, fix="every item in quotes", **kw)
+    return _list(_STRING, help, "a list of strings", **kw)
 
 
 def _string_table(help: str) -> Table:
@@ -140,12 +146,15 @@ _WORLD_SIZE = _int(
     MAX_WORLD_SIZE,
     "a world size (a whole number)",
     noun="world size",
-    fix="no quotes",
 )
 _WORLD_SIZES = _list(
-    _WORLD_SIZE, "", "a list of world sizes (whole numbers)", min_items=1, unique=True,
+    _WORLD_SIZE,
+    "",
+    "a list of world sizes (whole numbers)",
+    min_items=1,
+    unique=True,
     empty="list at least one world size, or remove the mode",
-)  # fmt: skip
+)
 _REQUIREMENT = _str(
     "A pip requirement for torch: pinned (torch==2.13.0) or open (torch).",
     'a requirement string such as "torch==2.13.0"',
@@ -165,7 +174,7 @@ _TORCH_ENTRY = Table(
         "pip_args": _strings("pip arguments for this torch's install (its own index)."),
         "base_image": _str(
             "An image whose torch is this one (not reinstalled).", "an image reference"
-        ),  # fmt: skip
+        ),
     },
     required=("requirement",),
     expects="a table with requirement",
@@ -184,7 +193,7 @@ _TORCH = _either(
         "a list of torch requirements",
         min_items=1,
         empty='give at least one, e.g. ["torch==2.13.0"]',
-    ),  # fmt: skip
+    ),
     default="torch",
 )
 _COMMON: dict[str, Key | Table] = {
@@ -195,7 +204,7 @@ _COMMON: dict[str, Key | Table] = {
         "a whole number of seconds",
         bounds=f"a positive number of seconds, at most {MAX_TIMEOUT_S} (7 days)",
         default=300,
-    ),  # fmt: skip
+    ),
     "suites": _strings(
         "pytest targets the cells run: importable packages, folders or files.",
         min_items=1,
@@ -210,7 +219,7 @@ _COMMON: dict[str, Key | Table] = {
         "A waivers TOML file certify applies (docs/certification.md).",
         "a path to a waivers TOML file (docs/certification.md)",
         default="",
-    ),  # fmt: skip
+    ),
 }
 #: the same keys where [defaults] fills what is left out: no default of their own
 _INHERITED = {k: replace(v, default=_NONE) if isinstance(v, Key) else v for k, v in _COMMON.items()}
@@ -225,16 +234,14 @@ _CONTAINER = Table(
             "Flags that hand devices to the container: {devices} is the comma-separated "
             "ids, a flag with {device} repeats once per device."
         ),
-        "device_env": Table(
-            "Variables that hand devices to the container; {devices} is the ids.",
-            names=_str("", fix='quote it: {name} = "{value}"'),
-            expects="a table of strings",
+        "device_env": _string_table(
+            "Variables that hand devices to the container; {devices} is the ids."
         ),
         "vendor_torch": Key(
             {"type": "boolean"},
             "true or false",
             "The base image brings its own torch: asserted, not reinstalled.",
-        ),  # fmt: skip
+        ),
     },
 )
 _MODE_HELP = {
@@ -257,7 +264,7 @@ _RUNS_ON = _either(
     _strings(""),
     Table(
         "", {"github": _strings("GitHub runner labels."), "gitlab": _strings("GitLab runner tags.")}
-    ),  # fmt: skip
+    ),
 )
 _DEFINITION_HELP = {
     "unit": "The word after N in its cell names (acme-4card).",
@@ -268,10 +275,12 @@ _DEFINITION: dict[str, Key | Table] = {  # a new accelerator's facts (harness.ac
     key: _from_type(kind, expects, _DEFINITION_HELP.get(key, ""))
     for key, (kind, expects) in DEFINITION_KEYS.items()
 }
-_DEFINITION["count"] = _probes(COUNT_KEYS, "How to count its devices without torch.",
-                               DEFINITION_KEYS["count"][1])  # fmt: skip
-_DEFINITION["driver"] = _probes(DRIVER_KEYS, "How to read its driver version.",
-                                DEFINITION_KEYS["driver"][1])  # fmt: skip
+_DEFINITION["count"] = _probes(
+    COUNT_KEYS, "How to count its devices without torch.", DEFINITION_KEYS["count"][1]
+)
+_DEFINITION["driver"] = _probes(
+    DRIVER_KEYS, "How to read its driver version.", DEFINITION_KEYS["driver"][1]
+)
 _ACCELERATOR = Table(
     "One accelerator: a built-in (cpu, cuda, rocm, xpu, gaudi), a packaged one, or "
     "a new one declared here with unit, device, backend and cells (docs/accelerators.md).",
@@ -311,7 +320,7 @@ _OVERRIDE = Table(
             unique=True,
             empty="list at least one rank, e.g. ranks = [0, 1023]",
         ),
-    },  # fmt: skip
+    },
 )
 MATRIX = Table(
     "dtensor-harness matrix.toml: accelerators x torch versions x world sizes x modes.",
@@ -321,7 +330,7 @@ MATRIX = Table(
             "an integer",
             "The matrix format's version.",
             default=SCHEMA_VERSION,
-        ),  # fmt: skip
+        ),
         "defaults": Table(
             "Values every accelerator's cells take unless its table or an override says otherwise.",
             {
@@ -331,7 +340,7 @@ MATRIX = Table(
                     "a folder path",
                     default="results",
                 ),
-            },  # fmt: skip
+            },
         ),
         "accelerators": Table(
             "The accelerators, one table each.",
@@ -448,9 +457,16 @@ def _fits(node: Key | Table, value: Any) -> bool:
 
 
 def describe(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}  # fmt: skip
-    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
+    shown = json.dumps(value) if isinstance(value, bool) else repr(value)  # as TOML says it
+    return f"{names.get(type(value), type(value).__name__)} ({shown})"
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -486,7 +502,9 @@ def problems(data: Mapping[str, Any]) -> list[Problem]:
                 problem = Problem(path, line, leaf.validator)
                 if problem not in found:
                     found.append(problem)
-    return found
+    # a value of the wrong type is told so once, not also that it breaks its bounds
+    mistyped = {p.path for p in found if p.keyword in ("type", "anyOf")}
+    return [p for p in found if p.keyword in ("type", "anyOf") or p.path not in mistyped]
 
 
 def _leaves(error: Any) -> Iterator[Any]:
