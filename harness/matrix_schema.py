@@ -474,6 +474,7 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+@cache
 def _validator() -> Any:
     import jsonschema  # lazily: `import harness.matrix` stays light
 
