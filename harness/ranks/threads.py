@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.ranks import last_words, worker
+from harness.ranks.clock import Clock
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
 from harness.ranks.run import pg_timeout_for
 from harness.ranks.runner import Job
@@ -213,14 +214,20 @@ def run_in_threads(job: Job) -> Verdict:
         _exits_end_ranks(),
         last_words.watching(test_name, classname, method, rerun),
     ):
-        deadline = time.monotonic() + timeout
+        clock = Clock(timeout)  # the rank threads' time not spent waiting for a CPU
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        timed_out = any(t.is_alive() for t in threads)
+        alive = threads
+        while alive and not clock.expired():
+            alive[0].join(clock.left())
+            clock.tick([os.getpid()])
+            alive = [t for t in alive if t.is_alive()]
+        timed_out = bool(alive)
         if timed_out:
-            run.abort(f"the test ran past its {timeout:g} s timeout")
+            note = clock.note()
+            run.abort(
+                f"the test ran past its {timeout:g} s timeout" + (f" ({note})" if note else "")
+            )
             grace = time.monotonic() + ABORT_GRACE_S
             for t in threads:
                 t.join(max(0.0, grace - time.monotonic()))
@@ -243,4 +250,5 @@ def run_in_threads(job: Job) -> Verdict:
         timeout=timeout,
         timed_out=timed_out,
         rerun=rerun,
+        clock_note=clock.note() if timed_out else "",
     )
