@@ -151,9 +151,34 @@ def _exits_end_ranks() -> Iterator[None]:
             setattr(module, name, real)
 
 
-def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
+def _thread_locals(cls: type) -> list[tuple[threading.local, dict[str, Any]]]:
+    """The class's ``threading.local`` attributes as this thread sees them.
+
+    A test class may keep per-thread state set at import (PyTorch's device-type
+    bases hold their precision in a class-level ``threading.local``); a rank thread
+    starts with it empty, so each rank thread gets the importing thread's values.
+    """
+    found = {}
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            if isinstance(value, threading.local) and id(value) not in found:
+                found[id(value)] = (value, dict(vars(value)))
+    return list(found.values())
+
+
+def _rank_body(
+    cls: type,
+    method: str,
+    spec: worker.RankSpec,
+    run: Any,
+    results: dict,
+    inherited: list[tuple[threading.local, dict[str, Any]]] = (),
+) -> None:
     from harness.ranks import threaded_pg
 
+    for local, values in inherited:
+        for name, value in values.items():
+            setattr(local, name, value)
     last_words.rank_thread(spec.rank)
     with run.rank_thread(), worker.as_rank(spec):
         try:
@@ -199,10 +224,18 @@ def run_in_threads(job: Job) -> Verdict:
     run = threaded_pg.ThreadRun(world_size, pg_timeout)
     workdir = os.path.join(tempfile.gettempdir(), f"harness-threads-{os.getpid()}-{next(_RUNS)}")
     results: dict[int, dict[str, Any]] = {}
+    inherited = _thread_locals(cls)
     threads = [
         threading.Thread(
             target=_rank_body,
-            args=(cls, method, _spec(cls, rank, world_size, workdir, pg_timeout), run, results),
+            args=(
+                cls,
+                method,
+                _spec(cls, rank, world_size, workdir, pg_timeout),
+                run,
+                results,
+                inherited,
+            ),
             name=f"{test_name} rank {rank}",
             daemon=True,
         )
