@@ -37,6 +37,9 @@ class Busy:
 
 
 class TestPool(Busy, DTensorContinuousTestBase):
+    """Pool mode; process mode waits on its ranks the same way (RankGroup.collect), with
+    their start-up (importing torch: about 2 CPU seconds a rank) inside the limit."""
+
     world_size = 2
 
 
