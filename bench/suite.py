@@ -128,7 +128,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
         f"--junitxml={xml}",
         "-q",
         "-rN",
-        *(["-p", "no:harness"] if side == "upstream" else []),
+        *(["-p", "no:harness"] if side.startswith("upstream") else []),
         *extra,
         rel,
     ]

@@ -57,6 +57,8 @@ def run(
     for name in STALE:
         (out / name).unlink(missing_ok=True)
 
+    if not upstream_only and not pipeline.explicit_targets(passthrough):
+        suite_capabilities(cell)  # a suite that is nowhere, or two modules for one row: refuse now
     started = time.monotonic()
     ops_args = ["--harness-ops", ops, *passthrough]
     with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
@@ -104,8 +106,6 @@ def certifies_nothing(
     capability module of theirs with no test in the results (a suite that resolves
     to nothing, a module whose tests were all dropped).
     """
-    from harness.report import capabilities
-
     ran = {c["name"] for c in report["capabilities"] if c["tests"]}
     if not ran:
         return f"no tests ran from its suites ({', '.join(cell.suites)}): nothing is certified"
@@ -115,15 +115,38 @@ def certifies_nothing(
         or any(a.split("=", 1)[0] in _SELECTING for a in extra)
     ):
         return None
-    for suite, path in zip(cell.suites, pipeline.suite_paths(cell)):
-        modules = [Path(path)] if Path(path).is_file() else _test_modules(Path(path))
-        wanted = {capabilities.from_path(str(m)): m for m in modules}
-        if not wanted:
-            return f"suite {suite!r} holds no test modules (test_*.py): fix `suites` in the matrix"
-        for name, module in sorted(wanted.items()):
-            if name not in ran:
-                return f"capability {name!r} ({module}) collected no tests"
+    for name, (_suite, module) in suite_capabilities(cell).items():
+        if name not in ran:
+            return f"capability {name!r} ({module}) collected no tests"
     return None
+
+
+def suite_capabilities(cell: Cell) -> dict[str, tuple[str, Path]]:
+    """Each capability the cell's suites hold: name -> (the suite, its module file).
+
+    A capability is one module, named for it (``test_flip.py`` -> ``flip``) wherever
+    the suite lives; a suite with no test module, or two modules that would share
+    one row, is a matrix error (one UsageError line naming both).
+    """
+    from harness.report import capabilities
+
+    found: dict[str, tuple[str, Path]] = {}
+    for suite in cell.suites:
+        path = pipeline.suite_path(cell, suite)
+        modules = [path] if path.is_file() else _test_modules(path)
+        if not modules:
+            raise UsageError(
+                f"suite {suite!r} holds no test modules (test_*.py): fix `suites` in the matrix"
+            )
+        for module in modules:
+            name = capabilities.from_path(str(module))
+            if name in found and found[name][1].resolve() != module.resolve():
+                raise UsageError(
+                    f"cell {cell.name}: {found[name][1]} and {module} would both be capability "
+                    f"{name!r} (a capability is one module, named for it): rename one"
+                )
+            found[name] = (suite, module)
+    return found
 
 
 def _test_modules(folder: Path) -> list[Path]:

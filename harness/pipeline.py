@@ -62,27 +62,41 @@ def explicit_targets(extra: Sequence[str]) -> list[str]:
 
 
 def suite_paths(cell: Cell, extra: Sequence[str] = ()) -> list[str]:
-    """A suite is a path (relative to the matrix file) or an importable package.
+    """Each suite's path: a folder or a file, given by path or by importable name.
 
-    Targets given after ``--`` replace the suites, so the rerun line a failure
-    prints (``harness run CELL -- path::Class::test``) runs that one test.
+    A path is absolute (``~`` expanded) or relative to the matrix file's folder
+    (``cell.root``), wherever the command runs; a dotted name is an importable
+    package (its folder) or module (its file). Targets given after ``--`` replace
+    the suites, so the rerun line a failure prints (``harness run CELL --
+    path::Class::test``) runs that one test.
     """
     if explicit_targets(list(extra)):
         return []
-    paths = []
-    for suite in cell.suites:
-        candidate = Path(cell.root) / suite
-        if candidate.exists():
-            paths.append(str(candidate))
-            continue
-        spec = None if "/" in suite else _find_spec(suite)
-        if spec is None or not spec.submodule_search_locations:
-            raise UsageError(
-                f"cell {cell.name}: suite {suite!r} is neither a path under {cell.root} "
-                f"nor an importable package; fix `suites` in the matrix."
-            )
-        paths.append(next(iter(spec.submodule_search_locations)))
-    return paths
+    return [str(suite_path(cell, suite)) for suite in cell.suites]
+
+
+def suite_path(cell: Cell, suite: str) -> Path:
+    """Where one suite of ``cell`` lives; one UsageError line naming the fix if nowhere."""
+    candidate = Path(cell.root) / Path(suite).expanduser()
+    if candidate.exists():
+        return candidate
+    looks_like_path = "/" in suite or "\\" in suite or suite.endswith(".py")
+    spec = None if looks_like_path else _find_spec(suite)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        return Path(spec.origin)
+    here = Path.cwd() / suite
+    hint = (
+        f" ({here} exists: write it relative to the matrix file, or absolute)"
+        if here.exists()
+        else ""
+    )
+    raise UsageError(
+        f"cell {cell.name}: suite {suite!r} is neither a path under {cell.root} (relative "
+        f"suites resolve against the matrix file's folder) nor an importable package or "
+        f"module{hint}; fix `suites` in the matrix."
+    )
 
 
 def _find_spec(name: str):

@@ -183,6 +183,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    """A test file outside the rootdir keeps its path in its node id.
+
+    pytest names such a file relative to the argument it came from, so a file given
+    by itself (a matrix suite ``/vendor/test_flip.py``) gets the id ``""`` and its
+    tests ``::FlipTest::test_flip``: no path, no module, no capability. Its absolute
+    path is the id instead; the file's tests (and their JUnit entries, progress
+    events and rerun lines) inherit it.
+    """
+    outcome = yield
+    rootpath = parent.config.rootpath
+    if file_path.is_relative_to(rootpath):
+        return
+    for node in outcome.get_result() or ():
+        if getattr(node, "path", None) == file_path and hasattr(node, "_nodeid"):
+            node._nodeid = file_path.as_posix()
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()

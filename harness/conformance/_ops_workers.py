@@ -11,7 +11,9 @@ has. The backend's real collectives are the other capabilities' job.
 The parent asks for results in test order (:meth:`OpsWorkers.result`); every
 worker keeps two ops in hand so none waits between tests. A worker that dies, or
 finishes no sample within the timeout (an op may have hundreds), fails the op it
-was running, with why, and is replaced.
+was running, with why, and is replaced. The timeout counts only the time the
+worker was not kept waiting for a CPU (:mod:`harness.ranks.clock`): on a loaded
+host a slow op is slow, not hung.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from harness.conformance import _ops
+from harness.ranks.clock import Clock
 from harness.testcase import TestCase
 
 WORKERS_ENV = _ops.WORKERS_ENV
@@ -58,7 +61,9 @@ class _Worker:
     process: Any
     conn: Any
     in_hand: deque = field(default_factory=deque)
-    since: float = 0.0  # its last sign of life: an op sent to an idle worker, a tick, an answer
+    # The limit's seconds since its last sign of life (an op sent to an idle worker, a
+    # tick, an answer), counted only while the worker is not kept waiting for a CPU.
+    clock: Clock | None = None
 
 
 class OpsWorkers:
@@ -141,14 +146,14 @@ class OpsWorkers:
         )
         process.start()
         child_end.close()
-        return _Worker(index, process, parent_end)
+        return _Worker(index, process, parent_end, clock=Clock(self.timeout))
 
     def _feed(self) -> None:
         for worker in self.workers:
             while len(worker.in_hand) < _IN_HAND and self.todo:
                 key = self.todo.popleft()
                 if not worker.in_hand:
-                    worker.since = time.monotonic()
+                    worker.clock.restart()
                 worker.in_hand.append(key)
                 worker.conn.send(key)
 
@@ -156,8 +161,9 @@ class OpsWorkers:
         working = [w for w in self.workers if w.in_hand]
         if not working:
             return
-        now = time.monotonic()
-        wait_s = max(0.0, min(w.since + self.timeout for w in working) - now)
+        for worker in working:
+            worker.clock.tick([worker.process.pid])
+        wait_s = min(w.clock.left() for w in working)
         ready = wait([w.conn for w in working] + [w.process.sentinel for w in working], wait_s)
         for worker in working:
             if worker.conn in ready:
@@ -166,18 +172,20 @@ class OpsWorkers:
                 except (EOFError, OSError):
                     self._lost(worker, self._death(worker))
                     continue
-                worker.since = time.monotonic()
+                worker.clock.restart()
                 if kind == "done":
                     worker.in_hand.popleft()
                     self.results[key] = Result(*outcome)
             elif worker.process.sentinel in ready:
                 self._lost(worker, self._death(worker))
-            elif time.monotonic() - worker.since >= self.timeout:
+            elif _expired(worker):
+                note = worker.clock.note()
                 worker.process.kill()
                 worker.process.join()
                 self._lost(
                     worker,
-                    f"no sample finished in {self.timeout:g} s (the timeout); the worker was killed",
+                    f"no sample finished in {self.timeout:g} s (the timeout"
+                    f"{'; ' + note if note else ''}); the worker was killed",
                 )
 
     def _death(self, worker: _Worker) -> str:
@@ -199,6 +207,11 @@ class OpsWorkers:
         self.todo.extendleft(reversed(worker.in_hand))
         worker.conn.close()
         self.workers.remove(worker)
+
+
+def _expired(worker: _Worker) -> bool:
+    worker.clock.tick([worker.process.pid])
+    return worker.clock.expired()
 
 
 # -- a worker --------------------------------------------------------------------

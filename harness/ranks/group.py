@@ -20,6 +20,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from harness.ranks import reaper, spawn
+from harness.ranks.clock import Clock
 from harness.ranks.outcome import RankOutcome
 from harness.ranks.worker import RankSpec, log_path, rank_main, stack_path
 
@@ -56,6 +57,7 @@ class RankGroup:
         self._log_offsets = [0] * world_size
         self.dead = False
         self.closed = False
+        self.clock: Clock | None = None  # the last collect's: how its limit was counted
         module, file, qualname = class_ref(cls)
         ctx = spawn.context(module)
         env = dict(os.environ)
@@ -95,21 +97,28 @@ class RankGroup:
     def collect(self, timeout: float, *, expect: str = "result") -> tuple[list[RankOutcome], bool]:
         """Wait for one message per rank; returns (outcomes, timed_out).
 
-        Ranks that have not answered by the deadline (or GRACE_SECONDS after
+        ``timeout`` counts only the time the ranks were not kept waiting for a CPU
+        (:class:`~harness.ranks.clock.Clock`): a computing rank on a loaded host is
+        not hung. Ranks that have not answered by then (or GRACE_SECONDS after
         another rank failed) are stopped: their stacks are read and they are
         killed, so the group is dead afterwards.
         """
-        deadline = time.monotonic() + timeout
+        clock = Clock(timeout)  # counts the limit only while the ranks are not starved
+        self.clock = clock
         pending = set(range(self.world_size))
         outcomes: dict[int, RankOutcome] = {}
         trouble_at: float | None = None
         grace = GRACE_SECONDS
         try:
             while pending:
-                limit = deadline if trouble_at is None else min(deadline, trouble_at + grace)
-                remaining = limit - time.monotonic()
-                if remaining <= 0:
+                clock.tick(self.procs[r].pid for r in pending)
+                if clock.expired():
                     break
+                remaining = clock.left()
+                if trouble_at is not None:
+                    remaining = min(remaining, trouble_at + grace - time.monotonic())
+                    if remaining <= 0:
+                        break
                 waitables = [self.conns[r] for r in pending] + [
                     self.procs[r].sentinel for r in pending
                 ]
@@ -126,7 +135,7 @@ class RankGroup:
                         trouble_at = time.monotonic()
                         if outcome.status == "skipped":  # nothing to learn from the others
                             grace = SKIP_GRACE_SECONDS
-            timed_out = bool(pending) and time.monotonic() >= deadline
+            timed_out = bool(pending) and clock.expired()
             if pending:
                 stacks = self._dump_stacks(sorted(pending))
                 status = "hung" if timed_out else "stopped"

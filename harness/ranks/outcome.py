@@ -146,6 +146,7 @@ def verdict(
     timeout: float,
     timed_out: bool,
     rerun: str,
+    clock_note: str = "",
 ) -> Verdict:
     skipped = [o for o in outcomes if o.status == "skipped"]
     if skipped:
@@ -232,6 +233,7 @@ def verdict(
     head = f"{test_name} failed on {len(failed + crashed + hung + stuck + waiting)} of {world_size} ranks"
     if timed_out and not failed and not crashed:
         head = f"{test_name} timed out after {timeout:g} s on {len(hung + waiting)} of {world_size} ranks"
+        head += f" ({clock_note})" if clock_note else ""
     lines = [head + ":", *(f"  {s}" for s in summary), ""]
 
     seen: dict[str, int] = {}

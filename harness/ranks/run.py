@@ -19,6 +19,12 @@ def pg_timeout_for(test_timeout: float) -> float:
     return max(1.0, test_timeout - margin)
 
 
+def _note(group: RankGroup | None, timed_out: bool) -> str:
+    """How a timed-out test's limit was counted, when load stretched it."""
+    clock = group.clock if group is not None else None
+    return clock.note() if timed_out and clock is not None else ""
+
+
 def run_in_processes(job: Job) -> Verdict:
     """Process mode: spawn ``world_size`` ranks for this one test, then reap them."""
     group = RankGroup(
@@ -41,6 +47,7 @@ def run_in_processes(job: Job) -> Verdict:
         timeout=job.timeout,
         timed_out=timed_out,
         rerun=job.rerun,
+        clock_note=_note(group, timed_out),
     )
 
 
@@ -69,6 +76,7 @@ class Pool:
         if all(o.status == "ready" for o in outcomes):
             return None
         self.group.drain_output()
+        note = _note(self.group, timed_out)
         self.close()
         for o in outcomes:
             if o.status == "ready":
@@ -80,6 +88,7 @@ class Pool:
             timeout=self.timeout,
             timed_out=timed_out,
             rerun=rerun,
+            clock_note=note,
         )
 
     def run(self, method: str, *, timeout: float, test_name: str, rerun: str) -> Verdict:
@@ -113,6 +122,7 @@ class Pool:
             timeout=timeout,
             timed_out=timed_out,
             rerun=rerun,
+            clock_note=_note(group, timed_out),
         )
         # Keep the ranks only if they all reported and any failure was a plain
         # assertion; after an error inside a collective the group may be broken.

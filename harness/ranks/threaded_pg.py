@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch.distributed import ReduceOp
 
 from harness import compat, hosts
+from harness.ranks import clock
 
 BACKEND = "harness_threads"
 
@@ -150,7 +151,7 @@ class _Exchange:
                 rnd.error = self._check_kinds(seq, rnd) or self._do(work, rnd)
                 rnd.done = True
                 cond.notify_all()
-            elif not cond.wait_for(lambda: rnd.done or self._hopeless(rnd), timeout):
+            elif not clock.wait_for(cond, lambda: rnd.done or self._hopeless(rnd), timeout):
                 rnd.error = (
                     f"{kind} #{seq} on group {self.name!r} timed out after {timeout:g} s: "
                     f"group rank(s) {self._missing(rnd)} never called it"
@@ -494,7 +495,7 @@ class ThreadedProcessGroup(dist.ProcessGroup):
         with run.cond:
             for out in tensors:
                 box = ex.mailboxes.setdefault((src, self._rank, tag), [])
-                if not run.cond.wait_for(lambda b=box: b or hopeless(), run.timeout):
+                if not clock.wait_for(run.cond, lambda b=box: b or hopeless(), run.timeout):
                     raise CollectiveError(f"{what} timed out after {run.timeout:g} s")
                 if not box:
                     why = run.aborted

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.ranks import last_words, worker
+from harness.ranks.clock import Clock
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
 from harness.ranks.run import pg_timeout_for
 from harness.ranks.runner import Job
@@ -150,9 +151,34 @@ def _exits_end_ranks() -> Iterator[None]:
             setattr(module, name, real)
 
 
-def _rank_body(cls: type, method: str, spec: worker.RankSpec, run: Any, results: dict) -> None:
+def _thread_locals(cls: type) -> list[tuple[threading.local, dict[str, Any]]]:
+    """The class's ``threading.local`` attributes as this thread sees them.
+
+    A test class may keep per-thread state set at import (PyTorch's device-type
+    bases hold their precision in a class-level ``threading.local``); a rank thread
+    starts with it empty, so each rank thread gets the importing thread's values.
+    """
+    found = {}
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            if isinstance(value, threading.local) and id(value) not in found:
+                found[id(value)] = (value, dict(vars(value)))
+    return list(found.values())
+
+
+def _rank_body(
+    cls: type,
+    method: str,
+    spec: worker.RankSpec,
+    run: Any,
+    results: dict,
+    inherited: list[tuple[threading.local, dict[str, Any]]] = (),
+) -> None:
     from harness.ranks import threaded_pg
 
+    for local, values in inherited:
+        for name, value in values.items():
+            setattr(local, name, value)
     last_words.rank_thread(spec.rank)
     with run.rank_thread(), worker.as_rank(spec):
         try:
@@ -198,10 +224,18 @@ def run_in_threads(job: Job) -> Verdict:
     run = threaded_pg.ThreadRun(world_size, pg_timeout)
     workdir = os.path.join(tempfile.gettempdir(), f"harness-threads-{os.getpid()}-{next(_RUNS)}")
     results: dict[int, dict[str, Any]] = {}
+    inherited = _thread_locals(cls)
     threads = [
         threading.Thread(
             target=_rank_body,
-            args=(cls, method, _spec(cls, rank, world_size, workdir, pg_timeout), run, results),
+            args=(
+                cls,
+                method,
+                _spec(cls, rank, world_size, workdir, pg_timeout),
+                run,
+                results,
+                inherited,
+            ),
             name=f"{test_name} rank {rank}",
             daemon=True,
         )
@@ -213,14 +247,20 @@ def run_in_threads(job: Job) -> Verdict:
         _exits_end_ranks(),
         last_words.watching(test_name, classname, method, rerun),
     ):
-        deadline = time.monotonic() + timeout
+        clock = Clock(timeout)  # the rank threads' time not spent waiting for a CPU
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        timed_out = any(t.is_alive() for t in threads)
+        alive = threads
+        while alive and not clock.expired():
+            alive[0].join(clock.left())
+            clock.tick([os.getpid()])
+            alive = [t for t in alive if t.is_alive()]
+        timed_out = bool(alive)
         if timed_out:
-            run.abort(f"the test ran past its {timeout:g} s timeout")
+            note = clock.note()
+            run.abort(
+                f"the test ran past its {timeout:g} s timeout" + (f" ({note})" if note else "")
+            )
             grace = time.monotonic() + ABORT_GRACE_S
             for t in threads:
                 t.join(max(0.0, grace - time.monotonic()))
@@ -243,4 +283,5 @@ def run_in_threads(job: Job) -> Verdict:
         timeout=timeout,
         timed_out=timed_out,
         rerun=rerun,
+        clock_note=clock.note() if timed_out else "",
     )

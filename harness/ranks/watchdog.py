@@ -8,8 +8,10 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from os import getpid  # not through `os`: tests stand in for os._exit
 from typing import Any
 
+from harness.ranks.clock import STRETCH, Clock
 from harness.ranks.peers import shut_peer_connections
 
 # Where a hung rank's stacks go: stderr as it was before pytest captured it.
@@ -28,7 +30,8 @@ def keep_stderr() -> None:
 class Watchdog:
     """What happens to a test body still running at its timeout, on this rank.
 
-    At the timeout the rank prints every thread's stack and shuts its peer
+    The timeout counts this rank's time not spent waiting for a CPU
+    (:mod:`harness.ranks.clock`). At the timeout the rank prints every thread's stack and shuts its peer
     connections, so a collective it (or a peer) is stuck in fails now; it then
     reports "still running at the timeout" with the stack of where it was. A
     body stuck outside any collective gets a short grace, then the rank tells the
@@ -49,11 +52,21 @@ class Watchdog:
         self._ended = False
         self.out = _STACKS or sys.__stderr__
         self.main = threading.get_ident()
-        self.timers = [threading.Timer(timeout, self._at_timeout)]
-        for timer in self.timers:
-            timer.daemon = True
-            timer.start()
-        faulthandler.dump_traceback_later(timeout + self.grace + 30.0, exit=True, file=self.out)
+        self.clock = Clock(timeout)  # this rank's time not spent waiting for a CPU
+        self._stop = threading.Event()
+        watch = threading.Thread(target=self._watch, name="harness watchdog", daemon=True)
+        self.timers: list[threading.Timer] = []
+        watch.start()
+        # the last resort for a body that holds the GIL, after the longest the clock stretches
+        last = timeout * STRETCH + self.grace + 30.0
+        faulthandler.dump_traceback_later(last, exit=True, file=self.out)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.clock.left()):
+            self.clock.tick([getpid()])
+            if self.clock.expired():
+                self._at_timeout()
+                return
 
     def _dump(self, what: str) -> None:
         rank = self.s.launch.rank
@@ -67,7 +80,11 @@ class Watchdog:
         body = [i for i, f in enumerate(frames) if "in _run_body" in f]  # the test's own frames
         self.stack = "".join(frames[body[-1] + 1 :] if body else frames)
         self.fired = True
-        self._dump(f"still running after {self.timeout:g} s; every thread's stack follows")
+        note = self.clock.note()
+        self._dump(
+            f"still running after {self.timeout:g} s{f' ({note})' if note else ''}; "
+            "every thread's stack follows"
+        )
         shut_peer_connections(keep_port=self.s.launch.master_port)
         with self._lock:
             if self._ended:
@@ -100,6 +117,7 @@ class Watchdog:
         """The body ended: no timer of this test may act any more."""
         with self._lock:
             self._ended = True
+        self._stop.set()
         for timer in self.timers:
             timer.cancel()
         faulthandler.cancel_dump_traceback_later()
