@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     # accelerators (torch-free)
     "Accelerator": "harness.accelerators",
     # LocalTensor mode
+    "shapes_only": "harness.fake",
+    "ValuesNotComputed": "harness.fake",
     "LocalTensor": "harness.local",
     "LocalTensorMode": "harness.local",
     "LocalIntNode": "harness.local",

@@ -32,6 +32,8 @@ from harness.errors import UsageError
 ENTRY_POINT_GROUP = "dtensor_harness.accelerators"
 #: The unit of every LocalTensor cell; no accelerator may take it.
 SIM_UNIT = "sim"
+#: the unit of fake-process-group cells (NAME-<N>fake), reserved like SIM_UNIT
+FAKE_UNIT = "fake"
 #: The unit of accelerators whose ranks are processes not bound to devices.
 RANK_UNIT = "rank"
 
@@ -225,9 +227,10 @@ def declare(name: str, spec: Mapping[str, Any], source: str, where: str = "") ->
             raise AcceleratorError(f"{where}.{key} must be a non-empty string.")
     _check_definition_types(spec, where)
     unit = spec["unit"]
-    if unit == SIM_UNIT:
+    if unit in (SIM_UNIT, FAKE_UNIT):
+        kind = "LocalTensor" if unit == SIM_UNIT else "fake-process-group"
         raise AcceleratorError(
-            f'{where}.unit = "{SIM_UNIT}" is reserved for LocalTensor cells (NAME-<N>sim); '
+            f'{where}.unit = "{unit}" is reserved for {kind} cells (NAME-<N>{unit}); '
             f'pick another unit, e.g. "card".'
         )
     if not _UNIT.fullmatch(unit):
@@ -419,6 +422,7 @@ __all__ = [
     "DEFINITION_KEYS",
     "ENTRY_POINT_GROUP",
     "RANK_UNIT",
+    "FAKE_UNIT",
     "SIM_UNIT",
     "Accelerator",
     "AcceleratorError",

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import accelerators
-from harness.accelerators import DEFINITION_KEYS, SIM_UNIT, Accelerator, AcceleratorError
+from harness.accelerators import (
+    DEFINITION_KEYS,
+    FAKE_UNIT,
+    SIM_UNIT,
+    Accelerator,
+    AcceleratorError,
+)
 from harness.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -27,7 +33,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SCHEMA_VERSION = 1
 _told = False  # whether this process said it uses the starter matrix
-MODES = ("native", "local")
+MODES = ("native", "local", "fake")
+#: the unit a mode names its cells with, where not the accelerator's own
+MODE_UNITS = {"local": SIM_UNIT, "fake": FAKE_UNIT}
 # Bounds that catch a typo before it becomes an OverflowError or a 10**17-rank cell.
 MAX_WORLD_SIZE = 65536
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -128,6 +136,9 @@ _OVERRIDE_KEYS = {
     "torch": (str, 'a requirement string such as "torch==2.13.0"'),
     "drop": (bool, "true or false"),
     "backend": (str, "a collective backend name"),
+    # fake cells only (docs/fake-mode.md)
+    "mesh": (list, "a list of mesh dimension sizes whose product is the world size"),
+    "ranks": (list, "a list of the ranks that run, each below the world size"),
 }
 
 
@@ -140,7 +151,7 @@ class Cell:
     device: str
     backend: str
     world_size: int
-    mode: str  # "native" or "local"
+    mode: str  # "native", "local" or "fake"
     timeout: int
     suites: tuple[str, ...]
     torch: str
@@ -155,6 +166,10 @@ class Cell:
     torch_name: str = ""
     #: the accelerator's facts (built-in, packaged or declared by the matrix)
     facts: Accelerator | None = field(default=None, compare=False, repr=False)
+    #: fake cells: the mesh shape tests build (empty: 1-D) and the ranks that run (empty:
+    #: first, middle, last)
+    mesh: tuple[int, ...] = ()
+    ranks: tuple[int, ...] = ()
 
     @property
     def spec(self) -> Accelerator:
@@ -162,7 +177,7 @@ class Cell:
 
     @property
     def unit(self) -> str:
-        return SIM_UNIT if self.mode == "local" else self.spec.unit
+        return MODE_UNITS.get(self.mode) or self.spec.unit
 
     @property
     def plugins(self) -> tuple[str, ...]:
@@ -205,6 +220,8 @@ class Cell:
         """Devices of the accelerator this cell occupies (1 when simulated)."""
         if not self.spec.binds_devices:
             return 0
+        if self.mode == "fake":
+            return 0  # one process per chosen rank, none bound to a device
         return 1 if self.mode == "local" else self.world_size
 
     @property
@@ -224,6 +241,10 @@ class Cell:
             "HARNESS_TIMEOUT": str(self.timeout),
             "HARNESS_TORCH": self.torch,
         }
+        if self.mesh:
+            env["HARNESS_MESH"] = ",".join(map(str, self.mesh))
+        if self.ranks:
+            env["HARNESS_FAKE_RANKS"] = ",".join(map(str, self.ranks))
         if self.plugins:  # imported in the parent and every rank (harness.hosts)
             env["HARNESS_PLUGINS"] = ",".join(self.plugins)
         return env
@@ -252,6 +273,8 @@ class Cell:
             "unit": self.unit,
             "plugins": list(self.plugins),
             "results_dir": str(self.results_dir),
+            **({"mesh": list(self.mesh)} if self.mesh else {}),
+            **({"ranks": list(self.ranks)} if self.ranks else {}),
         }
 
 
@@ -289,7 +312,7 @@ class Matrix:
 def cell_name(
     accelerator: str, world_size: int, mode: str, facts: Accelerator | None = None
 ) -> str:
-    unit = SIM_UNIT if mode == "local" else (facts or accelerators.get(accelerator)).unit
+    unit = MODE_UNITS.get(mode) or (facts or accelerators.get(accelerator)).unit
     return f"{accelerator}-{world_size}{unit}"
 
 
@@ -767,4 +790,38 @@ def _apply_override(cell: Cell, override: dict, backends: Iterable[str], where: 
             changes[key] = override[key]
     if "env" in override:
         changes["env"] = {**cell.env, **override["env"]}
+    for key in ("mesh", "ranks"):
+        if key in override:
+            changes[key] = _fake_list(cell, key, override[key], f"{where}.{key}")
     return replace(cell, **changes)
+
+
+def _fake_list(cell: Cell, key: str, value: list, where: str) -> tuple[int, ...]:
+    """A fake cell's ``mesh`` (its product is the world size) or ``ranks`` (each below it)."""
+    n = cell.world_size
+    if cell.mode != "fake":
+        raise MatrixError(
+            f"{where}: {key} applies to fake cells only ({cell.name} is {cell.mode}); remove it."
+        )
+    if not value or not all(_is_type(v, int) and v >= (1 if key == "mesh" else 0) for v in value):
+        least = "positive" if key == "mesh" else "non-negative"
+        raise MatrixError(f"{where} must be a non-empty list of {least} integers, not {value!r}.")
+    if key == "mesh":
+        product = 1
+        for size in value:
+            product *= size
+        if product != n:
+            shown = " x ".join(map(str, value))
+            raise MatrixError(
+                f"{where} = {value}: {shown} = {product} ranks, but {cell.name} has {n}; "
+                f"give sizes whose product is {n}."
+            )
+    else:
+        bad = [r for r in value if r >= n]
+        if bad:
+            raise MatrixError(
+                f"{where}: rank {bad[0]} does not exist in {cell.name} (ranks 0 to {n - 1})."
+            )
+        if len(set(value)) != len(value):
+            raise MatrixError(f"{where} = {value}: list each rank once.")
+    return tuple(value)

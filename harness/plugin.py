@@ -41,9 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--harness-mode",
-        choices=("native", "local"),
+        choices=("native", "local", "fake"),
         help="native: each test as its class says; local: every test simulated "
-        "with LocalTensor in one process",
+        "with LocalTensor in one process; fake: a few ranks of the world, each a "
+        "process on the fake process group (shapes and communication only)",
     )
     group.addoption(
         "--harness-world-size",
@@ -190,6 +191,6 @@ def rerun_command(item: pytest.Item) -> str:
         argv += ["--harness-cell", cell]
         if os.environ.get("HARNESS_MATRIX"):
             argv += ["--harness-matrix", os.environ["HARNESS_MATRIX"]]
-    elif os.environ.get("HARNESS_MODE") == "local":
-        argv += ["--harness-mode", "local"]
+    elif os.environ.get("HARNESS_MODE") in ("local", "fake"):
+        argv += ["--harness-mode", os.environ["HARNESS_MODE"]]
     return shlex.join(argv)
