@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "Accelerator": "harness.accelerators",
     # LocalTensor mode
     "shapes_only": "harness.fake",
+    "CommLedger": "harness.comms",
+    "Collective": "harness.comms",
     "ValuesNotComputed": "harness.fake",
     "LocalTensor": "harness.local",
     "LocalTensorMode": "harness.local",
