@@ -85,6 +85,15 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
+def _input(func: Any, args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """What this rank hands the collective: the argument named input (c10d's in-place
+    ops take the output first), else the first."""
+    for i, arg in enumerate(func._schema.arguments):
+        if arg.name.startswith("input"):
+            return kwargs.get(arg.name, args[i] if i < len(args) else None)
+    return args[0] if args else None
+
+
 def _group_name(func: Any, args: tuple, kwargs: Mapping[str, Any]) -> str | None:
     """The group a collective ran on: its ``group_name`` argument or its ProcessGroup's."""
     import torch.distributed as dist
@@ -125,9 +134,9 @@ class CommLedger(CommDebugMode):
             op = func._overloadpacket.__name__
             kind = KINDS.get(op, re.sub(r"_+$", "", op))
             group = _group_name(func, args, kwargs or {})
-            first = args[0] if args else None
+            sent = _nbytes(_input(func, args, kwargs or {}))
             self.records.append(
-                Collective(kind, self._dims.get(group) if group else None, _nbytes(first), op)
+                Collective(kind, self._dims.get(group) if group else None, sent, op)
             )
         return out
 
