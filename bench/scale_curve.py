@@ -6,8 +6,8 @@ cell (a few rank processes of the world on the fake process group) and in a -sim
 cell (LocalTensor: one process holds every rank). Each (mode, world size, test)
 is one fresh pytest process running the tests; a test's time is its own (JUnit;
 fake mode's fork server is started before the tests), the memory the peak
-resident set of the largest process the run reaped (wait4's ru_maxrss: pytest,
-or for fake mode the fork server and its ranks). LocalTensor stops at the first world size whose test
+resident set of the largest process of the run (pytest, the fork server or a
+rank: each one's VmHWM, read every 50 ms, and pytest's own from wait4). LocalTensor stops at the first world size whose test
 takes longer than --local-cap seconds or fails.
 
     OMP_NUM_THREADS=1 python bench/scale_curve.py --out bench/results/scale.json
@@ -49,6 +49,38 @@ sys.exit(pytest.main(sys.argv[2:]))
 """
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _peak_kb(pid: int) -> int:
+    """A process's peak resident set so far (VmHWM), in kB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_world(mode: str, world: int, timeout: float) -> list[dict]:
     """The tests at one world size in one fresh pytest: each one's status and seconds,
     and the peak MB of the largest process the run started."""
@@ -68,13 +100,19 @@ def run_world(mode: str, world: int, timeout: float) -> list[dict]:
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        sampled = 0
         try:
-            _, _, usage = os.wait4(proc.pid, 0)
+            while True:  # every process of the run, its high-water mark, every 50 ms
+                sampled = max([sampled, *(_peak_kb(pid) for pid in _tree(proc.pid))])
+                pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                time.sleep(0.05)
         except KeyboardInterrupt:
             proc.kill()
             raise
         wall = round(time.monotonic() - started, 2)
-        peak = round(usage.ru_maxrss / 1024, 1)
+        peak = round(max(sampled, usage.ru_maxrss) / 1024, 1)
         try:
             cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
         except (OSError, ET.ParseError):
