@@ -1,16 +1,18 @@
-"""The kit's Transformer at 8,192 ranks: tensor + expert parallel + FSDP on a 3-D mesh.
+"""The kit's Transformer at 8,192 ranks: TP, SP, EP and FSDP on 3-D meshes.
 
-Each chosen rank (the first, the middle, the last) is one process of a fake world
-of 8 x 16 x 64 = 8,192 ranks (dp, ep, tp). The model is built and sharded on the
+Two plans, since the kit's Transformer.parallelize refuses sequence parallel
+together with expert parallel (harness/models/plans.py): experts with TP + EP +
+FSDP2 on (dp, ep, tp) = 8 x 16 x 64, and a dense model with TP + SP + HSDP
+(FSDP2 sharding on dp, replicating on rep) on (rep, dp, tp) = 8 x 16 x 64.
+
+Each chosen rank (the first, the middle, the last) is one process of the fake
+world of 8,192 ranks. The model is built and sharded on the
 meta device; FSDP2 refuses meta parameters in its forward, so only this rank's
 shards are then materialized (``to_empty``: uninitialized, their values unused)
 for one forward and backward. What the test checks is what a 10k-accelerator plan
 needs before any machine is booked: every parameter's bytes on this rank, and
 every collective of a training step (kind, mesh dimension, count, bytes), against
 their closed forms.
-
-Sequence parallel is not combined here: the kit's Transformer.parallelize refuses
-SP together with EP (harness/models/plans.py).
 """
 
 from __future__ import annotations
@@ -81,6 +83,56 @@ def step_collectives() -> dict[tuple[str, str], tuple[int, int]]:
     }
 
 
+# -- the dense plan: TP + SP on tp, HSDP (shard on dp, replicate on rep) ------------------
+REP, DP2 = 8, 16  # with TP: 8 x 16 x 64
+
+
+def dense_elements(d: int) -> int:
+    """This rank's parameter elements in the dense plan (dp coordinate ``d``)."""
+    root = chunk(V // TP, DP2, d) * D + chunk(S // TP, DP2, d) * D + 2 * chunk(D, DP2, d)
+    layer = (
+        4 * chunk(D, DP2, d)  # two LayerNorms (replicated on tp, sequence parallel)
+        + 3 * chunk(D // TP, DP2, d) * D  # wq, wk, wv
+        + chunk(D, DP2, d) * (D // TP)  # wo
+        + chunk(H // TP, DP2, d) * (D + 1)  # w1 weight and bias: column-sharded
+        + chunk(D, DP2, d) * (H // TP + 1)  # w2 row-sharded; its bias replicated on tp
+    )
+    return root + L * layer
+
+
+def dense_step_collectives() -> dict[tuple[str, str], tuple[int, int]]:
+    """{(kind, mesh dim): (count, bytes from this rank)} of one step of the dense plan."""
+    act, shard = S * D * F32, S // TP * D * F32  # full and sequence-sharded activations
+    group = dense_elements(0)  # all shards even here: no padding
+    root = chunk(V // TP, DP2, 0) * D + chunk(S // TP, DP2, 0) * D + 2 * chunk(D, DP2, 0)
+    layer = (group - root) // L
+    # SP: forward reduce-scatters after the embeddings (2) and each row-sharded linear
+    # (2 per layer) and gathers before attention, w1 (2 per layer) and the head (1);
+    # backward does the reverse of each
+    sp = 3 + 4 * L
+    return {
+        ("reduce_scatter", "tp"): (sp, sp * act),
+        ("all_gather", "tp"): (sp + 1, sp * shard + S * (V // TP) * F32),  # + the logits
+        ("all_reduce", "tp"): (4 * L + 2, (4 * L + 2) * D * F32),  # LayerNorms' grads
+        ("all_gather", "dp"): (1 + 2 * L, F32 * (root + 2 * L * layer)),
+        ("reduce_scatter", "dp"): (1 + L, F32 * DP2 * (root + L * layer)),
+        ("all_reduce", "rep"): (1 + L, F32 * (root + L * layer)),  # HSDP across replicas
+    }
+
+
+def step(test, model, mesh) -> dict[tuple[str, str], tuple[int, int]]:
+    """Materialize this rank's shards, run one step, return what it issued."""
+    model.to_empty(device="cpu")  # this rank's shards only, values unused
+    with CommLedger(mesh) as ledger:
+        model(torch.zeros(1, S, dtype=torch.long)).sum().backward()
+    got: dict[tuple[str, str], tuple[int, int]] = {}
+    for c in ledger.records:
+        count, size = got.get((c.kind, c.mesh_dim), (0, 0))
+        got[(c.kind, c.mesh_dim)] = (count + 1, size + c.bytes)
+    test._ledger_table = ledger.table()
+    return got
+
+
 @shapes_only
 class ReferenceTransformerAtScale(DTensorTestBase):
     """Run in a fake cell of 8,192 ranks; not collected on its own."""
@@ -114,26 +166,51 @@ class ReferenceTransformerAtScale(DTensorTestBase):
         local = sum(p.to_local().numel() for p in model.parameters())
         self.assertEqual(local * F32, parameter_elements(d) * F32)
 
-        model.to_empty(device="cpu")  # this rank's shards only
-        with CommLedger(mesh) as ledger:
-            model(torch.zeros(1, S, dtype=torch.long)).sum().backward()
-        got = {}
-        for c in ledger.records:
-            count, size = got.get((c.kind, c.mesh_dim), (0, 0))
-            got[(c.kind, c.mesh_dim)] = (count + 1, size + c.bytes)
-        self.assertEqual(got, step_collectives(), msg=ledger.table())
+        got = step(self, model, mesh)
+        self.assertEqual(got, step_collectives(), msg=self._ledger_table)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"rank {self.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
+
+    @with_comms
+    def test_tp_sp_hsdp_bytes_and_collectives(self):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (REP, DP2, TP), mesh_dim_names=("rep", "dp", "tp"))
+        args = ModelArgs(
+            n_layers=L, vocab_size=V, max_seq_len=S, dim=D, n_heads=HEADS, dropout_p=0.0
+        )
+        with torch.device("meta"):
+            model = Transformer(args)
+        Transformer.parallelize(model, mesh["tp"], True, local_output_for_attn=True)
+        for block in model.layers:
+            fully_shard(block, mesh=mesh["rep", "dp"])  # 2-D: HSDP
+        fully_shard(model, mesh=mesh["rep", "dp"])
+
+        d = mesh.get_local_rank("dp")
+        local = sum(p.to_local().numel() for p in model.parameters())
+        self.assertEqual(local * F32, dense_elements(d) * F32)
+        self.assertEqual(step(self, model, mesh), dense_step_collectives(), msg=self._ledger_table)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"rank {self.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
 
 
-def test_reference_transformer_at_8192_ranks(monkeypatch):
-    """Ranks 0, 4095 and 8191 (dp 0, 3 and 7: one expert row, then none) each pass."""
+def run_fake(monkeypatch, method: str) -> None:
     import unittest
 
     monkeypatch.setenv("HARNESS_MODE", "fake")
     monkeypatch.setenv("HARNESS_FAKE_RANKS", f"0,{WORLD // 2 - 1},{WORLD - 1}")
     result = unittest.TestResult()
-    ReferenceTransformerAtScale("test_tp_ep_fsdp_bytes_and_collectives").run(result)
+    ReferenceTransformerAtScale(method).run(result)
     assert result.wasSuccessful(), result.failures + result.errors
+
+
+def test_tp_ep_fsdp_at_8192_ranks(monkeypatch):
+    """Ranks 0, 4095 and 8191 (dp 0, 3 and 7: one expert row, then none) each pass."""
+    run_fake(monkeypatch, "test_tp_ep_fsdp_bytes_and_collectives")
     # dp 0 holds the one local expert's rows; FSDP leaves the other seven dp ranks none
     assert parameter_elements(0) - parameter_elements(3) == 2 * L * (H // TP) * D
+
+
+def test_tp_sp_hsdp_at_8192_ranks(monkeypatch):
+    run_fake(monkeypatch, "test_tp_sp_hsdp_bytes_and_collectives")
