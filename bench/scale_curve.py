@@ -150,10 +150,13 @@ def plot(rows: list[dict], image: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"fake": ("tab:blue", "o"), "local": ("tab:red", "s")}
-    for mode, (color, marker) in styles.items():
-        for i, test in enumerate(TESTS):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.4))
+    colors = {"fake": "tab:blue", "local": "tab:red"}
+    names = {"fake": "fake", "local": "LocalTensor"}
+    lines = dict(zip(TESTS, ("-", "--", ":")))
+    short = dict(zip(TESTS, ("1-D redistributes", "2-D gathers", "uneven shapes")))
+    for mode, color in colors.items():
+        for test, style in lines.items():
             points = [
                 r
                 for r in rows
@@ -162,18 +165,20 @@ def plot(rows: list[dict], image: Path) -> None:
             if not points:
                 continue
             worlds = [r["world"] for r in points]
-            label = f"{'fake' if mode == 'fake' else 'LocalTensor'}" if i == 0 else None
-            ax_t.plot(worlds, [r["test_s"] for r in points], marker=marker, color=color,
-                      alpha=0.45 + 0.2 * i, label=label)  # fmt: skip
-            ax_m.plot(worlds, [r["peak_mb"] for r in points], marker=marker, color=color,
-                      alpha=0.45 + 0.2 * i, label=label)  # fmt: skip
-    for ax, what in ((ax_t, "seconds per test"), (ax_m, "peak MB (largest process)")):
+            marker = "o" if mode == "fake" else "s"
+            ax_t.plot(worlds, [r["test_s"] for r in points], style, marker=marker, color=color,
+                      label=f"{names[mode]}: {short[test]}")  # fmt: skip
+        points = [r for r in rows if r["mode"] == mode and r["test"] == TESTS[0]]
+        ax_m.plot([r["world"] for r in points], [r["peak_mb"] for r in points], "-",
+                  marker="o" if mode == "fake" else "s", color=color,
+                  label=f"{names[mode]} (largest process of the run)")  # fmt: skip
+    for ax, what in ((ax_t, "seconds per test"), (ax_m, "peak MB")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("world size (ranks)")
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle("harness/conformance/test_communication.py: fake mode vs LocalTensor")
     fig.tight_layout()
     image.parent.mkdir(parents=True, exist_ok=True)
@@ -182,13 +187,15 @@ def plot(rows: list[dict], image: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fake", type=lambda s: [int(x) for x in s.split(",")],
+    sizes = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    parser.add_argument("--fake", type=sizes,
                         default=list(FAKE_SIZES), help="world sizes for fake mode")  # fmt: skip
-    parser.add_argument("--local", type=lambda s: [int(x) for x in s.split(",")],
+    parser.add_argument("--local", type=sizes,
                         default=list(LOCAL_SIZES), help="world sizes for LocalTensor")  # fmt: skip
     parser.add_argument("--local-cap", type=float, default=60.0,
                         help="stop LocalTensor after a test slower than this (s)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--append", action="store_true", help="add to --out's rows")
     parser.add_argument("--plot", type=Path, help="plot this JSON instead of measuring")
     parser.add_argument("--image", type=Path, default=ROOT / "docs" / "img" / "scale.png")
     args = parser.parse_args()
@@ -196,10 +203,14 @@ def main() -> int:
         plot(json.loads(args.plot.read_text())["rows"], args.image)
         print(f"wrote {args.image}")
         return 0
+    load = [os.getloadavg()]
     rows = measure(args)
+    load.append(os.getloadavg())
     if args.out:
+        if args.append and args.out.exists():
+            before = json.loads(args.out.read_text())
+            rows, load = before["rows"] + rows, before["load"] + load
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        load = os.getloadavg()
         args.out.write_text(json.dumps({"load": load, "cores": os.cpu_count(), "rows": rows},
                                        indent=1) + "\n")  # fmt: skip
     return 0
