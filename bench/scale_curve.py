@@ -10,8 +10,8 @@ resident set of the largest process of the run (pytest, the fork server or a
 rank: each one's VmHWM, read every 50 ms, and pytest's own from wait4). LocalTensor stops at the first world size whose test
 takes longer than --local-cap seconds or fails.
 
-    OMP_NUM_THREADS=1 python bench/scale_curve.py --out bench/results/scale.json
-    /work/venvs/plot/bin/python bench/scale_curve.py --plot bench/results/scale.json \\
+    OMP_NUM_THREADS=1 python bench/scale_curve.py --out bench/scale_curve.json
+    /work/venvs/plot/bin/python bench/scale_curve.py --plot bench/scale_curve.json \\
         --image docs/img/scale.png
 
 Figures go to docs/scale.md; nothing here passes or fails on time.
