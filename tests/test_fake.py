@@ -208,3 +208,21 @@ def test_a_torch_without_the_fake_group_stops_the_run(tmp_path, capsys, monkeypa
     assert (
         err[-1] == "harness: error: cell cpu-8192fake cannot run: fake mode needs torch >= 2.2."
     ), err
+
+
+@pytest.mark.parametrize("cell", ["cpu-4rank", "cpu-8sim", "cpu-1024fake"])
+def test_the_same_collective_assertions_hold_native_simulated_and_fake(cell):
+    """harness/conformance/test_communication.py: 4 rank processes on gloo, LocalTensor's
+    8 simulated ranks, 3 of 1,024 fake ranks; every test runs and passes in each."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "harness/conformance/test_communication.py", "--harness-cell", cell,
+         "--harness-matrix", str(root / "matrix.toml")],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "4 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-1000:]
