@@ -211,6 +211,8 @@ def expect_collectives(
     bytes_per_rank: int | None = None,
 ) -> Iterator[CommLedger]:
     """A context (generator) that fails with the ledger when the block's collectives differ."""
+    if mesh is None and (mesh_dim is not None or any(isinstance(k, tuple) for k in expected)):
+        raise TypeError("assertCollectives: a mesh dimension needs mesh=, the mesh it names")
     with CommLedger(mesh) as ledger:
         yield ledger
     why = ledger.mismatch(expected, mesh_dim=mesh_dim, bytes_per_rank=bytes_per_rank)
