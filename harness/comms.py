@@ -13,7 +13,8 @@ rank of a fake world of thousands (a ``fake`` cell)::
         dt.redistribute(mesh["tp"], [Replicate()])
 
 Expectations are data: ``{kind: count}`` for one mesh dimension, or
-``{(kind, mesh_dim): count}`` for a step that talks over several.
+``{(kind, mesh_dim): count}`` for a step that talks over several; a count may be
+``(count, bytes)`` to state the bytes this rank hands to that kind on that dimension.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class CommLedger(CommDebugMode):
 
     def mismatch(
         self,
-        expected: Mapping[Any, int],
+        expected: Mapping[Any, int | tuple[int, int]],
         *,
         mesh_dim: str | int | None = None,
         bytes_per_rank: int | None = None,
@@ -175,17 +176,28 @@ class CommLedger(CommDebugMode):
         """
         any_dim = mesh_dim is None and not any(isinstance(k, tuple) for k in expected)
         want: Counter = Counter()
-        for key, count in expected.items():
+        want_bytes: dict[Any, int] = {}  # where a value is (count, bytes)
+        for key, value in expected.items():
             kind, dim = key if isinstance(key, tuple) else (key, mesh_dim)
             kind = KINDS.get(kind, kind)
-            want[kind if any_dim else (kind, self._label(dim))] += count
+            slot = kind if any_dim else (kind, self._label(dim))
+            count, size = value if isinstance(value, tuple) else (value, None)
+            want[slot] += count
+            if size is not None:
+                want_bytes[slot] = want_bytes.get(slot, 0) + size
         got: Counter = Counter()
+        got_bytes: Counter = Counter()
         for c in self.records:
-            got[c.kind if any_dim else (c.kind, c.mesh_dim)] += 1
+            slot = c.kind if any_dim else (c.kind, c.mesh_dim)
+            got[slot] += 1
+            got_bytes[slot] += c.bytes
         problems = []
         if +got != +want:
             shown = ", ".join(f"{key}: {n}" for key, n in sorted(want.items(), key=str))
             problems.append(f"expected {shown or 'no collectives'}")
+        for slot, size in sorted(want_bytes.items(), key=str):
+            if got_bytes[slot] != size:
+                problems.append(f"expected {size} bytes for {slot}, got {got_bytes[slot]}")
         if bytes_per_rank is not None and self.bytes_per_rank() != bytes_per_rank:
             problems.append(
                 f"expected {bytes_per_rank} bytes from this rank, got {self.bytes_per_rank()}"
@@ -204,7 +216,7 @@ class CommLedger(CommDebugMode):
 
 @contextlib.contextmanager
 def expect_collectives(
-    expected: Mapping[Any, int],
+    expected: Mapping[Any, int | tuple[int, int]],
     *,
     mesh: Any = None,
     mesh_dim: str | int | None = None,

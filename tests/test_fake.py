@@ -67,6 +67,14 @@ class FakeWorld(DTensorTestBase):
         with self.assertCollectives({"all_reduce": 1}, mesh=mesh, mesh_dim=0):
             dt.redistribute(mesh, [Replicate(), Replicate(), Replicate()])
 
+    @shapes_only
+    @with_comms
+    def test_wrong_bytes(self):
+        mesh = self.build_device_mesh()
+        dt = DTensor.from_local(torch.zeros(4), mesh, [Replicate(), Replicate(), Shard(0)])
+        with self.assertCollectives({("all_gather", 2): (1, 17)}, mesh=mesh):
+            dt.redistribute(mesh, [Replicate(), Replicate(), Replicate()])
+
 
 @shapes_only
 class FakePool(DTensorContinuousTestBase):
@@ -153,6 +161,12 @@ def test_wrong_collectives_fail_with_what_was_issued(fake_cell):
     text = (result.failures + result.errors)[0][1]
     assert "collectives differ" in text
     assert "all_gather on mesh dim 0: 1 call(s), 16 bytes from this rank" in text
+
+
+def test_bytes_per_kind_and_dim_are_checked(fake_cell):
+    result = run(FakeWorld, "test_wrong_bytes")
+    text = (result.failures + result.errors)[0][1]
+    assert "expected 17 bytes for ('all_gather', 2), got 16" in text
 
 
 # -- the matrix and the command line ----------------------------------------------------
