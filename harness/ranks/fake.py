@@ -61,10 +61,13 @@ def run_fake(job: Job) -> Verdict:
         if any(o.status != "passed" for o in got):
             break  # the first rank that did not pass decides; the rest would only repeat it
     shown = ", ".join(map(str, chosen))
+    ran = {o.rank for o in outcomes}
+    left = [r for r in chosen if r not in ran]
+    skipped = f"; rank{'s' * (len(left) > 1)} {', '.join(map(str, left))} not run" if left else ""
     return verdict(
         outcomes,
         world_size=len(outcomes),
-        test_name=f"{job.name} (fake ranks {shown} of {job.world_size})",
+        test_name=f"{job.name} (fake ranks {shown} of {job.world_size}{skipped})",
         timeout=job.timeout,
         timed_out=timed_out,
         rerun=job.rerun,
