@@ -42,9 +42,13 @@ LOCAL_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 _RUN = """
 import sys, pytest
-if sys.argv[1] == "fake":  # the fork server's one-time start, outside the tests' time
+if sys.argv[1] == "fake":  # the fork server's one-time start, outside the tests' time:
+    import time  # one process forked from it waits until its preload has finished
     from harness.ranks import spawn
-    spawn.warm_up("harness.conformance.test_communication")
+    ctx = spawn.context("harness.conformance.test_communication")
+    first = ctx.Process(target=time.sleep, args=(0,))
+    first.start()
+    first.join()
 sys.exit(pytest.main(sys.argv[2:]))
 """
 
@@ -207,9 +211,11 @@ def main() -> int:
     rows = measure(args)
     load.append(os.getloadavg())
     if args.out:
-        if args.append and args.out.exists():
+        if args.append and args.out.exists():  # new rows replace the same (mode, world)
             before = json.loads(args.out.read_text())
-            rows, load = before["rows"] + rows, before["load"] + load
+            fresh = {(r["mode"], r["world"]) for r in rows}
+            kept = [r for r in before["rows"] if (r["mode"], r["world"]) not in fresh]
+            rows, load = kept + rows, before["load"] + load
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"load": load, "cores": os.cpu_count(), "rows": rows},
                                        indent=1) + "\n")  # fmt: skip
