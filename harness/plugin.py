@@ -24,6 +24,8 @@ _ENV_OPTIONS = {
     "harness_backend": "HARNESS_BACKEND",
     "harness_timeout": "HARNESS_TIMEOUT",
     "harness_ops": "HARNESS_OPS",
+    "harness_mesh": "HARNESS_MESH",
+    "harness_fake_ranks": "HARNESS_FAKE_RANKS",
 }
 
 
@@ -51,6 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         metavar="N",
         help="default world size (NUM_DEVICES) and device budget",
+    )
+    group.addoption(
+        "--harness-mesh",
+        metavar="D0,D1,...",
+        help="fake mode: the mesh build_device_mesh() builds; the product is the world size",
+    )
+    group.addoption(
+        "--harness-fake-ranks",
+        metavar="R,R,...",
+        help="fake mode: the ranks that run (default: the first, the middle and the last)",
     )
     group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
     group.addoption(
@@ -96,6 +108,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"HARNESS_WORLD_SIZE={world_size!r}: the world size must be a whole number >= 1."
         )
+    for var in ("HARNESS_MESH", "HARNESS_FAKE_RANKS"):
+        value = env.get(var, os.environ.get(var, "")).replace(" ", "")
+        if value and not all(part.isdigit() for part in value.split(",")):
+            raise pytest.UsageError(f"{var}={value!r}: give comma-separated whole numbers.")
     os.environ.update(env)
     from harness.conformance import _ops
     from harness.errors import UsageError
