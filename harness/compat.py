@@ -216,7 +216,15 @@ def fake_group_missing() -> str | None:
     From 2.10 the kit registers the same C++ group itself; before that it imports
     the testing module, here and only here.
     """
-    try:
+    if backend_registered("fake"):
+        return None
+    try:  # the C++ group with the factory the kit's registration calls
+        private(
+            "torch._C._distributed_c10d",
+            "FakeProcessGroup._create_internal",
+            feature="fake mode",
+            min_torch=FAKE_GROUP_MIN_TORCH,
+        )
         register_fake_backend()
         return None
     except TorchFeatureMissing:
