@@ -45,7 +45,7 @@ class FakeWorld(DTensorTestBase):
         with self.assertCollectives({"all_gather": 1}, mesh=mesh, mesh_dim=2, bytes_per_rank=24):
             out = dt.redistribute(mesh, [Shard(0), Replicate(), Replicate()])
         self.assertEqual(tuple(out.to_local().shape), (2, 3 * MESH[2]))
-        line = f"{self.rank} {os.getpid()} {tuple(mesh.shape)} {coord}\n"
+        line = f"{self.rank} {os.getpid()} {tuple(mesh.shape)} {tuple(coord)}\n"
         with open(os.environ[OUT_ENV], "a") as f:
             f.write(line)
 
@@ -231,6 +231,10 @@ def test_the_same_collective_assertions_hold_native_simulated_and_fake(cell):
     import subprocess
     import sys
 
+    from harness import compat
+
+    if cell.endswith("sim") and compat.local_tensor_missing():
+        pytest.skip(compat.local_tensor_missing())
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

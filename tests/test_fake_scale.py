@@ -18,11 +18,13 @@ their closed forms.
 from __future__ import annotations
 
 import resource
+import unittest
 from math import ceil
 
+import pytest
 import torch
 
-from harness import DTensorTestBase, shapes_only, with_comms
+from harness import DTensorTestBase, compat, shapes_only, with_comms
 from harness.models import ModelArgs, Transformer
 
 DP, EP, TP = 8, 16, 64
@@ -163,6 +165,11 @@ class ReferenceTransformerAtScale(DTensorTestBase):
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"rank {self.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
 
+    @unittest.skipIf(
+        compat.torch_version() < (2, 13),
+        "HSDP on a cpu mesh: torch 2.7.1's FSDP2 post-backward asserts an all-reduce "
+        "event a cpu group never records (seen on 2.7.1; verified on 2.13, 2.8-2.12 not run)",
+    )
     @with_comms
     def test_tp_sp_hsdp_bytes_and_collectives(self):
         from torch.distributed.device_mesh import init_device_mesh
@@ -188,13 +195,13 @@ class ReferenceTransformerAtScale(DTensorTestBase):
 
 
 def run_fake(monkeypatch, method: str) -> None:
-    import unittest
-
     monkeypatch.setenv("HARNESS_MODE", "fake")
     monkeypatch.setenv("HARNESS_FAKE_RANKS", f"0,{WORLD // 2 - 1},{WORLD - 1}")
     result = unittest.TestResult()
     ReferenceTransformerAtScale(method).run(result)
     assert result.wasSuccessful(), result.failures + result.errors
+    if result.skipped:
+        pytest.skip(result.skipped[0][1])
 
 
 def test_tp_ep_fsdp_at_8192_ranks(monkeypatch):
