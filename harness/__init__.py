@@ -45,6 +45,10 @@ _EXPORTS: dict[str, str] = {
     # accelerators (torch-free)
     "Accelerator": "harness.accelerators",
     # LocalTensor mode
+    "shapes_only": "harness.fake",
+    "CommLedger": "harness.comms",
+    "Collective": "harness.comms",
+    "ValuesNotComputed": "harness.fake",
     "LocalTensor": "harness.local",
     "LocalTensorMode": "harness.local",
     "LocalIntNode": "harness.local",

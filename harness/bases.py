@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 import torch.distributed as dist
 
-from harness import compat, devices, ranks
+from harness import compat, devices, fake, ranks
 from harness.devices import (  # noqa: F401 (re-exported: upstream's module has them)
     ACCELERATOR_DIST_BACKENDS,
     DEVICE_COUNT,
@@ -59,6 +59,7 @@ RUNNERS: dict[str, str] = {
     "pool": "harness.ranks.run:run_in_pool",
     "threads": "harness.ranks.threads:run_in_threads",
     "local": "harness.local.runner:run_job",
+    "fake": "harness.ranks.fake:run_fake",
     "external": "harness.ranks.external:run_test",  # chosen by a launcher, not by a class
 }
 #: What a class's ``rank_mode`` may say.
@@ -86,9 +87,13 @@ def _seconds(value: Any) -> float | None:
 
 
 def effective_mode(test: Any) -> str:
-    """``local`` when the cell or the class asks for LocalTensor, else the class's mode."""
+    """The cell's ``fake`` or ``local`` when it says so, ``local`` when the class asks
+    for LocalTensor, else the class's mode."""
+    cell_mode = devices.harness_mode()
+    if cell_mode == "fake":
+        return "fake"
     mode = getattr(type(test), "rank_mode", "process")
-    if mode == "local" or devices.harness_mode() == "local":
+    if mode == "local" or cell_mode == "local":
         return "local"
     return mode
 
@@ -131,8 +136,9 @@ def _dispatch(test: Any, method: str) -> Any:
     mode = effective_mode(test)
     if mode not in MODES:
         raise ValueError(f"{type(test).__name__}.rank_mode={mode!r}: use one of {MODES}")
-    if mode != "local" and external.launched() is not None:
+    if mode not in ("local", "fake") and external.launched() is not None:
         mode = "external"  # this process is one torchrun/Slurm rank
+    skip = fake.fake_skip(test, method) if mode == "fake" else None
     job = ranks.Job(
         test=test,
         method=method,
@@ -140,7 +146,7 @@ def _dispatch(test: Any, method: str) -> Any:
         timeout=effective_timeout(test, method),
         rerun=rerun_command(test, method),
         class_timeout=_seconds(getattr(type(test), "timeout", None)) or devices.default_timeout(),
-        skip=requirement_skip(test, method, local=(mode == "local")),
+        skip=skip or requirement_skip(test, method, local=(mode == "local"), fake=(mode == "fake")),
     )
     if job.skip is not None and mode not in MEET_FOR_SKIPS:
         raise unittest.SkipTest(job.skip)  # decided here: no rank is started for it

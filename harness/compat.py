@@ -201,6 +201,57 @@ def register_fake_backend() -> None:
     dist.Backend.register_backend("fake", create, extended_api=True, devices=hosts.device_types())
 
 
+#: torch whose c10d FakeProcessGroup the kit registers itself (_create_internal)
+FAKE_GROUP_MIN_TORCH = "2.10"
+#: the oldest torch whose testing package registers the ``fake`` backend
+FAKE_GROUP_OLDEST_TORCH = "2.2"
+
+
+def fake_group_missing() -> str | None:
+    """Why this torch cannot start the ``fake`` process group, or None once it can.
+
+    torch registers ``fake`` only from its testing package
+    (``torch.testing._internal.distributed.fake_pg``) and has no public way to
+    register it (2.13 lists the name but refuses it until someone registers it).
+    From 2.10 the kit registers the same C++ group itself; before that it imports
+    the testing module, here and only here.
+    """
+    if backend_registered("fake"):
+        return None
+    try:  # the C++ group with the factory the kit's registration calls
+        private(
+            "torch._C._distributed_c10d",
+            "FakeProcessGroup._create_internal",
+            feature="fake mode",
+            min_torch=FAKE_GROUP_MIN_TORCH,
+        )
+        register_fake_backend()
+        return None
+    except TorchFeatureMissing:
+        pass
+    try:
+        importlib.import_module("torch.testing._internal.distributed.fake_pg")
+    except ImportError as exc:
+        import torch
+
+        return (
+            f"fake mode needs torch's fake process group (torch >= {FAKE_GROUP_OLDEST_TORCH}; "
+            f"the installed torch is {torch.__version__}: {exc}); upgrade torch, or run "
+            "a native or -sim cell instead"
+        )
+    return None if backend_registered("fake") else "torch's testing package did not register fake"
+
+
+def init_fake_group(rank: int, world_size: int) -> None:
+    """This process becomes rank ``rank`` of a fake group of ``world_size``."""
+    import torch.distributed as dist
+
+    missing = fake_group_missing()
+    if missing:
+        raise TorchFeatureMissing(missing)
+    dist.init_process_group("fake", store=dist.HashStore(), rank=rank, world_size=world_size)
+
+
 def set_record_function(enabled: bool) -> None:
     """Turn profiler record-function hooks on or off (off speeds LocalTensor up)."""
     import torch

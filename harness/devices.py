@@ -132,11 +132,34 @@ def cell_world_size() -> int | None:
 
 
 def harness_mode() -> str:
-    """``native`` (run each class as it says) or ``local`` (LocalTensor for all)."""
+    """``native`` (each class as it says), ``local`` (LocalTensor for all) or ``fake``
+    (a few ranks of the world, each its own process, on the fake process group)."""
     mode = os.environ.get("HARNESS_MODE", "native").strip().lower() or "native"
-    if mode not in ("native", "local"):
-        raise ValueError(f"HARNESS_MODE={mode!r}: use 'native' or 'local'")
+    if mode not in ("native", "local", "fake"):
+        raise ValueError(f"HARNESS_MODE={mode!r}: use 'native', 'local' or 'fake'")
     return mode
+
+
+def _int_list(name: str) -> tuple[int, ...]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        return tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: use comma-separated whole numbers") from None
+
+
+def mesh_shape() -> tuple[int, ...]:
+    """The active fake cell's mesh shape (HARNESS_MESH), or () for a 1-D mesh."""
+    return _int_list("HARNESS_MESH")
+
+
+def fake_ranks(world_size: int) -> tuple[int, ...]:
+    """The ranks a fake cell runs: HARNESS_FAKE_RANKS below ``world_size``, else the
+    first, the middle and the last (the ones whose shards are uneven first)."""
+    chosen = tuple(r for r in _int_list("HARNESS_FAKE_RANKS") if 0 <= r < world_size)
+    return chosen or tuple(sorted({0, (world_size - 1) // 2, world_size - 1}))
 
 
 def default_timeout() -> float:
@@ -165,6 +188,8 @@ __all__ = [
     "cell_world_size",
     "default_backend",
     "default_timeout",
+    "fake_ranks",
     "harness_mode",
     "host_device_count",
+    "mesh_shape",
 ]

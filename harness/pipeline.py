@@ -163,6 +163,12 @@ def check_host(cell: Cell, *, ranks_here: int | None = None) -> None:
         )
     hosts.preflight(cell)  # plugins, device type, backend: the accelerator itself first
     hosts.check_cell(cell, ranks_here=ranks_here)
+    if cell.mode == "fake":  # the one torch question a fake cell adds, asked before any rank
+        from harness import compat
+
+        missing = compat.fake_group_missing()
+        if missing:
+            raise UsageError(f"cell {cell.name} cannot run: {missing}.")
     from harness.conformance import _ops  # stdlib only; loaded when a cell runs
 
     _ops.check_environment()  # HARNESS_OPS_ON, HARNESS_OPS_WORKERS

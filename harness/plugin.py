@@ -25,6 +25,8 @@ _ENV_OPTIONS = {
     "harness_backend": "HARNESS_BACKEND",
     "harness_timeout": "HARNESS_TIMEOUT",
     "harness_ops": "HARNESS_OPS",
+    "harness_mesh": "HARNESS_MESH",
+    "harness_fake_ranks": "HARNESS_FAKE_RANKS",
 }
 
 
@@ -35,6 +37,12 @@ def _seconds(value: str) -> bool:
         return False
 
 
+def _whole_numbers(value: str) -> bool:
+    """An empty value or comma-separated whole numbers (a mesh shape, chosen ranks)."""
+    parts = value.replace(" ", "").split(",")
+    return value.strip() == "" or all(part.isdigit() for part in parts)
+
+
 # The cell's variables a run checks once, before any test: a bad value is one usage
 # line (exit 4), not the same error in every test. variable -> (is it valid, what it must be)
 _ENV_RULES = {
@@ -43,6 +51,8 @@ _ENV_RULES = {
         "the world size must be a whole number >= 1",
     ),
     "HARNESS_TIMEOUT": (_seconds, "the timeout must be a number of seconds, e.g. 300"),
+    "HARNESS_MESH": (_whole_numbers, "give comma-separated whole numbers, e.g. 8,16,64"),
+    "HARNESS_FAKE_RANKS": (_whole_numbers, "give comma-separated whole numbers, e.g. 0,511,1023"),
 }
 
 
@@ -60,15 +70,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--harness-mode",
-        choices=("native", "local"),
+        choices=("native", "local", "fake"),
         help="native: each test as its class says; local: every test simulated "
-        "with LocalTensor in one process",
+        "with LocalTensor in one process; fake: a few ranks of the world, each a "
+        "process on the fake process group (shapes and communication only)",
     )
     group.addoption(
         "--harness-world-size",
         type=int,
         metavar="N",
         help="default world size (NUM_DEVICES) and device budget",
+    )
+    group.addoption(
+        "--harness-mesh",
+        metavar="D0,D1,...",
+        help="fake mode: the mesh build_device_mesh() builds; the product is the world size",
+    )
+    group.addoption(
+        "--harness-fake-ranks",
+        metavar="R,R,...",
+        help="fake mode: the ranks that run (default: the first, the middle and the last)",
     )
     group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
     group.addoption(
@@ -227,6 +248,6 @@ def rerun_command(item: pytest.Item) -> str:
         argv += ["--harness-cell", cell]
         if os.environ.get("HARNESS_MATRIX"):
             argv += ["--harness-matrix", os.environ["HARNESS_MATRIX"]]
-    elif os.environ.get("HARNESS_MODE") == "local":
-        argv += ["--harness-mode", "local"]
+    elif os.environ.get("HARNESS_MODE") in ("local", "fake"):
+        argv += ["--harness-mode", os.environ["HARNESS_MODE"]]
     return shlex.join(argv)

@@ -165,12 +165,17 @@ def _world_needs(test: Any, method: str, local: bool) -> str | None:
 _CHECKS = (_cell_grants, _accelerators, _capabilities, _backend, _world_needs)
 
 
-def requirement_skip(test: unittest.TestCase, method: str, *, local: bool = False) -> str | None:
+def requirement_skip(
+    test: unittest.TestCase, method: str, *, local: bool = False, fake: bool = False
+) -> str | None:
     """Why ``test`` cannot run here, decided without spawning; None when it can.
 
-    ``local``: the ranks are simulated in this process (LocalTensor mode).
+    ``local``: the ranks are simulated in this process (LocalTensor mode);
+    ``fake``: each rank runs on the fake group, which needs no backend or device.
     """
     for check in _CHECKS:
+        if fake and check in (_accelerators, _backend):
+            continue
         reason = check(test, method, local)
         if reason is not None:
             return reason

@@ -427,6 +427,26 @@ class TestCase(expecttest.TestCase):
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr)
 
+    def assertCollectives(  # noqa: N802
+        self,
+        expected: Any,
+        *,
+        mesh: Any = None,
+        mesh_dim: str | int | None = None,
+        bytes_per_rank: int | None = None,
+    ) -> Any:
+        """A context: the block issues exactly ``expected`` collectives on this rank.
+
+        ``expected``: ``{kind: count}`` (on ``mesh_dim`` of ``mesh`` when given) or
+        ``{(kind, mesh_dim): count}``; ``bytes_per_rank``: what this rank hands to
+        them in all. The same in native, ``-sim`` and ``fake`` cells (harness.comms).
+        """
+        from harness.comms import expect_collectives
+
+        return expect_collectives(
+            expected, mesh=mesh, mesh_dim=mesh_dim, bytes_per_rank=bytes_per_rank
+        )
+
     def assertEqualOnRank(self, x: Any, y: Any, msg: _Msg = None, *, rank: int = 0) -> None:  # noqa: N802
         """Compare only on ``rank`` (ranks that share one RNG agree only there)."""
         if self.rank == rank:

@@ -107,13 +107,13 @@ BROKEN = {
         '"5m"',
     ),
     "world size zero": (
-        "cells = { native = [1, 2, 4, 8], local = [8, 16] }",
+        "cells = { native = [1, 2, 4, 8], local = [8, 16], fake = [1024, 8192] }",
         "cells = { native = [0, 2], local = [8, 16] }",
         "accelerators.cpu.cells.native[0]",
         "minimum",
     ),
     "unknown mode": (
-        "cells = { native = [1, 2, 4, 8], local = [8, 16] }",
+        "cells = { native = [1, 2, 4, 8], local = [8, 16], fake = [1024, 8192] }",
         "cells = { native = [1, 2], locale = [8] }",
         "accelerators.cpu.cells.locale",
         "locale",

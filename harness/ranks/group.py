@@ -39,7 +39,8 @@ def class_ref(cls: type) -> tuple[str, str | None, str]:
 
 
 class RankGroup:
-    """``world_size`` rank processes running tests of ``cls``."""
+    """Rank processes running tests of ``cls``: every rank of ``world_size``, or only
+    ``ranks`` of it (fake mode runs a few ranks of a large world)."""
 
     def __init__(
         self,
@@ -49,12 +50,16 @@ class RankGroup:
         pool: bool,
         pg_timeout: float,
         first_test: str | None = None,
+        ranks: list[int] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.world_size = world_size
+        #: the rank each process plays; processes are indexed 0..len(ranks)-1 here
+        self.ranks = list(range(world_size)) if ranks is None else list(ranks)
         self.workdir = tempfile.mkdtemp(prefix="harness-ranks-")
         self.procs: list[Any] = []
         self.conns: list[Any] = []
-        self._log_offsets = [0] * world_size
+        self._log_offsets = [0] * len(self.ranks)
         self.dead = False
         self.closed = False
         self.clock: Clock | None = None  # the last collect's: how its limit was counted
@@ -63,7 +68,7 @@ class RankGroup:
         env = dict(os.environ)
         reaper.register(self)
         try:
-            for rank in range(world_size):
+            for rank in self.ranks:
                 spec = RankSpec(
                     module=module,
                     file=file,
@@ -75,6 +80,7 @@ class RankGroup:
                     pool=pool,
                     pg_timeout=pg_timeout,
                     first_test=first_test,
+                    extra=dict(extra or {}),
                 )
                 parent_end, child_end = ctx.Pipe(duplex=True)
                 proc = ctx.Process(target=rank_main, args=(spec, child_end), name=f"rank {rank}")
@@ -105,7 +111,7 @@ class RankGroup:
         """
         clock = Clock(timeout)  # counts the limit only while the ranks are not starved
         self.clock = clock
-        pending = set(range(self.world_size))
+        pending = set(range(len(self.ranks)))
         outcomes: dict[int, RankOutcome] = {}
         trouble_at: float | None = None
         grace = GRACE_SECONDS
@@ -139,8 +145,10 @@ class RankGroup:
             if pending:
                 stacks = self._dump_stacks(sorted(pending))
                 status = "hung" if timed_out else "stopped"
-                for rank in pending:
-                    outcomes[rank] = RankOutcome(rank, status, stack=stacks.get(rank, ""))
+                for index in pending:
+                    outcomes[index] = RankOutcome(
+                        self.ranks[index], status, stack=stacks.get(index, "")
+                    )
                 self.terminate()
         except BaseException:  # Ctrl-C included: never leave ranks behind
             self.kill()
@@ -150,13 +158,15 @@ class RankGroup:
         return [outcomes[r] for r in sorted(outcomes)], timed_out
 
     def _rank_of(self, ready: Any) -> int:
-        for rank, (conn, proc) in enumerate(zip(self.conns, self.procs)):
+        """The index (into ``procs``) of the process ``ready`` belongs to."""
+        for index, (conn, proc) in enumerate(zip(self.conns, self.procs)):
             if ready is conn or ready == proc.sentinel:
-                return rank
+                return index
         return -1
 
-    def _receive(self, rank: int) -> RankOutcome | None:
-        conn, proc = self.conns[rank], self.procs[rank]
+    def _receive(self, index: int) -> RankOutcome | None:
+        conn, proc = self.conns[index], self.procs[index]
+        rank = self.ranks[index]
         try:
             if conn.poll():
                 return RankOutcome.from_report({**conn.recv(), "rank": rank})
@@ -173,21 +183,21 @@ class RankGroup:
             order=time.time(),
         )
 
-    def _dump_stacks(self, ranks: list[int]) -> dict[int, str]:
-        for rank in ranks:
+    def _dump_stacks(self, indices: list[int]) -> dict[int, str]:
+        """Every listed process's stack, by index."""
+        for index in indices:
             try:
-                os.kill(self.procs[rank].pid, signal.SIGUSR1)
+                os.kill(self.procs[index].pid, signal.SIGUSR1)
             except (ProcessLookupError, TypeError):
                 pass
+        paths = {i: stack_path(self.workdir, self.ranks[i]) for i in indices}
         end = time.monotonic() + STACK_SECONDS
-        stacks: dict[int, str] = {}
         while time.monotonic() < end:
-            stacks = {r: self._read(stack_path(self.workdir, r)) for r in ranks}
-            if all(stacks.values()):
+            if all(self._read(path) for path in paths.values()):
                 time.sleep(0.05)  # let the last thread's frames land
                 break
             time.sleep(0.02)
-        return {r: self._read(stack_path(self.workdir, r)) for r in ranks}
+        return {i: self._read(path) for i, path in paths.items()}
 
     @staticmethod
     def _read(path: str) -> str:
@@ -199,15 +209,15 @@ class RankGroup:
 
     def drain_output(self) -> None:
         """Copy what the ranks printed since the last call to our stdout, prefixed by rank."""
-        for rank in range(self.world_size):
+        for index, rank in enumerate(self.ranks):
             path = log_path(self.workdir, rank)
             try:
                 with open(path, "rb") as f:
-                    f.seek(self._log_offsets[rank])
+                    f.seek(self._log_offsets[index])
                     data = f.read()
             except OSError:
                 continue
-            self._log_offsets[rank] += len(data)
+            self._log_offsets[index] += len(data)
             text = data.decode(errors="replace")
             if text.strip():
                 sys.stdout.write("".join(f"[rank {rank}] {line}\n" for line in text.splitlines()))

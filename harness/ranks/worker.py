@@ -233,6 +233,10 @@ def rank_main(spec: RankSpec, conn) -> None:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
         cls = resolve_class(spec.module, spec.file, spec.qualname)
+        variant = spec.extra.get("variant")  # "module:function", e.g. fake mode's
+        if variant:
+            module, _, name = variant.partition(":")
+            cls = getattr(importlib.import_module(module), name)(cls)
     except BaseException:
         conn.send({"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]})
         _exit(conn, stacks, 0)

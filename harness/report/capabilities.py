@@ -10,6 +10,7 @@ from __future__ import annotations
 # Known capabilities in the order a report lists them, with their titles.
 CAPABILITIES: dict[str, str] = {
     "collectives": "Collectives",
+    "communication": "Communication and local shapes",
     "device_mesh": "DeviceMesh",
     "dtensor_api": "DTensor API",
     "op_sweep": "Op sweep",

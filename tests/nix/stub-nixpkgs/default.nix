@@ -102,6 +102,7 @@ let
     pytest-timeout = pyPkg "pytest-timeout" { };
     expecttest = pyPkg "expecttest" { };
     pyyaml = pyPkg "pyyaml" { };
+    jsonschema = pyPkg "jsonschema" { };
     python-hostlist = pyPkg "python-hostlist" { };
     hypothesis = pyPkg "hypothesis" { };
     rich = pyPkg "rich" { };
