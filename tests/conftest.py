@@ -81,3 +81,35 @@ def no_spawning(monkeypatch):
 
     for mode in ("process", "pool", "threads"):
         monkeypatch.setitem(bases.RUNNERS, mode, "spawn_guard:refuse")
+
+
+# -- the slow tests: deselected by pyproject's addopts (-m 'not slow'), said so at the end
+_slow_deselected = {"count": 0}
+
+
+def pytest_deselected(items):
+    _slow_deselected["count"] += sum(1 for item in items if item.get_closest_marker("slow"))
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its controller prints the line
+        workeroutput["slow_deselected"] = _slow_deselected["count"]
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: no error where xdist is off
+def pytest_testnodedown(node, error):
+    """xdist's controller collects nothing itself: each worker tells what it deselected."""
+    count = getattr(node, "workeroutput", {}).get("slow_deselected", 0)
+    _slow_deselected["count"] = max(_slow_deselected["count"], count)
+
+
+def pytest_terminal_summary(terminalreporter):
+    count = _slow_deselected["count"]
+    if count:
+        terminalreporter.write_line(
+            f"{count} slow tests deselected (the wheel, containers, pip and venvs, full "
+            "certifications, the generated CI run): run them with `pytest -m slow` or "
+            "`nox -s slow`",
+            yellow=True,
+        )
