@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import ci_tools
@@ -124,9 +125,10 @@ def test_the_generated_gitlab_pipeline_runs(tmp_path):
 
     The jobs run in the shell executor with artifact isolation: each in its own copy
     of the checkout, the merge job seeing only what certify uploaded. Their Python is
-    a venv over this machine's (torch 2.13.0+cpu and nox already there), standing in
-    for the python:3.11 image, which this machine cannot pull; `--install .` makes
-    each job install the kit from the checkout, and nox makes the cell's venv there.
+    a venv over this test's (torch and nox already there), standing in for the
+    python:3.11 image, which this machine cannot pull; `--install .` makes each job
+    install the kit from the checkout, and nox makes the cell's venv there (torch
+    2.13.0 for CPU, as on any runner).
     """
     repo = git_repo(tmp_path / "repo")
     pipeline = repo / ".gitlab-ci.yml"
@@ -142,6 +144,10 @@ def test_the_generated_gitlab_pipeline_runs(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "venv", "--system-site-packages", str(python)], check=True
     )
+    # this test's own packages too (torch, nox), where it runs in a venv of its own:
+    # the jobs' pip then installs only the kit, never a torch from PyPI
+    (site,) = python.glob("lib/python*/site-packages")
+    (site / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {
         k: v
         for k, v in os.environ.items()
