@@ -4,6 +4,7 @@ nox --list                  every session
 nox -s test-cpu-4rank       one cell (in its container when an engine answers)
 nox -t sim                  every LocalTensor cell
 nox -s tests lint           the kit's own tests and linters
+nox -s slow                 the kit's slow tests (wheel, containers, venvs, the CI run)
 """
 
 import sys
@@ -29,6 +30,13 @@ def tests(session):
     """The kit's own test suite (CPU, torch 2.13.0)."""
     python = ensure_dev_venv(session)
     session.run(python, "-m", "pytest", "tests", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def slow(session):
+    """The kit's slow tests: the wheel, containers, pip and venvs, certifications, the CI run."""
+    python = ensure_dev_venv(session)
+    session.run(python, "-m", "pytest", "tests", "-m", "slow", *session.posargs, external=True)
 
 
 @nox.session(python=False)

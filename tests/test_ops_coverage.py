@@ -157,8 +157,13 @@ VERDICTS = {
 @pytest.mark.parametrize(
     ("mode", "place", "ran_on"),
     [
-        # real ranks: 4 processes on gloo, the placement torch < 2.10 gets
-        ("native", "ranks", "the cell's 4 rank processes on cpu, gloo"),
+        # real ranks: 4 processes on gloo, the placement torch < 2.10 gets (nox -s slow)
+        pytest.param(
+            "native",
+            "ranks",
+            "the cell's 4 rank processes on cpu, gloo",
+            marks=pytest.mark.slow,
+        ),
         ("local", "workers", "each simulating 4 ranks on cpu (collectives simulated)"),
     ],
 )
