@@ -267,7 +267,7 @@ _RUNS_ON = _either(
     ),
 )
 _DEFINITION_HELP = {
-    "unit": "The word after N in its cell names (acme-4card).",
+    "unit": "The word after N in its cell names (npu-4card).",
     "plugin": "Modules imported in the parent and every rank before the process group starts.",
     "visible_devices": "The variable that limits which devices a process sees.",
 }
