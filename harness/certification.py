@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import lifelines, pipeline, upstream
+from harness import lifelines, pipeline, references, upstream
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix
 
@@ -31,6 +31,7 @@ STALE = (
     "waivers.toml",
     ".progress.jsonl",
     ".junit-upstream.xml",
+    "reference.toml",
 )
 
 
@@ -47,13 +48,17 @@ def run(
     upstream_dir: str | None = None,
     upstream_only: bool = False,
     verbose: bool = False,
+    reference_file: str | None = None,
 ) -> tuple[dict | None, int]:
     """Run the cell's certification into ``out``: (the report, pytest's combined exit code).
 
     The report is None when pytest wrote no JUnit XML (see ``out/pytest.log``); a run
     that certifies nothing it claims to is a UsageError, and no report is made.
-    ``held`` is the folder lock's descriptor, inherited by pytest.
+    ``held`` is the folder lock's descriptor, inherited by pytest. The ops are judged
+    against a reference (:mod:`harness.references`): ``reference_file``, else the
+    shipped record, the user cache, or one computed here after the run.
     """
+    use = references.plan(cell, reference_file)  # a bad --reference stops before the run
     for name in STALE:
         (out / name).unlink(missing_ok=True)
 
@@ -61,6 +66,7 @@ def run(
     ops_args = ["--harness-ops", ops, *passthrough]
     with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
         runs = [] if upstream_only else [_suite_run(cell, out, ops_args)]
+        print(f"harness: reference: {use.describe()}", flush=True)
         prepared = upstream.prepare(upstream_dir, work) if upstream_dir else None
         if prepared is not None:
             runs.append(_upstream_run(cell, out, prepared, passthrough))
@@ -68,9 +74,10 @@ def run(
         if prepared is not None and (out / _UPSTREAM_XML).is_file():
             upstream.merge_junit(out / "junit.xml", out / _UPSTREAM_XML)
             (out / _UPSTREAM_XML).unlink()
-    wall = time.monotonic() - started
     if not (out / "junit.xml").is_file():
         return None, code
+    use = _settle(use, cell, out, ops)
+    wall = time.monotonic() - started
 
     report = pipeline.build_report(
         cell,
@@ -83,11 +90,24 @@ def run(
         known=known,
         upstream_info=prepared.to_dict() if prepared is not None else None,
         fingerprint=pipeline.taken_fingerprint(out),
+        reference_use=use,
     )
     empty = certifies_nothing(cell, report, passthrough, suites=not upstream_only)
     if empty:  # no report: a folder that verifies must certify something
         raise UsageError(f"certify {cell.name}: {empty}; see {out / 'pytest.log'}")
     return report, code
+
+
+def _settle(use: references.Use, cell: Cell, out: Path, ops: str) -> references.Use:
+    """The reference made to know every op this run failed (computed and cached if needed)."""
+    from harness.report import junit
+
+    results = junit.parse(out / "junit.xml")
+    before = use.source
+    use = references.settle(use, results, full=ops.strip() == "all", timeout=cell.timeout)
+    if use.source != before or use.note:
+        print(f"harness: reference: {use.note or use.describe()}", flush=True)
+    return use
 
 
 _UPSTREAM_XML = ".junit-upstream.xml"
@@ -136,7 +156,7 @@ def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str 
     return (
         pipeline.pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]),
         None,
-        {},
+        {"HARNESS_OPS_VERDICTS": "raw"},  # every op as it ran (test_ops); the report judges it
     )
 
 
