@@ -210,3 +210,84 @@ def test_nox_sessions_come_from_its_matrix(tmp_path):
         "build-acme",
     }
     assert sessions["test-acme-2card"]["tags"] == ["test", "acme", "native", "card", "ws2"]
+
+
+# -- a device with a kernel bug fails exactly its broken op ---------------------------
+
+KERNELS = DATA / "kernels.toml"
+#: neg: the plugin's kernel is wrong on its shards; abs: right everywhere; argmax: on
+#: torch 2.13 DTensor's own failure at world size 2 (PyTorch's world-size-4 sweep passes it)
+KERNEL_OPS = "neg,abs,argmax"
+
+
+def _certify_ops(tmp: Path, bad: bool) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp / ("bad" if bad else "fixed")
+    done = harness(
+        "certify",
+        "acme-2card",
+        "--matrix",
+        str(KERNELS),
+        "--out",
+        str(out),
+        "--ops",
+        KERNEL_OPS,
+        "--",
+        str(ROOT / "harness" / "conformance" / "test_ops.py"),
+        cwd=tmp,
+        env={"ACME_BAD_NEG": "1" if bad else "0", "XDG_CACHE_HOME": str(tmp / "cache")},
+    )
+    report = (
+        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    )
+    return done, report
+
+
+def _ops_by_outcome(report: dict) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for cap in report["capabilities"]:
+        for test in cap["tests"]:
+            if test.get("op"):
+                found.setdefault(test["outcome"], set()).add(test["op"])
+    return found
+
+
+def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its_own(tmp_path):
+    from harness import compat
+
+    missing = compat.local_tensor_missing()
+    if missing:  # the live reference and the ops workers need LocalTensor
+        pytest.skip(missing)
+    done, report = _certify_ops(tmp_path, bad=True)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    ops = _ops_by_outcome(report)
+    assert ops.get("failed") == {"neg"}, ops  # the broken kernel's op, and no other
+    assert "abs" in ops["passed"]
+    (neg,) = [t for c in report["capabilities"] for t in c["tests"] if t.get("op") == "neg"]
+    assert "neg sample 0 with input placements [S(" in neg["details"]  # a shard, not plain
+    section = report["reference"]
+    assert section["sha256"] and (tmp_path / "bad" / "reference.toml").is_file()
+    assert "neg" in section.get("failed_only_here", []) + section.get("unknown", [])
+    assert "neg" not in section.get("unknown", [])  # the reference ran it, without the plugin
+    own = ops.get("own", set())
+    if compat.torch_version() == (2, 13):
+        assert own == {"argmax"}, ops  # DTensor's own at world size 2: not the vendor's
+
+    fixed, again = _certify_ops(tmp_path, bad=False)
+    assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
+    assert again["verdict"] == "pass" and "failed" not in _ops_by_outcome(again)
+    assert _ops_by_outcome(again).get("own", set()) == own  # the same DTensor's own
+    verify = harness("report", "verify", str(tmp_path / "fixed"), "--integrity-only", cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_the_live_reference_never_loads_the_cells_plugins(tmp_path, monkeypatch):
+    from harness import compat, references
+
+    missing = compat.local_tensor_missing()
+    if missing:
+        pytest.skip(missing)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DATA), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_PLUGINS", "acme_ccl,acme_kernels")  # as the cell's run has it
+    monkeypatch.setenv("HARNESS_DEVICE", "cpu")
+    found = references.live(["neg", "abs"], 2, timeout=300)
+    assert found == {"neg": ["passed", ""], "abs": ["passed", ""]}, found

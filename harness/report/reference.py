@@ -177,9 +177,9 @@ def _reasons(table: Any, where: str) -> dict[str, str]:
     return dict(table)
 
 
-def shipped_file(version: tuple[int, int], folder: Path = SHIPPED) -> Path | None:
+def shipped_file(version: tuple[int, int], folder: Path | None = None) -> Path | None:
     """The shipped record of this torch minor, or None (an older minor's is not this one's)."""
-    path = folder / f"torch-{version[0]}.{version[1]}.toml"
+    path = (folder or SHIPPED) / f"torch-{version[0]}.{version[1]}.toml"
     return path if path.is_file() else None
 
 
@@ -347,4 +347,11 @@ def replay(
     problems = []
     if again != section:
         problems.append("reference: the report's reference section does not follow from junit.xml")
+    said = set(owned)
+    for result in replayed:
+        if (result.outcome == OWN) != (result.id in said):
+            problems.append(
+                f"test {result.id}: report says {'own' if result.id in said else 'not own'}, "
+                f"the reference gives {result.outcome}"
+            )
     return replayed, problems
