@@ -76,7 +76,7 @@ def run(
             (out / _UPSTREAM_XML).unlink()
     if not (out / "junit.xml").is_file():
         return None, code
-    use = _settle(use, cell, out, ops)
+    use = _settle(use, cell, out)
     wall = time.monotonic() - started
 
     report = pipeline.build_report(
@@ -98,13 +98,13 @@ def run(
     return report, code
 
 
-def _settle(use: references.Use, cell: Cell, out: Path, ops: str) -> references.Use:
+def _settle(use: references.Use, cell: Cell, out: Path) -> references.Use:
     """The reference made to know every op this run failed (computed and cached if needed)."""
     from harness.report import junit
 
     results = junit.parse(out / "junit.xml")
     before = use.source
-    use = references.settle(use, results, full=ops.strip() == "all", timeout=cell.timeout)
+    use = references.settle(use, results, timeout=cell.timeout)
     if use.source != before or use.note:
         print(f"harness: reference: {use.note or use.describe()}", flush=True)
     return use

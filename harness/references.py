@@ -129,13 +129,17 @@ def _shown(path: Path) -> str:
     return f"harness/conformance/xfails/{path.name}"
 
 
-def settle(use: Use, results: list[CaseResult], *, full: bool, timeout: float) -> Use:
+def settle(use: Use, results: list[CaseResult], *, timeout: float) -> Use:
     """After the run: make the reference know every op the cell failed, if it can.
 
-    ``full``: the run swept every op (its record then checks all of them).
+    A record made here lists the ops it checked (``checked``), never "all": a run
+    may have swept a subset, and an op it did not run must not read as passing.
     """
     if use.source in ("file", "shipped"):
         return use  # complete by construction; an op they do not know is judged alone
+    results = [r for r in results if r.op]
+    if not results:
+        return use  # no op ran: nothing to judge, nothing to record
     world = use.record.at(use.world_size) if use.record else None
     failed = sorted(
         {r.op for r in results if r.op and r.outcome in reference.FAILED}
@@ -146,7 +150,7 @@ def settle(use: Use, results: list[CaseResult], *, full: bool, timeout: float) -
     stamp = _dt.date.today().isoformat()
     if use.reference_kind:
         made = f"this run (harness certify, {stamp})"
-        new = reference.world_from_results(results, made, full=full)
+        new = reference.world_from_results(results, made, full=False)
         source = "this run"
     else:
         found = live(failed, use.world_size, timeout)

@@ -208,8 +208,10 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(reference, "SHIPPED", tmp_path)
     monkeypatch.setattr(references, "torch_build", lambda: "2.16.0.dev20261201+cpu")
-    use = references.settle(references.plan(_Cell()), RESULTS, full=True, timeout=60)
+    use = references.settle(references.plan(_Cell()), RESULTS, timeout=60)
     assert use.source == "this run" and set(use.record.at(2).own) == {"argmax", "neg"}
+    assert use.record.at(2).checked == {"argmax", "rms_norm", "neg", "add"}  # what it ran
+    assert not use.record.at(2).knows("mul")
     cached = references.cache_file("2.16.0.dev20261201+cpu", 2)
     assert cached.is_file() and str(tmp_path / "cache") in str(cached)
     again = references.plan(_Cell())  # the next run reads it from the cache

@@ -56,7 +56,11 @@ def make_cmd(args) -> int:
         raise UsageError(f"--world-size {args.world_size}: a world size is a whole number >= 1.")
     if not Path(args.junit).is_file():
         raise UsageError(f"{args.junit}: no such JUnit file; pass the sweep's junit.xml.")
-    results = [r for r in junit.parse(args.junit) if r.op]
+    database = {
+        f"{o.name}:{o.variant_test_name}" if o.variant_test_name else o.name
+        for o in compat.op_database()
+    }
+    results = _ops_of(junit.parse(args.junit), database)
     if not results:
         raise UsageError(f"{args.junit}: no test of the ops capability in it (no `op` property).")
     marked = [r.op for r in results if r.reason.startswith("expected failure")]
@@ -72,10 +76,6 @@ def make_cmd(args) -> int:
         else reference.SHIPPED / f"torch-{minor[0]}.{minor[1]}.toml"
     )
     old = reference.load(path) if path.is_file() else None
-    database = {
-        f"{o.name}:{o.variant_test_name}" if o.variant_test_name else o.name
-        for o in compat.op_database()
-    }
     ran = {r.op for r in results}
     full = database <= ran
     stamp = _dt.date.today().isoformat()
@@ -115,6 +115,22 @@ def make_cmd(args) -> int:
     if new:
         print("  review the new reasons before shipping the record.")
     return 0
+
+
+def _ops_of(results, database: set[str]) -> list:
+    """The ops capability's results, each with its op: the JUnit ``op`` property, else
+    the op its test is named after (a plain pytest run writes no properties)."""
+    import dataclasses
+    import re
+
+    by_test = {"test_" + re.sub(r"\W", "_", key): key for key in database}
+    found = []
+    for result in results:
+        name = result.id.rpartition("::")[2].rpartition(".")[2].split("[", 1)[0]
+        op = result.op or (by_test.get(name, "") if "test_ops" in result.id else "")
+        if op:
+            found.append(dataclasses.replace(result, op=op))
+    return found
 
 
 def show_cmd(args) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -221,13 +222,21 @@ def world_from_results(results: Iterable[CaseResult], made: str = "", full: bool
         ran.add(result.op)
         outcome = result.ran or result.outcome
         if outcome in FAILED or outcome == OWN:
-            own[result.op] = first_error(result.reason)
+            own[result.op] = first_error(result.reason, result.details)
     return World(own=own, checked=None if full else frozenset(ran), made=made)
 
 
-def first_error(reason: str) -> str:
-    """A failure's first line, without what a record does not need to repeat."""
+_WHERE = re.compile(r"(\S+ sample \d+ with input placements \[[^\]]*\])")
+
+
+def first_error(reason: str, details: str = "") -> str:
+    """A failure's first line, without what a record does not need to repeat; where a
+    value differs ("Tensor-likes are not close!"), with the sample and layout it names."""
     text = reason.strip().removeprefix("AssertionError: ")
+    if "placements" not in text:
+        where = _WHERE.search(details)
+        if where:
+            text = f"{where.group(1)}: {text}"
     return text[:200] or "fails"
 
 
