@@ -145,23 +145,20 @@ def settle(use: Use, results: list[CaseResult], *, timeout: float) -> Use:
         {r.op for r in results if r.op and r.outcome in reference.FAILED}
         - (set() if world is None else {op for op in world.own} | _checked(world))
     )
-    if not failed and use.record is not None:
-        return use
+    if not failed and (use.record is not None or not use.reference_kind):
+        return use  # nothing to learn (a CPU run with no record still records its passes)
     stamp = _dt.date.today().isoformat()
     if use.reference_kind:
         made = f"this run (harness certify, {stamp})"
-        new = reference.world_from_results(results, made, full=False)
+        unknown = [r for r in results if world is None or not world.knows(r.op)]
+        new = reference.world_from_results(unknown, made, full=False)  # known ops keep theirs
         source = "this run"
     else:
         found = live(failed, use.world_size, timeout)
         if isinstance(found, str):
             use.note = f"no live reference: {found}; the ops it would judge are judged alone"
             return use
-        own = {
-            k: reference.first_error(text)
-            for k, (status, text) in found.items()
-            if status == "failed"
-        }
+        own = {k: text or "fails" for k, (status, text) in found.items() if status == "failed"}
         made = f"live, {len(found)} ops on CPU under LocalTensor, no plugins ({stamp})"
         new = reference.World(own=own, checked=frozenset(found), made=made)
         source = "live"

@@ -218,6 +218,12 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     assert again.source == "cache" and again.record.sha256 == use.record.sha256
     out, section = reference.apply(again.record, RESULTS, world_size=2, source="cache")
     assert {r.outcome for r in out if r.op in ("argmax", "neg")} == {"own"}
+    # an op the cached record saw pass that fails now is not learned as DTensor's own
+    worse = [*RESULTS[:3], _case("add", "failed", "add: wrong values")]
+    later = references.settle(again, worse, timeout=60)
+    assert later.record.sha256 == again.record.sha256  # nothing new to record
+    out, _ = reference.apply(later.record, worse, world_size=2, source=later.source)
+    assert [r.outcome for r in out if r.op == "add"] == ["failed"]
 
 
 def test_reference_make_writes_a_world_size_and_keeps_reviewed_reasons(tmp_path, capsys):

@@ -44,11 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         results = {key: workers.result(key) for key in keys}
     finally:
         workers.close()
+    from harness.report.reference import first_error
+
+    found = {
+        key: [r.status, first_error(r.text.splitlines()[0], r.text) if r.text else ""]
+        for key, r in results.items()
+    }
     with open(args.out, "w", encoding="utf-8") as out:
-        json.dump(
-            {k: [r.status, r.text.splitlines()[0] if r.text else ""] for k, r in results.items()},
-            out,
-        )
+        json.dump(found, out)
     return 0
 
 
