@@ -32,6 +32,7 @@ STALE = (
     ".progress.jsonl",
     ".junit-upstream.xml",
     "reference.toml",
+    ".reference-own",
 )
 
 
@@ -65,7 +66,7 @@ def run(
     started = time.monotonic()
     ops_args = ["--harness-ops", ops, *passthrough]
     with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
-        runs = [] if upstream_only else [_suite_run(cell, out, ops_args)]
+        runs = [] if upstream_only else [_suite_run(cell, out, ops_args, use)]
         print(f"harness: reference: {use.describe()}", flush=True)
         prepared = upstream.prepare(upstream_dir, work) if upstream_dir else None
         if prepared is not None:
@@ -74,6 +75,7 @@ def run(
         if prepared is not None and (out / _UPSTREAM_XML).is_file():
             upstream.merge_junit(out / "junit.xml", out / _UPSTREAM_XML)
             (out / _UPSTREAM_XML).unlink()
+    (out / _OWN_FILE).unlink(missing_ok=True)
     if not (out / "junit.xml").is_file():
         return None, code
     use = _settle(use, cell, out)
@@ -111,6 +113,7 @@ def _settle(use: references.Use, cell: Cell, out: Path) -> references.Use:
 
 
 _UPSTREAM_XML = ".junit-upstream.xml"
+_OWN_FILE = ".reference-own"
 # pytest options that select a subset: then only "no test at all" is an error.
 _SELECTING = ("-k", "-m", "--deselect", "--lf", "--last-failed", "--sw", "--stepwise")
 
@@ -151,12 +154,20 @@ def _test_modules(folder: Path) -> list[Path]:
     return sorted(p for p in found if "__pycache__" not in p.parts)
 
 
-def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str | None, dict]:
+def _suite_run(
+    cell: Cell, out: Path, extra: list[str], use: references.Use | None = None
+) -> tuple[list[str], str | None, dict]:
     """The cell's suites: (argv, cwd, extra environment)."""
+    env = {"HARNESS_OPS_VERDICTS": "raw"}  # every op as it ran (test_ops); the report judges it
+    world = use.record.at(cell.world_size) if use and use.record else None
+    if world is not None:  # progress shows DTensor's own failures as such, not as FAIL
+        own = out / _OWN_FILE
+        own.write_text("".join(f"{op}\n" for op in sorted(world.own)), encoding="utf-8")
+        env["HARNESS_REFERENCE_OWN"] = str(own.resolve())
     return (
         pipeline.pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]),
         None,
-        {"HARNESS_OPS_VERDICTS": "raw"},  # every op as it ran (test_ops); the report judges it
+        env,
     )
 
 
@@ -253,7 +264,12 @@ def _wait(child: subprocess.Popen) -> int:
 
 
 def rerun_command(
-    cell: Cell, test_id: str, matrix: str | None, upstream_dir: str | None = None, out=None
+    cell: Cell,
+    test_id: str,
+    matrix: str | None,
+    upstream_dir: str | None = None,
+    out=None,
+    op: str = "",
 ) -> str:
     """The one command that reruns just this test.
 
@@ -266,4 +282,5 @@ def rerun_command(
         return shlex.join([*command, "--", test_id])
     parts = [p.split("[", 1)[0] for p in test_id.split("::")[1:]] or [test_id]
     command = ["harness", "run", cell.name, *matrix_args]
-    return shlex.join([*command, "--", "-k", " and ".join(parts)])
+    ops = ["--harness-ops", op] if op else []  # the ops capability is off in `harness run`
+    return shlex.join([*command, "--", *ops, "-k", " and ".join(parts)])

@@ -220,8 +220,10 @@ KERNELS = DATA / "kernels.toml"
 KERNEL_OPS = "neg,abs,argmax"
 
 
-def _certify_ops(tmp: Path, bad: bool) -> tuple[subprocess.CompletedProcess, dict]:
-    out = tmp / ("bad" if bad else "fixed")
+def _certify_ops(
+    tmp: Path, bad: bool, name: str = "", env: dict | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp / (name or ("bad" if bad else "fixed"))
     done = harness(
         "certify",
         "acme-2card",
@@ -234,7 +236,11 @@ def _certify_ops(tmp: Path, bad: bool) -> tuple[subprocess.CompletedProcess, dic
         "--",
         str(ROOT / "harness" / "conformance" / "test_ops.py"),
         cwd=tmp,
-        env={"ACME_BAD_NEG": "1" if bad else "0", "XDG_CACHE_HOME": str(tmp / "cache")},
+        env={
+            "ACME_BAD_NEG": "1" if bad else "0",
+            "XDG_CACHE_HOME": str(tmp / "cache"),
+            **(env or {}),
+        },
     )
     report = (
         json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
@@ -264,6 +270,7 @@ def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its
     assert "abs" in ops["passed"]
     (neg,) = [t for c in report["capabilities"] for t in c["tests"] if t.get("op") == "neg"]
     assert "neg sample 0 with input placements [S(" in neg["details"]  # a shard, not plain
+    assert "-- --harness-ops neg -k 'OpsTest and test_neg'" in done.stdout  # its rerun runs it
     section = report["reference"]
     assert section["sha256"] and (tmp_path / "bad" / "reference.toml").is_file()
     assert "neg" in section.get("failed_only_here", []) + section.get("unknown", [])
@@ -271,6 +278,7 @@ def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its
     own = ops.get("own", set())
     if compat.torch_version() == (2, 13):
         assert own == {"argmax"}, ops  # DTensor's own at world size 2: not the vendor's
+        assert "FAIL (1 passed, 1 failed, 1 DTensor's own" in done.stdout
 
     fixed, again = _certify_ops(tmp_path, bad=False)
     assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
@@ -278,6 +286,31 @@ def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its
     assert _ops_by_outcome(again).get("own", set()) == own  # the same DTensor's own
     verify = harness("report", "verify", str(tmp_path / "fixed"), "--integrity-only", cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_without_a_record_the_reference_is_computed_live_without_the_plugin(tmp_path):
+    """A torch and world size no record holds: the ops the cell failed run again on CPU
+    under LocalTensor with no plugin; the bad kernel's op still fails the cell."""
+    from harness import compat
+
+    missing = compat.local_tensor_missing()
+    if missing:
+        pytest.skip(missing)
+    bare = tmp_path / "torch-x.toml"  # a record holding no world size
+    bare.write_text('schema = 2\ntorch = "x"\n')
+    env = {"HARNESS_OPS_EXPECTATIONS": str(bare)}
+    done, report = _certify_ops(tmp_path, bad=True, name="live", env=env)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _ops_by_outcome(report).get("failed") == {"neg"}
+    section = report["reference"]
+    assert section["source"] == "live" and "neg" in section["failed_only_here"]
+    cached = list((tmp_path / "cache" / "dtensor-harness" / "references").glob("*-ws2-*.toml"))
+    assert len(cached) == 1 and "neg" in cached[0].read_text()  # the answers are kept
+    if compat.torch_version() == (2, 13):
+        assert _ops_by_outcome(report).get("own") == {"argmax"}
+    again, second = _certify_ops(tmp_path, bad=True, name="cached", env=env)
+    assert second["reference"]["source"] == "cache"  # nothing computed twice
+    assert _ops_by_outcome(second).get("failed") == {"neg"}
 
 
 def test_the_live_reference_never_loads_the_cells_plugins(tmp_path, monkeypatch):

@@ -153,7 +153,7 @@ def test_the_report_seals_its_reference_and_verify_replays_it(tmp_path):
     assert "reference.toml" in (folder / "SHA256SUMS").read_text()
     md = (folder / "report.md").read_text()
     assert "**own** `suite/test_ops.py::OpsTest::test_argmax`: boom" in md
-    assert "1 ops failed as they fail on the reference" in md
+    assert "1 op failed as on the reference: DTensor's own" in md
 
     # a reference edited to cover a failure is caught, even with the sums made anew
     (folder / "reference.toml").write_bytes(RECORD.replace(b'"argmax"', b'"add"'))

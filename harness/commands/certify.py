@@ -166,6 +166,7 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
             f"  {cap['title']:<{width}}  {cap['verdict']:<4}  {cap['passed']} passed, "
             f"{cap['failed'] + cap['error']} failed, {cap['skipped']} skipped"
             + (f", {cap['waived']} waived" if cap.get("waived") else "")
+            + (f", {cap['own']} DTensor's own" if cap.get("own") else "")
         )
     failures = [
         t for c in report["capabilities"] for t in c["tests"] if t["outcome"] in ("failed", "error")
@@ -175,7 +176,7 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
     for test in failures[:20]:
         print(f"  FAILED {test['id']}: {test.get('reason', '')}")
         rerun = certification.rerun_command(
-            cell, test["id"], args.matrix, getattr(args, "upstream", None), out
+            cell, test["id"], args.matrix, getattr(args, "upstream", None), out, test.get("op", "")
         )
         print(f"    rerun: {rerun}")
     if len(failures) > 20:

@@ -151,7 +151,8 @@ def reference_summary(section: Mapping[str, Any] | None) -> list[str]:
         f"record {section.get('path', '')} [world.{section['world_size']}] (torch "
         f"{section.get('torch', '')}, sha256 {section['sha256'][:16]}..., copied as "
         f"{section['file']}); made: {section.get('made') or 'not said'}",
-        f"{section['own']} ops failed as they fail on the reference: DTensor's own, not the cell's",
+        f"{section['own']} op{'' if section['own'] == 1 else 's'} failed as on the reference: "
+        "DTensor's own, not the cell's",
     ]
     names = {
         "regressions": "regressions (the shipped record says they pass)",
