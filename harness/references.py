@@ -60,7 +60,12 @@ class Use:
 
     def describe(self) -> str:
         if self.record is None or self.record.at(self.world_size) is None:
-            return f"no reference yet for world size {self.world_size}"
+            then = (
+                "this CPU run becomes the record"
+                if self.reference_kind
+                else "the ops this cell fails run again on CPU under LocalTensor, no plugins"
+            )
+            return f"no record for torch {torch_build()} at world size {self.world_size}: {then}"
         world = self.record.at(self.world_size)
         return (
             f"{self.source}: {self.path} [world.{self.world_size}], "
@@ -83,7 +88,15 @@ def torch_minor(build: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
+#: A folder for computed references in place of the user cache (the kit's own tests).
+CACHE_ENV = "HARNESS_REFERENCE_CACHE"
+
+
 def cache_dir() -> Path:
+    """``$HARNESS_REFERENCE_CACHE``, else ``$XDG_CACHE_HOME/dtensor-harness/references``."""
+    chosen = os.environ.get(CACHE_ENV, "").strip()
+    if chosen:
+        return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
     return Path(base) / "dtensor-harness" / "references"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import references
+from harness._version import __version__
 from harness.cli import main
 from harness.errors import UsageError
 from harness.report import bundle, junit, reference, schema
@@ -182,6 +183,7 @@ class _Cell:
 def test_the_reference_is_the_file_given_then_the_shipped_record_then_the_cache(
     tmp_path, monkeypatch
 ):
+    monkeypatch.delenv("HARNESS_REFERENCE_CACHE", raising=False)  # the user cache, as users have it
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     shipped = tmp_path / "shipped"
     shipped.mkdir()
@@ -205,6 +207,7 @@ def test_the_reference_is_the_file_given_then_the_shipped_record_then_the_cache(
 
 
 def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
+    monkeypatch.delenv("HARNESS_REFERENCE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(reference, "SHIPPED", tmp_path)
     monkeypatch.setattr(references, "torch_build", lambda: "2.16.0.dev20261201+cpu")
@@ -213,7 +216,9 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     assert use.record.at(2).checked == {"argmax", "rms_norm", "neg", "add"}  # what it ran
     assert not use.record.at(2).knows("mul")
     cached = references.cache_file("2.16.0.dev20261201+cpu", 2)
-    assert cached.is_file() and str(tmp_path / "cache") in str(cached)
+    assert cached == tmp_path / "cache" / "dtensor-harness" / "references" / cached.name
+    assert cached.is_file()
+    assert cached.name == f"torch-2.16.0.dev20261201+cpu-ws2-harness-{__version__}.toml"
     again = references.plan(_Cell())  # the next run reads it from the cache
     assert again.source == "cache" and again.record.sha256 == use.record.sha256
     out, section = reference.apply(again.record, RESULTS, world_size=2, source="cache")
