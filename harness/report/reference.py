@@ -122,7 +122,10 @@ def parse(raw: bytes, source: str) -> Record:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{source}: not valid TOML ({exc}).") from None
     if data.get("schema") != SCHEMA:
-        old = " (schema 1: one [xfail] list; convert it with `harness reference make`)"
+        old = (
+            " (schema 1: one [xfail] list at one world size; remake it from a sweep with "
+            "`harness reference make JUNIT --world-size N --record FILE`)"
+        )
         raise UsageError(
             f"{source}: schema {data.get('schema')!r}; this kit reads record schema {SCHEMA}"
             + (old if data.get("schema") == 1 else "")
