@@ -151,7 +151,7 @@ class Expectations:
     torch: str = ""
 
     def strict(self, world_size: int) -> bool:
-        """A listed op that passes fails the run: only where the record was made (CPU)."""
+        """A listed op that passes fails the run: only at a world size the record holds."""
         return self.world_size == world_size
 
     def slowest_first(self, keys: Iterable[str]) -> list[str]:
