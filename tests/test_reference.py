@@ -275,3 +275,15 @@ def test_certify_refuses_ops_that_name_no_op_before_anything_runs(tmp_path, caps
     err = capsys.readouterr().err
     assert "'argmx' names no op" in err and "closest: argmax" in err
     assert not out.exists()  # nothing started: no results folder
+
+
+def test_reference_make_reads_a_certify_report_folder_and_its_world_size(tmp_path, capsys):
+    folder = tmp_path / "cpu-2rank"
+    folder.mkdir()
+    (folder / "junit.xml").write_text(_junit(("argmax", "boom"), ("add", None)))
+    (folder / "report.json").write_text(json.dumps({"cell": {"world_size": 2}}))
+    record = tmp_path / "r.toml"
+    assert main(["reference", "make", str(folder), "--record", str(record)]) == 0
+    assert reference.load(record).at(2).own == {"argmax": "boom"}
+    assert main(["reference", "make", str(tmp_path / "nothing.xml"), "--record", str(record)]) == 2
+    assert "--world-size N" in capsys.readouterr().err

@@ -30,9 +30,14 @@ def add_parser(sub, parents) -> None:
         "record's [world.N] table: each failed op with its first error. Reasons already in the "
         "record are kept for ops that still fail; review the new ones before shipping.",
     )
-    make.add_argument("junit", metavar="JUNIT", help="junit.xml of the sweep")
     make.add_argument(
-        "--world-size", type=int, required=True, metavar="N", help="the sweep's world size"
+        "junit", metavar="JUNIT", help="junit.xml of the sweep, or a certify report folder"
+    )
+    make.add_argument(
+        "--world-size",
+        type=int,
+        metavar="N",
+        help="the sweep's world size (default: the cell's, for a report folder)",
     )
     make.add_argument(
         "--record",
@@ -52,6 +57,16 @@ def make_cmd(args) -> int:
     from harness import compat, references
     from harness.report import junit, reference
 
+    folder = Path(args.junit)
+    if folder.is_dir():  # a certify report folder: its junit.xml, its cell's world size
+        args.junit = str(folder / "junit.xml")
+        report = folder / "report.json"
+        if args.world_size is None and report.is_file():
+            import json
+
+            args.world_size = json.loads(report.read_text(encoding="utf-8"))["cell"]["world_size"]
+    if args.world_size is None:
+        raise UsageError("--world-size N: give the world size the sweep ran at.")
     if args.world_size < 1:
         raise UsageError(f"--world-size {args.world_size}: a world size is a whole number >= 1.")
     if not Path(args.junit).is_file():
