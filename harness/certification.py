@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import lifelines, pipeline, upstream
+from harness import lifelines, pipeline, references, upstream
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix
 
@@ -31,6 +31,8 @@ STALE = (
     "waivers.toml",
     ".progress.jsonl",
     ".junit-upstream.xml",
+    "reference.toml",
+    ".reference-own",
 )
 
 
@@ -47,13 +49,17 @@ def run(
     upstream_dir: str | None = None,
     upstream_only: bool = False,
     verbose: bool = False,
+    reference_file: str | None = None,
 ) -> tuple[dict | None, int]:
     """Run the cell's certification into ``out``: (the report, pytest's combined exit code).
 
     The report is None when pytest wrote no JUnit XML (see ``out/pytest.log``); a run
     that certifies nothing it claims to is a UsageError, and no report is made.
-    ``held`` is the folder lock's descriptor, inherited by pytest.
+    ``held`` is the folder lock's descriptor, inherited by pytest. The ops are judged
+    against a reference (:mod:`harness.references`): ``reference_file``, else the
+    shipped record, the user cache, or one computed here after the run.
     """
+    use = references.plan(cell, reference_file)  # a bad --reference stops before the run
     for name in STALE:
         (out / name).unlink(missing_ok=True)
 
@@ -62,7 +68,8 @@ def run(
     started = time.monotonic()
     ops_args = ["--harness-ops", ops, *passthrough]
     with tempfile.TemporaryDirectory(prefix="harness-upstream-") as work:
-        runs = [] if upstream_only else [_suite_run(cell, out, ops_args)]
+        runs = [] if upstream_only else [_suite_run(cell, out, ops_args, use)]
+        print(f"harness: reference: {use.describe()}", flush=True)
         prepared = upstream.prepare(upstream_dir, work) if upstream_dir else None
         if prepared is not None:
             runs.append(_upstream_run(cell, out, prepared, passthrough))
@@ -70,9 +77,11 @@ def run(
         if prepared is not None and (out / _UPSTREAM_XML).is_file():
             upstream.merge_junit(out / "junit.xml", out / _UPSTREAM_XML)
             (out / _UPSTREAM_XML).unlink()
-    wall = time.monotonic() - started
+    (out / _OWN_FILE).unlink(missing_ok=True)
     if not (out / "junit.xml").is_file():
         return None, code
+    use = _settle(use, cell, out)
+    wall = time.monotonic() - started
 
     report = pipeline.build_report(
         cell,
@@ -85,6 +94,7 @@ def run(
         known=known,
         upstream_info=prepared.to_dict() if prepared is not None else None,
         fingerprint=pipeline.taken_fingerprint(out),
+        reference_use=use,
     )
     empty = certifies_nothing(cell, report, passthrough, suites=not upstream_only)
     if empty:  # no report: a folder that verifies must certify something
@@ -92,7 +102,20 @@ def run(
     return report, code
 
 
+def _settle(use: references.Use, cell: Cell, out: Path) -> references.Use:
+    """The reference made to know every op this run failed (computed and cached if needed)."""
+    from harness.report import junit
+
+    results = junit.parse(out / "junit.xml")
+    before = use.source
+    use = references.settle(use, results, timeout=cell.timeout)
+    if use.source != before or use.note:
+        print(f"harness: reference: {use.note or use.describe()}", flush=True)
+    return use
+
+
 _UPSTREAM_XML = ".junit-upstream.xml"
+_OWN_FILE = ".reference-own"
 # pytest options that select a subset: then only "no test at all" is an error.
 _SELECTING = ("-k", "-m", "--deselect", "--lf", "--last-failed", "--sw", "--stepwise")
 
@@ -154,12 +177,20 @@ def _test_modules(folder: Path) -> list[Path]:
     return sorted(p for p in found if "__pycache__" not in p.parts)
 
 
-def _suite_run(cell: Cell, out: Path, extra: list[str]) -> tuple[list[str], str | None, dict]:
+def _suite_run(
+    cell: Cell, out: Path, extra: list[str], use: references.Use | None = None
+) -> tuple[list[str], str | None, dict]:
     """The cell's suites: (argv, cwd, extra environment)."""
+    env = {"HARNESS_OPS_VERDICTS": "raw"}  # every op as it ran (test_ops); the report judges it
+    world = use.record.at(cell.world_size) if use and use.record else None
+    if world is not None:  # progress shows DTensor's own failures as such, not as FAIL
+        own = out / _OWN_FILE
+        own.write_text("".join(f"{op}\n" for op in sorted(world.own)), encoding="utf-8")
+        env["HARNESS_REFERENCE_OWN"] = str(own.resolve())
     return (
         pipeline.pytest_argv(cell, out, ["-p", "harness.report.pytest_progress", *extra]),
         None,
-        {},
+        env,
     )
 
 
@@ -256,7 +287,12 @@ def _wait(child: subprocess.Popen) -> int:
 
 
 def rerun_command(
-    cell: Cell, test_id: str, matrix: str | None, upstream_dir: str | None = None, out=None
+    cell: Cell,
+    test_id: str,
+    matrix: str | None,
+    upstream_dir: str | None = None,
+    out=None,
+    op: str = "",
 ) -> str:
     """The one command that reruns just this test.
 
@@ -269,4 +305,5 @@ def rerun_command(
         return shlex.join([*command, "--", test_id])
     parts = [p.split("[", 1)[0] for p in test_id.split("::")[1:]] or [test_id]
     command = ["harness", "run", cell.name, *matrix_args]
-    return shlex.join([*command, "--", "-k", " and ".join(parts)])
+    ops = ["--harness-ops", op] if op else []  # the ops capability is off in `harness run`
+    return shlex.join([*command, "--", *ops, "-k", " and ".join(parts)])

@@ -23,6 +23,7 @@ COMMANDS = (
     "migrate",
     "certify",
     "report",
+    "reference",
     "container",
     "init",
     "ci",

@@ -54,6 +54,7 @@ class Outcome(_Name):
     ERROR = "error"  # anything else went wrong (setup, a crash, a hang)
     SKIPPED = "skipped"
     WAIVED = "waived"  # reports only: a failure a waiver covers (it keeps what it ran to)
+    OWN = "own"  # reports only: an op DTensor fails on the reference too (not the cell's)
 
 
 class ReportVerdict(_Name):

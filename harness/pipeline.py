@@ -214,18 +214,31 @@ def build_report(
     known: Any = None,
     upstream_info: dict | None = None,
     fingerprint: dict | None = None,
+    reference_use: Any = None,
 ) -> dict:
     """The sealed report of a results folder holding this cell's junit.xml.
 
     ``command``: the one that made it; ``known``: loaded waivers (applied, and
     copied into ``folder``); ``upstream_info``: what ``--upstream`` ran (path,
     file count, tree sha256); ``fingerprint``: the one pytest took, else one
-    is taken here.
+    is taken here; ``reference_use``: the reference the ops are judged against
+    (:mod:`harness.references`; applied before the waivers, copied into ``folder``).
     """
-    from harness.report import bundle, junit, schema, waivers
+    from harness.report import bundle, junit, reference, schema, waivers
     from harness.report import fingerprint as fingerprints
 
     results = junit.parse(junit_path(folder))  # bad input fails before torch is imported
+    use = reference_use
+    results, judged = reference.apply(
+        use.record if use else None,
+        results,
+        world_size=cell.world_size,
+        source=use.source if use else "",
+        path=use.path if use else "",
+        guards=use.guards if use else False,
+        note=use.note if use else "",
+    )
+    reference.write(folder, use.record if use and judged and judged.get("sha256") else None)
     results, applied = waivers.apply(known, results)
     waivers.write(folder, known)
     cell_info = cell.to_dict()
@@ -244,4 +257,5 @@ def build_report(
         },
         artifacts={JUNIT: bundle.file_sha256(junit_path(folder))},
         waivers=applied,
+        reference=judged,
     )

@@ -54,11 +54,21 @@ def required_tools() -> set[str]:
 
 def pytest_configure(config):
     required_tools()  # a typo in HARNESS_REQUIRE stops the run before any test
+    if not hasattr(config, "workerinput"):  # references certify computes: not the user's cache
+        import tempfile
+
+        os.environ.setdefault("HARNESS_REFERENCE_CACHE", tempfile.mkdtemp(prefix="harness-refs-"))
     config.addinivalue_line(
         "markers",
         f"needs(tool): skip without the tool ({', '.join(NEEDS)}); "
         "fail instead when HARNESS_REQUIRE names it",
     )
+
+
+def pytest_unconfigure(config):
+    cache = os.environ.get("HARNESS_REFERENCE_CACHE", "")
+    if not hasattr(config, "workerinput") and os.path.basename(cache).startswith("harness-refs-"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):

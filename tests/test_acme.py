@@ -210,3 +210,117 @@ def test_nox_sessions_come_from_its_matrix(tmp_path):
         "build-acme",
     }
     assert sessions["test-acme-2card"]["tags"] == ["test", "acme", "native", "card", "ws2"]
+
+
+# -- a device with a kernel bug fails exactly its broken op ---------------------------
+
+KERNELS = DATA / "kernels.toml"
+#: neg: the plugin's kernel is wrong on its shards; abs: right everywhere; argmax: on
+#: torch 2.13 DTensor's own failure at world size 2 (PyTorch's world-size-4 sweep passes it)
+KERNEL_OPS = "neg,abs,argmax"
+
+
+def _certify_ops(
+    tmp: Path, bad: bool, name: str = "", env: dict | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp / (name or ("bad" if bad else "fixed"))
+    done = harness(
+        "certify",
+        "acme-2card",
+        "--matrix",
+        str(KERNELS),
+        "--out",
+        str(out),
+        "--ops",
+        KERNEL_OPS,
+        "--",
+        str(ROOT / "harness" / "conformance" / "test_ops.py"),
+        cwd=tmp,
+        env={
+            "ACME_BAD_NEG": "1" if bad else "0",
+            "HARNESS_REFERENCE_CACHE": str(tmp / "cache"),
+            **(env or {}),
+        },
+    )
+    report = (
+        json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    )
+    return done, report
+
+
+def _ops_by_outcome(report: dict) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for cap in report["capabilities"]:
+        for test in cap["tests"]:
+            if test.get("op"):
+                found.setdefault(test["outcome"], set()).add(test["op"])
+    return found
+
+
+def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its_own(tmp_path):
+    from harness import compat
+
+    missing = compat.local_tensor_missing()
+    if missing:  # the live reference and the ops workers need LocalTensor
+        pytest.skip(missing)
+    done, report = _certify_ops(tmp_path, bad=True)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    ops = _ops_by_outcome(report)
+    assert ops.get("failed") == {"neg"}, ops  # the broken kernel's op, and no other
+    assert "abs" in ops["passed"]
+    (neg,) = [t for c in report["capabilities"] for t in c["tests"] if t.get("op") == "neg"]
+    assert "neg sample 0 with input placements [S(" in neg["details"]  # a shard, not plain
+    assert "-- --harness-ops neg -k 'OpsTest and test_neg'" in done.stdout  # its rerun runs it
+    section = report["reference"]
+    assert section["sha256"] and (tmp_path / "bad" / "reference.toml").is_file()
+    assert "neg" in section.get("failed_only_here", []) + section.get("unknown", [])
+    assert "neg" not in section.get("unknown", [])  # the reference ran it, without the plugin
+    own = ops.get("own", set())
+    if compat.torch_version() == (2, 13):
+        assert own == {"argmax"}, ops  # DTensor's own at world size 2: not the vendor's
+        assert "FAIL (1 passed, 1 failed, 1 DTensor's own" in done.stdout
+
+    fixed, again = _certify_ops(tmp_path, bad=False)
+    assert fixed.returncode == 0, fixed.stdout[-3000:] + fixed.stderr[-3000:]
+    assert again["verdict"] == "pass" and "failed" not in _ops_by_outcome(again)
+    assert _ops_by_outcome(again).get("own", set()) == own  # the same DTensor's own
+    verify = harness("report", "verify", str(tmp_path / "fixed"), "--integrity-only", cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_without_a_record_the_reference_is_computed_live_without_the_plugin(tmp_path):
+    """A torch and world size no record holds: the ops the cell failed run again on CPU
+    under LocalTensor with no plugin; the bad kernel's op still fails the cell."""
+    from harness import compat
+
+    missing = compat.local_tensor_missing()
+    if missing:
+        pytest.skip(missing)
+    bare = tmp_path / "torch-x.toml"  # a record holding no world size
+    bare.write_text('schema = 2\ntorch = "x"\n')
+    env = {"HARNESS_OPS_EXPECTATIONS": str(bare)}
+    done, report = _certify_ops(tmp_path, bad=True, name="live", env=env)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _ops_by_outcome(report).get("failed") == {"neg"}
+    section = report["reference"]
+    assert section["source"] == "live" and "neg" in section["failed_only_here"]
+    cached = list((tmp_path / "cache").glob("*-ws2-*.toml"))
+    assert len(cached) == 1 and "neg" in cached[0].read_text()  # the answers are kept
+    if compat.torch_version() == (2, 13):
+        assert _ops_by_outcome(report).get("own") == {"argmax"}
+    again, second = _certify_ops(tmp_path, bad=True, name="cached", env=env)
+    assert second["reference"]["source"] == "cache"  # nothing computed twice
+    assert _ops_by_outcome(second).get("failed") == {"neg"}
+
+
+def test_the_live_reference_never_loads_the_cells_plugins(tmp_path, monkeypatch):
+    from harness import compat, references
+
+    missing = compat.local_tensor_missing()
+    if missing:
+        pytest.skip(missing)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(DATA), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("HARNESS_PLUGINS", "acme_ccl,acme_kernels")  # as the cell's run has it
+    monkeypatch.setenv("HARNESS_DEVICE", "cpu")
+    found = references.live(["neg", "abs"], 2, timeout=300)
+    assert found == {"neg": ["passed", ""], "abs": ["passed", ""]}, found

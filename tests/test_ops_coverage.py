@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,29 +53,53 @@ def test_the_expectations_file_is_the_torch_minors_or_the_newest_older(tmp_path)
     assert _ops.expectations_file((2, 10), tmp_path) is None
 
 
+_HEAD = 'schema = 2\ntorch = "2.13"\n'
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
-        ('color = "red"\n', "unknown key 'color'"),
-        ('[xfail]\n"no_such_op" = "why"\n', "'no_such_op' is no OpInfo"),
-        ('[skip]\nadd = ""\n', "'add' needs a reason"),
+        (_HEAD + 'color = "red"\n', "unknown key 'color'"),
+        (
+            _HEAD + '[world.4.own]\n"no_such_op" = "why"\n',
+            "[world.4.own] 'no_such_op' is no OpInfo",
+        ),
+        (_HEAD + '[skip]\nadd = ""\n', "'add' needs a reason"),
         ("[xfail\n", "not valid TOML"),
-        ('[slow]\nadd = "long"\n', "'add' needs its seconds"),
-        ("[slow]\nno_such_op = 3\n", "'no_such_op' is no OpInfo"),
+        (_HEAD + '[slow]\nadd = "long"\n', "'add' needs its seconds"),
+        (_HEAD + "[slow]\nno_such_op = 3\n", "'no_such_op' is no OpInfo"),
+        (_HEAD + "[world.two.own]\n", "the key must be a world size"),
+        ('schema = 1\n[xfail]\nadd = "x"\n', "schema 1: one [xfail] list"),
     ],
 )
 def test_a_bad_expectations_file_names_the_key(tmp_path, text, words):
     path = tmp_path / "torch-2.13.toml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(words)):
         _ops.load_expectations(path, ["add", "mul"])
 
 
 def test_slow_ops_are_started_first_and_the_rest_keep_their_order(tmp_path):
     path = tmp_path / "torch-2.13.toml"
-    path.write_text("[slow]\nmul = 5\ncdist = 40.5\n")
+    path.write_text(_HEAD + "[slow]\nmul = 5\ncdist = 40.5\n")
     expected = _ops.load_expectations(path, ["add", "mul", "cdist", "neg"])
     assert expected.slowest_first(["add", "mul", "neg", "cdist"]) == ["cdist", "mul", "add", "neg"]
+
+
+def test_the_record_gives_the_known_failures_of_the_cells_world_size_only(tmp_path):
+    path = tmp_path / "torch-2.13.toml"
+    path.write_text(
+        _HEAD + '[world.2.own]\nmul = "ws 2 only"\n[world.4.own]\ncdist = "ws 4 only"\n'
+    )
+    keys = ["add", "mul", "cdist"]
+    at2 = _ops.load_expectations(path, keys, 2, (2, 13))
+    assert (at2.xfail, at2.world_size, at2.worlds) == ({"mul": "ws 2 only"}, 2, (2, 4))
+    assert _ops.load_expectations(path, keys, 4, (2, 13)).xfail == {"cdist": "ws 4 only"}
+    at8 = _ops.load_expectations(path, keys, 8, (2, 13))
+    assert at8.xfail == {} and at8.world_size is None and not at8.strict(8)
+    assert "no DTensor's own failures for torch 2.13 at world size 8" in at8.note(8)
+    # an older torch's record lends its skips and slow ops, never its failures
+    assert _ops.load_expectations(path, keys, 2, (2, 15)).xfail == {}
 
 
 def test_the_shipped_expectations_match_the_installed_torchs_database():
@@ -85,8 +110,11 @@ def test_the_shipped_expectations_match_the_installed_torchs_database():
         shipped = ", ".join(sorted(p.name for p in _ops.XFAILS.glob("torch-*.toml")))
         pytest.skip(f"no op expectations for torch {compat.torch_version()}; shipped: {shipped}")
     assert path.parent == _ops.XFAILS
-    expected = _ops.load_expectations(path, (_ops.op_key(op) for op in compat.op_database()))
-    assert expected.xfail and all(expected.xfail.values())  # every entry has its reason
+    keys = [_ops.op_key(op) for op in compat.op_database()]
+    expected = _ops.load_expectations(path, keys)  # every world's ops are checked
+    for size in expected.worlds or (4,):
+        at = _ops.load_expectations(path, keys, size)
+        assert at.xfail and all(at.xfail.values())  # every entry has its reason
 
 
 def _case(outcome: str, reason: str = "", op: str = "x") -> junit.CaseResult:
@@ -109,6 +137,7 @@ def test_coverage_counts_unsupported_as_covered_and_known_failures_apart():
         "ops": 6,
         "passed": 2,
         "unsupported": 1,
+        "own": 0,
         "xfailed": 1,
         "waived": 0,
         "failed": 1,
@@ -126,10 +155,10 @@ def test_capabilities_without_ops_have_no_coverage():
 
 
 EXPECT = """
-schema = 1
+schema = 2
 torch = "2.13"
 
-[xfail]
+[world.4.own]
 transpose = "0-d transpose: DTensor's strategy asks for dim1 < ndim"
 mul = "listed, but passes: strict, so this must fail"
 
@@ -241,19 +270,3 @@ def test_a_sample_generator_that_breaks_keeps_the_samples_before_and_says_why():
         "the database cannot make sample 1 (RuntimeError: start (4) + length (1) exceeds "
         "dimension size (4).)"
     ]
-
-
-def test_a_redrafted_expectations_file_keeps_the_slow_ops(tmp_path):
-    """bench/ops_expectations.py rewrites the file from a run: the [slow] table survives."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "ops_expectations", ROOT / "bench" / "ops_expectations.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text = module.draft([], "2.13", 4, {}, {}, {}, {"cdist": 40.5, "mul": 5.0})
-    path = tmp_path / "torch-2.13.toml"
-    path.write_text(text)
-    expected = _ops.load_expectations(path, ["add", "mul", "cdist"])
-    assert expected.slow == {"cdist": 40.5, "mul": 5.0}

@@ -92,6 +92,7 @@ def test_verdicts_per_capability_and_overall(tmp_path):
         "error": 1,
         "skipped": 2,
         "waived": 0,
+        "own": 0,
         "total": 6,
         "duration_s": 2.05,
     }
@@ -106,21 +107,26 @@ def test_overall_verdict_rules():
     assert schema.overall_verdict(["pass", "fail"], exit_code=2) == "fail"
 
 
-def test_schema_2_counts_waived_and_a_schema_1_report_still_verifies(tmp_path):
+def test_schema_3_counts_waived_and_own_and_older_reports_still_verify(tmp_path):
     report = _cell_report(tmp_path)
-    assert report["schema"]["version"] == 2 and report["waivers"] is None
+    assert report["schema"]["version"] == 3 and report["waivers"] is None
+    assert report["reference"] is None and report["summary"]["own"] == 0
     assert report["summary"]["waived"] == 0
     assert all(cap["waived"] == 0 for cap in report["capabilities"])
-    old = schema.content(report)  # what 0.1.0 wrote: no waived counts, no waivers
-    old["schema"]["version"] = 1
-    del old["waivers"], old["summary"]["waived"]
-    for cap in old["capabilities"]:
-        del cap["waived"]
-    folder = tmp_path / "v1"
-    bundle.write(folder, schema.seal(old))
-    shutil.copy(tmp_path / "junit.xml", folder / "junit.xml")
-    bundle.write(folder, json.loads((folder / "report.json").read_text()))
-    assert bundle.verify(folder).ok, bundle.verify(folder).problems
+    for version, gone in ((2, ("own",)), (1, ("own", "waived"))):
+        old = json.loads(json.dumps(schema.content(report)))  # 0.2.0 wrote no own, 0.1.0 no waived
+        old["schema"]["version"] = version
+        del old["reference"]
+        if version == 1:
+            del old["waivers"]
+        for counts in (old["summary"], *old["capabilities"]):
+            for key in gone:
+                del counts[key]
+        folder = tmp_path / f"v{version}"
+        bundle.write(folder, schema.seal(old))
+        shutil.copy(tmp_path / "junit.xml", folder / "junit.xml")
+        bundle.write(folder, json.loads((folder / "report.json").read_text()))
+        assert bundle.verify(folder).ok, bundle.verify(folder).problems
 
 
 def test_digest_is_over_canonical_content(tmp_path):

@@ -99,6 +99,7 @@ def test_diff_sorts_every_change_into_its_section(pair):
         "newly_waived": ["test_waive"],
         "new_failures": ["test_new"],
         "no_longer_run": ["test_gone"],
+        "dtensor_own": [],
     }
     assert found["regressed"] is True
     (waived,) = found["newly_waived"]
@@ -132,7 +133,7 @@ def test_text_puts_regressions_first_and_exits_1(pair, capsys):
     assert "3/5 passed -> 2/5 passed  passed -1, waived +1" in out
     assert out.rstrip().endswith(
         "verdict fail -> fail; 1 regressions, 1 fixes, 1 newly waived, 1 new failures, "
-        "1 no longer run"
+        "1 no longer run, 0 DTensor's own on one side"
     )
 
 
@@ -174,7 +175,7 @@ def test_reports_of_two_schema_versions_are_refused(pair, capsys):
     old["schema"]["version"] = 1
     bundle.write(a, schema.seal(schema.content(old)))
     line = _one_line_exit_2(["report", "diff", str(a), str(b)], capsys)
-    assert "is report schema 1" in line and "is schema 2" in line
+    assert "is report schema 1" in line and f"is schema {schema.SCHEMA_VERSION}" in line
 
 
 def test_not_a_cell_report_is_refused(pair, tmp_path, capsys):
@@ -204,3 +205,66 @@ def test_folders_of_cells_are_paired_by_cell_name(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Only in A: acme-1card" in out
     assert out.rstrip().endswith("2 cells compared; regressed: acme-4card")
+
+
+RECORD = b"""schema = 2
+torch = "2.13"
+
+[world.2.own]
+"argmax" = "shape '[1, 4, 2]' is invalid for input of size 2"
+
+[world.4.own]
+"transpose" = "Expected dim1 < ndim, got 0 >= 0"
+"""
+
+
+def _ops_report(folder: Path, world_size: int, failing: dict[str, str]) -> Path:
+    """A cell's ops judged against RECORD at ``world_size``; ``failing``: op -> error."""
+    from harness.report import reference
+
+    folder.mkdir(parents=True)
+    body = []
+    for op in ("argmax", "transpose", "add"):
+        inner = f'<failure message="{failing[op]}">trace</failure>' if op in failing else ""
+        body.append(
+            f'<testcase classname="suite.test_ops.OpsTest" name="test_{op}" time="0.5">'
+            f'<properties><property name="capability" value="ops"/>'
+            f'<property name="op" value="{op}"/>'
+            f'<property name="nodeid" value="suite/test_ops.py::OpsTest::test_{op}"/>'
+            f"</properties>{inner}</testcase>"
+        )
+    (folder / "junit.xml").write_text(
+        f'<testsuites><testsuite name="s">{"".join(body)}</testsuite></testsuites>'
+    )
+    record = reference.parse(RECORD, "torch-2.13.toml")
+    results, section = reference.apply(
+        record, junit.parse(folder / "junit.xml"), world_size=world_size, source="shipped"
+    )
+    reference.write(folder, record)
+    report = schema.build(
+        cell={"name": f"cpu-{world_size}rank", "world_size": world_size},
+        matrix={},
+        fingerprint={},
+        results=results,
+        run={"exit_code": 1},
+        artifacts={},
+        reference=section,
+    )
+    bundle.write(folder, report)
+    return folder
+
+
+def test_two_world_sizes_differ_in_dtensors_own_failures_not_in_regressions(tmp_path, capsys):
+    a = _ops_report(tmp_path / "ws2", 2, {"argmax": "argmax sample 3 [S(0)]: shape invalid"})
+    b = _ops_report(tmp_path / "ws4", 4, {"transpose": "transpose sample 4 [R]: dim1 above ndim"})
+    found = diff.compare_folders(a, b)
+    rows = {r["id"].rsplit("_", 1)[1]: r for r in found["dtensor_own"]}
+    assert set(rows) == {"argmax", "transpose"}
+    assert (rows["argmax"]["a"], rows["argmax"]["b"]) == ("own", "passed")
+    assert rows["argmax"]["reason"] == "argmax sample 3 [S(0)]: shape invalid"  # A's error
+    assert (rows["transpose"]["a"], rows["transpose"]["b"]) == ("passed", "own")
+    assert found["regressions"] == [] and found["regressed"] is False  # neither cell's fault
+    assert {d["key"] for d in found["reference"]} == {"world_size"}  # one record, two sizes
+    assert main(["report", "diff", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "DTensor's own failure on one side only" in out and "own -> passed" in out

@@ -52,6 +52,13 @@ def add_parser(sub, parents) -> None:
         "or comma-separated names or globs for a quick look (default: HARNESS_OPS, else all)",
     )
     parser.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="the record of DTensor's own op failures to judge the ops against (default: the "
+        "kit's shipped record for this torch and world size, else the user cache, else "
+        "computed in this run on CPU under LocalTensor and cached); see `harness reference`",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     add_wait_argument(parser)
@@ -73,6 +80,8 @@ def certify(args) -> int:
             f"--ops {args.ops!r}: a certification runs the ops capability; "
             "give all (the default) or op names."
         )
+    if args.ops.strip() != "all":
+        _check_ops(args.ops)  # a name that matches no op stops here, not after the run
     if args.upstream_only and not args.upstream:
         raise UsageError("--upstream-only runs PyTorch's files: add --upstream DIR.")
     if args.upstream:
@@ -81,6 +90,27 @@ def certify(args) -> int:
     # one certify per folder: a second one would delete and overwrite this one's files
     with lock.hold(out, f"harness certify {cell.name}", wait_for(args)) as held:
         return _certify(cell, matrix, out, held, args, known)
+
+
+def _check_ops(spec: str) -> None:
+    """Every name or glob of ``--ops`` must match an op of the installed torch's database."""
+    import difflib
+    import fnmatch
+
+    from harness import compat
+
+    keys = [
+        f"{op.name}:{op.variant_test_name}" if op.variant_test_name else op.name
+        for op in compat.op_database()
+    ]
+    for name in (n.strip() for n in spec.split(",")):
+        if name and not any(fnmatch.fnmatchcase(k, name) for k in keys):
+            close = difflib.get_close_matches(name, keys, n=5, cutoff=0.5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise UsageError(
+                f"--ops {spec!r}: {name!r} names no op of torch's OpInfo database{hint} "
+                f"(names or globs, comma-separated; or all)."
+            )
 
 
 def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> int:
@@ -96,6 +126,7 @@ def _certify(cell: Cell, matrix: Matrix, out: Path, held: int, args, known) -> i
         upstream_dir=args.upstream,
         upstream_only=args.upstream_only,
         verbose=args.verbose,
+        reference_file=args.reference,
     )
     if report is None:
         _tail(out / "pytest.log")
@@ -119,6 +150,7 @@ def _command(cell: Cell, args) -> list[str]:
     command += ["--waivers", args.waivers] if getattr(args, "waivers", None) else []
     if getattr(args, "ops", None) not in (None, "all"):
         command += ["--ops", args.ops]
+    command += ["--reference", args.reference] if getattr(args, "reference", None) else []
     if getattr(args, "upstream", None):
         command += ["--upstream", args.upstream]
         command += ["--upstream-only"] if args.upstream_only else []
@@ -134,6 +166,7 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
             f"  {cap['title']:<{width}}  {cap['verdict']:<4}  {cap['passed']} passed, "
             f"{cap['failed'] + cap['error']} failed, {cap['skipped']} skipped"
             + (f", {cap['waived']} waived" if cap.get("waived") else "")
+            + (f", {cap['own']} DTensor's own" if cap.get("own") else "")
         )
     failures = [
         t for c in report["capabilities"] for t in c["tests"] if t["outcome"] in ("failed", "error")
@@ -143,15 +176,20 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
     for test in failures[:20]:
         print(f"  FAILED {test['id']}: {test.get('reason', '')}")
         rerun = certification.rerun_command(
-            cell, test["id"], args.matrix, getattr(args, "upstream", None), out
+            cell, test["id"], args.matrix, getattr(args, "upstream", None), out, test.get("op", "")
         )
         print(f"    rerun: {rerun}")
     if len(failures) > 20:
         print(f"  ... {len(failures) - 20} more in {out / 'report.md'}")
     for line in _waiver_lines(report):
         print(line)
+    from harness.report import render
+
+    for n, line in enumerate(render.reference_summary(report.get("reference"))):
+        print(f"  {'reference: ' if n == 0 else '  '}{line}")
     summary = report["summary"]
     waived = f", {summary['waived']} waived" if summary.get("waived") else ""
+    waived += f", {summary['own']} DTensor's own" if summary.get("own") else ""
     print(
         f"\nharness: certify {cell.name}: {report['verdict'].upper()} "
         f"({summary['passed']} passed, {summary['failed'] + summary['error']} failed{waived}, "

@@ -4,7 +4,8 @@ An op's verdict: passed (every sample agrees in every layout DTensorConverter
 yields), failed (a wrong shape, ``requires_grad`` or value, or an error DTensor
 should not raise), not supported (DTensor has no sharding strategy for an aten op
 the samples reach: coverage, not a failure) or skipped with a reason. Known
-failures are data: ``xfails/torch-<major>.<minor>.toml`` (see docs/certification.md).
+failures are data: ``xfails/torch-<major>.<minor>.toml``, per world size (see
+docs/certification.md and :mod:`harness.report.reference`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ _DROPOUT = frozenset(
         "nn.functional.feature_alpha_dropout",
     }
 )
-_EXPECTATION_KEYS = {"schema", "torch", "world_size", "xfail", "skip", "slow"}
 
 #: Where the ops run: ``workers`` (each simulating the ranks; the default where torch
 #: has LocalTensor) or ``ranks`` (the cell's pool of rank processes, on its backend).
@@ -51,6 +51,15 @@ ON_ENV = "HARNESS_OPS_ON"
 _PLACES = ("workers", "ranks")
 #: How many worker processes; default: the cores this process may use, at most 8.
 WORKERS_ENV = "HARNESS_OPS_WORKERS"
+#: ``raw`` (harness certify): no op is marked as a known failure; every op reports
+#: what it ran to, and the report judges it against the reference.
+VERDICTS_ENV = "HARNESS_OPS_VERDICTS"
+
+
+def raw_verdicts() -> bool:
+    import os
+
+    return os.environ.get(VERDICTS_ENV, "").strip() == "raw"
 
 
 def place() -> str:
@@ -128,28 +137,46 @@ def selected_ops(spec: str | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Expectations:
-    """One torch minor's known failures and skips, from its TOML file."""
+    """What the installed torch's record says for this world size: DTensor's own failures
+    (``xfail``), the ops no sweep compares (``skip``) and the slowest ops (``slow``)."""
 
     path: Path | None
     xfail: dict[str, str] = field(default_factory=dict)
     skip: dict[str, str] = field(default_factory=dict)
-    #: the world size the known failures were found at: strict there (a listed op
-    #: that passes fails), not strict at others, where an op may pass (world size 1)
+    #: the world size ``xfail`` is for; None when the record holds none for this
+    #: (torch, world size): then no op is marked, and a certification computes the
+    #: reference instead (docs/certification.md)
     world_size: int | None = None
     #: the ops that take longest, in seconds on one core: workers start them first,
     #: so no worker is left running one alone at the end (the run's wall time)
     slow: dict[str, float] = field(default_factory=dict)
+    #: the world sizes the record holds DTensor's own failures for
+    worlds: tuple[int, ...] = ()
+    torch: str = ""
 
     def strict(self, world_size: int) -> bool:
-        return self.world_size is None or self.world_size == world_size
+        """A listed op that passes fails the run: only at a world size the record holds."""
+        return self.world_size == world_size
 
     def slowest_first(self, keys: Iterable[str]) -> list[str]:
         """``keys`` with the slow ones first, longest first; the rest keep their order."""
         return sorted(keys, key=lambda k: -self.slow.get(k, 0.0))
 
+    def note(self, world_size: int) -> str:
+        """Which known failures apply, for the report's ``ran_on`` line."""
+        name = self.path.name if self.path else "no record"
+        if self.world_size == world_size:
+            return f"DTensor's own failures from {name} [world.{world_size}]"
+        held = ", ".join(map(str, self.worlds)) or "none"
+        return (
+            f"{name} holds no DTensor's own failures for torch {self.torch or '?'} at world size "
+            f"{world_size} (it holds world sizes: {held}); harness certify computes the reference"
+        )
+
 
 def expectations_file(version: tuple[int, int], folder: Path = XFAILS) -> Path | None:
-    """The file for this torch minor, else the newest older one, else None."""
+    """The record for this torch minor, else the newest older one (for its skips and
+    slow ops: an older torch's failures are not this one's), else None."""
     found = {}
     for path in folder.glob("torch-*.toml"):
         match = re.fullmatch(r"torch-(\d+)\.(\d+)\.toml", path.name)
@@ -159,45 +186,43 @@ def expectations_file(version: tuple[int, int], folder: Path = XFAILS) -> Path |
     return found[max(older)] if older else None
 
 
-def load_expectations(path: Path | None, known: Iterable[str]) -> Expectations:
-    """Read and check an expectations file: known keys, known ops, a reason for each."""
+def load_expectations(
+    path: Path | None,
+    known: Iterable[str],
+    world_size: int | None = None,
+    torch: tuple[int, int] | None = None,
+) -> Expectations:
+    """Read and check a record (schema 2, :mod:`harness.report.reference`): known ops, a
+    reason for each; DTensor's own failures at ``world_size`` when the record is for
+    ``torch`` (None: any) and holds that world size."""
+    from harness.errors import UsageError
+    from harness.report import reference
+
     if path is None:
         return Expectations(None)
     if not path.is_file():
         raise ValueError(f"{path}: no such expectations file")
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - _EXPECTATION_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}; use xfail, skip and slow")
+        record = reference.parse(path.read_bytes(), str(path))
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
     known = set(known)
-    tables = {}
-    for table in ("xfail", "skip"):
-        entries = data.get(table, {})
-        for key, reason in entries.items():
+    tables = {"skip": record.skip, "slow": record.slow}
+    tables.update({f"world.{n}.own": w.own for n, w in record.worlds.items()})
+    for table, entries in tables.items():
+        for key in entries:
             if key not in known:
                 raise ValueError(f"{path}: [{table}] {key!r} is no OpInfo of this torch")
-            if not isinstance(reason, str) or not reason.strip():
-                raise ValueError(f"{path}: [{table}] {key!r} needs a reason (a string)")
-        tables[table] = dict(entries)
-    slow = data.get("slow", {})
-    for key, seconds in slow.items():
-        if key not in known:
-            raise ValueError(f"{path}: [slow] {key!r} is no OpInfo of this torch")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-            raise ValueError(f"{path}: [slow] {key!r} needs its seconds (a number > 0)")
-    world = data.get("world_size")
-    if world is not None and (not isinstance(world, int) or world < 1):
-        raise ValueError(f"{path}: world_size must be a whole number >= 1")
+    this_torch = torch is None or record.torch == f"{torch[0]}.{torch[1]}"
+    world = record.at(world_size) if world_size is not None and this_torch else None
     return Expectations(
-        path, tables["xfail"], tables["skip"], world, {k: float(v) for k, v in slow.items()}
+        path,
+        dict(world.own) if world else {},
+        record.skip,
+        world_size if world else None,
+        record.slow,
+        tuple(sorted(record.worlds)) if this_torch else (),
+        record.torch,
     )
 
 

@@ -3,9 +3,11 @@
 Opt-in where tests run (``--harness-ops all`` or ``HARNESS_OPS=all``; names or
 globs run a subset), always on in ``harness certify``. Each op's samples run on
 plain tensors and in every layout DTensorConverter yields on a 1-D mesh of the
-cell's world size; see :mod:`harness.conformance._ops` for the verdicts. Known
-failures come from ``xfails/torch-<minor>.toml`` and are strict at the world size
-they were found at: a listed op that passes there fails, so the file cannot go stale.
+cell's world size; see :mod:`harness.conformance._ops` for the verdicts. DTensor's
+own failures come from the record ``xfails/torch-<minor>.toml``, for the cell's world
+size only, and are strict there: a listed op that passes fails, so the record cannot
+go stale. ``harness certify`` marks none (``HARNESS_OPS_VERDICTS=raw``): every op
+reports what it ran to, and the report judges it against the reference.
 
 Where torch has LocalTensor (2.10 and later) the ops run in worker processes, each
 simulating every rank (:mod:`harness.conformance._ops_workers`); on an older
@@ -38,10 +40,18 @@ def _ran_on(ops: int) -> str:
         n = _ops_workers.worker_count(ops)
         return (
             f"{n} LocalTensor worker process{'es' if n > 1 else ''}, each simulating "
-            f"{_WORLD_SIZE} ranks on {devices.DEVICE_TYPE} (collectives simulated)"
+            f"{_WORLD_SIZE} ranks on {devices.DEVICE_TYPE} (collectives simulated); {_known()}"
         )
     backend = os.environ.get("HARNESS_BACKEND", "").strip() or "the cell's backend"
-    return f"the cell's {_WORLD_SIZE} rank processes on {devices.DEVICE_TYPE}, {backend}"
+    return (
+        f"the cell's {_WORLD_SIZE} rank processes on {devices.DEVICE_TYPE}, {backend}; {_known()}"
+    )
+
+
+def _known() -> str:
+    if _ops.raw_verdicts():
+        return "no op marked: the report judges each against the reference"
+    return _EXPECTED.note(_WORLD_SIZE)
 
 
 class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore[misc]
@@ -101,6 +111,8 @@ def _expectations() -> _ops.Expectations:
     return _ops.load_expectations(
         Path(chosen) if chosen else _ops.expectations_file(compat.torch_version()),
         (_ops.op_key(op) for op in compat.op_database()),
+        _WORLD_SIZE,
+        compat.torch_version(),
     )
 
 
@@ -110,6 +122,7 @@ def _build() -> dict:
         return ops
     source = _EXPECTED.path.name if _EXPECTED.path else "no expectations file"
     strict = _EXPECTED.strict(_WORLD_SIZE)
+    raw = _ops.raw_verdicts()
     ran_on = _ran_on(sum(key not in _EXPECTED.skip for key in ops))  # what the workers get
     for key in ops:
         name = _ops.method_name(key)
@@ -119,9 +132,11 @@ def _build() -> dict:
             method = _skipped(f"{key}: {_EXPECTED.skip[key]} ({source})")
         else:
             method = _op_test(key)
-        if key in _EXPECTED.xfail:
+        if key in _EXPECTED.xfail and not raw:
             method = pytest.mark.xfail(
-                reason=f"known failure ({source}): {_EXPECTED.xfail[key]}", strict=strict
+                reason=f"DTensor's own ({source}, world size {_WORLD_SIZE}): "
+                f"{_EXPECTED.xfail[key]}",
+                strict=strict,
             )(method)
         method.__name__ = name
         method.__qualname__ = f"OpsTest.{name}"

@@ -22,14 +22,22 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.lock import LOCK
-from harness.report import junit, render, schema, waivers
+from harness.report import junit, reference, render, schema, waivers
 
 REPORT = "report.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.sig"
 NAMESPACE = "dtensor-harness-report"
 # Files a folder's SHA256SUMS covers when present, in this order.
-FILES = ("junit.xml", "pytest.log", waivers.FILE, REPORT, "report.md", "report.html")
+FILES = (
+    "junit.xml",
+    "pytest.log",
+    waivers.FILE,
+    reference.FILE,
+    REPORT,
+    "report.md",
+    "report.html",
+)
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
 
@@ -204,6 +212,7 @@ def _check_results(folder: Path, report: dict[str, Any], verdict: Verdict) -> No
             )
     xml = folder / "junit.xml"
     if not xml.is_file():
+        verdict.problems += reference.replay(folder, report, None)[1]
         verdict.problems += waivers.problems(folder, report, None)
         return
     try:
@@ -211,9 +220,11 @@ def _check_results(folder: Path, report: dict[str, Any], verdict: Verdict) -> No
     except UsageError as exc:
         verdict.problems.append(f"junit.xml: {exc}")
         return
-    verdict.problems += waivers.problems(folder, report, results)
+    judged, found = reference.replay(folder, report, results)  # DTensor's own, then waivers
+    verdict.problems += found
+    verdict.problems += waivers.problems(folder, report, judged)
     from_junit = {r.id: r.outcome for r in results}
-    in_report = {  # a waived test keeps what it ran to
+    in_report = {  # a waived test, and DTensor's own, keep what they ran to
         t["id"]: t.get("ran", t["outcome"])
         for c in report.get("capabilities", [])
         for t in c.get("tests", [])

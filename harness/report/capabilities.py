@@ -68,7 +68,8 @@ def order(names) -> list[str]:
 OPS_UNSUPPORTED = "not supported by DTensor"
 
 #: Verdicts of the ops capability, one per op, in the order a report lists them.
-OP_VERDICTS = ("passed", "unsupported", "xfailed", "waived", "failed", "skipped")
+#: ``own``: DTensor's own failure (it fails on the reference too; not the cell's).
+OP_VERDICTS = ("passed", "unsupported", "own", "xfailed", "waived", "failed", "skipped")
 
 
 def op_verdict(outcome: str, reason: str) -> str:
@@ -76,6 +77,8 @@ def op_verdict(outcome: str, reason: str) -> str:
     strategy" are skips to pytest, but not to a reader of the coverage."""
     if outcome in ("failed", "error"):
         return "failed"
+    if outcome == "own":
+        return "own"
     if outcome == "skipped":
         if reason.startswith("expected failure"):
             return "xfailed"

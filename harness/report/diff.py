@@ -4,7 +4,8 @@
 release, a driver update or another vendor's run, in order of urgency:
 regressions (passed in A, failed in B) first, then fixes, newly waived tests,
 failures of tests A did not pass or run, tests that passed in A and no longer
-run, the pass counts (and op coverage) per capability, and the differences of
+run, ops that are DTensor's own failure on one side only (what differs between
+world sizes or torch versions, with the failure's first error), the pass counts (and op coverage) per capability, and the differences of
 the machines' fingerprints (torch, driver, collective library versions) and of
 the cells. Reports of different schema versions are refused: their outcomes do
 not mean the same thing.
@@ -129,6 +130,7 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         "newly_waived": [],  # anything else -> waived
         "new_failures": [],  # absent, skipped -> failed or error
         "no_longer_run": [],  # passed -> skipped or absent
+        "dtensor_own": [],  # DTensor's own failure on one side only (not the cell's)
     }
     for test_id in sorted(old.keys() | new.keys()):
         was, now = old.get(test_id), new.get(test_id)
@@ -144,6 +146,8 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
             key = "newly_waived"
         elif after in FAILED:
             key = "new_failures"
+        elif "own" in (before, after):
+            key = "dtensor_own"
         elif before == "passed":
             key = "no_longer_run"
         else:
@@ -154,6 +158,8 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
             index = now.get("waiver")
             if isinstance(index, int) and 0 <= index < len(entries):
                 row["waiver"] = {k: entries[index][k] for k in ("reason", "issue")}
+        if key == "dtensor_own" and before == "own":  # why it failed in A
+            row["reason"] = was.get("reason", "")
         sections[key].append(row)
     return {
         "a": _side(a),
@@ -162,11 +168,19 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         "capabilities": capabilities(a, b),
         "fingerprint": differences(a.get("fingerprint", {}), b.get("fingerprint", {}), FIRST),
         "cell": differences(a.get("cell", {}), b.get("cell", {})),
+        "reference": differences(_reference(a), _reference(b)),
         "regressed": bool(sections["regressions"]),
     }
 
 
-_CAP_KEYS = ("verdict", "passed", "failed", "error", "skipped", "waived", "total")
+def _reference(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reader compares of two references: which record, for what, its size."""
+    section = report.get("reference") or {}
+    keys = ("source", "path", "torch", "world_size", "sha256", "own")
+    return {k: section[k] for k in keys if k in section}
+
+
+_CAP_KEYS = ("verdict", "passed", "failed", "error", "skipped", "waived", "own", "total")
 
 
 def capabilities(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -218,6 +232,7 @@ TITLES = {
     "newly_waived": "Newly waived",
     "new_failures": "New failures (not passed or not run in A)",
     "no_longer_run": "No longer run (passed in A; skipped or absent in B)",
+    "dtensor_own": "DTensor's own failure on one side only (it fails on that side's reference too)",
 }
 
 
@@ -256,7 +271,8 @@ def _mark(cap: Mapping[str, Any]) -> str:
 
 
 def _summary_line(diff: Mapping[str, Any]) -> str:
-    counts = ", ".join(f"{len(diff[k])} {k.replace('_', ' ')}" for k in TITLES)
+    words = {"dtensor_own": "DTensor's own on one side"}
+    counts = ", ".join(f"{len(diff[k])} {words.get(k, k.replace('_', ' '))}" for k in TITLES)
     return f"verdict {diff['a']['verdict']} -> {diff['b']['verdict']}; {counts}"
 
 
@@ -287,9 +303,9 @@ def text(diff: Mapping[str, Any]) -> str:
         out.append(
             f"  {cap['title']:<{width}}  {_count(cap['a'])} -> {_count(cap['b'])}  {_mark(cap)}"
         )
-    for key, title in (("fingerprint", "Machine"), ("cell", "Cell")):
-        out += ["", f"{title} differences: {len(diff[key]) or 'none'}"]
-        out += [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diff[key]]
+    for key, title in (("fingerprint", "Machine"), ("cell", "Cell"), ("reference", "Reference")):
+        out += ["", f"{title} differences: {len(diff.get(key, [])) or 'none'}"]
+        out += [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diff.get(key, [])]
     out += ["", _summary_line(diff)]
     return "\n".join(out) + "\n"
 
@@ -347,8 +363,8 @@ def markdown(diff: Mapping[str, Any]) -> str:
         out.append(
             f"| {_md(cap['title'])} | {_count(cap['a'])} | {_count(cap['b'])} | {_mark(cap)} |"
         )
-    for key, title in (("fingerprint", "Machine"), ("cell", "Cell")):
-        if diff[key]:
+    for key, title in (("fingerprint", "Machine"), ("cell", "Cell"), ("reference", "Reference")):
+        if diff.get(key):
             out += ["", f"### {title} differences", "", "| fact | A | B |", "|---|---|---|"]
             out += [f"| {_md(d['key'])} | `{_md(d['a'])}` | `{_md(d['b'])}` |" for d in diff[key]]
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from harness.report import capabilities
 
-_COLUMNS = ("passed", "failed", "error", "skipped")
+_COLUMNS = ("passed", "failed", "error", "skipped", "own")  # own: DTensor's own failure
 
 
 def wants_live(stream: IO[str]) -> bool:
@@ -138,6 +138,7 @@ class Progress:
             f"  {cap:<{width}} {self.tally.done(cap):>3}/{total:<3} "
             f"{row['passed']:>3} passed {row['failed'] + row['error']:>3} failed "
             f"{row['skipped']:>3} skipped {row['seconds']:>7.1f} s  {self.tally.status(cap)}"
+            + (f"  ({row['own']} DTensor's own)" if row.get("own") else "")
         )
 
     def _finish(self, cap: str) -> None:
@@ -166,7 +167,7 @@ class Progress:
                 f"{self.tally.done(cap)}/{self.tally.expected.get(cap, '?')}",
                 str(row["passed"]),
                 str(row["failed"] + row["error"]),
-                str(row["skipped"]),
+                str(row["skipped"]) + (f" +{row['own']} own" if row.get("own") else ""),
                 f"{row['seconds']:.1f}",
                 f"[{colour.get(status, 'dim')}]{status}[/]",
             )

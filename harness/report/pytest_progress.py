@@ -23,6 +23,9 @@ ENV = "HARNESS_PROGRESS_FILE"
 FINGERPRINT_ENV = "HARNESS_FINGERPRINT_FILE"
 #: Set (by ``harness certify --upstream``) when the run is PyTorch's own test folder.
 UPSTREAM_ENV = "HARNESS_UPSTREAM"
+#: A file of op keys, one a line: DTensor's own failures on the run's reference (set by
+#: ``harness certify`` when it knows the reference before the run), shown as such.
+OWN_ENV = "HARNESS_REFERENCE_OWN"
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
 
 
@@ -70,6 +73,9 @@ class Events:
 
     def __init__(self, path: str):
         self.path = path
+        self.ops: dict[str, str] = {}  # nodeid -> the op it checks
+        own = os.environ.get(OWN_ENV)
+        self.own = set(_read_lines(own)) if own else set()
         self.outcome: dict[str, str] = {}
         self.duration: dict[str, float] = {}
         self.reason: dict[str, str] = {}
@@ -87,6 +93,10 @@ class Events:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items) -> None:
         self.counts(item.nodeid for item in items)
+        for item in items:
+            op = getattr(getattr(item, "obj", None), "harness_op", None)
+            if op:
+                self.ops[item.nodeid] = str(op)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:
@@ -115,14 +125,25 @@ class Events:
                     self.reason[nodeid] = _reason(report)
         self.duration[nodeid] = self.duration.get(nodeid, 0.0) + (report.duration or 0.0)
         if report.when == "teardown":
+            outcome = self.outcome.pop(nodeid, "passed")
+            if outcome in ("failed", "error") and self.ops.get(nodeid) in self.own:
+                outcome = "own"  # fails on the reference too: the report counts it apart
             self.emit(
                 event="test",
                 capability=capability(nodeid),
                 nodeid=nodeid,
-                outcome=self.outcome.pop(nodeid, "passed"),
+                outcome=outcome,
                 duration=round(self.duration.pop(nodeid, 0.0), 3),
                 reason=self.reason.pop(nodeid, ""),
             )
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as lines:
+            return [line.strip() for line in lines if line.strip()]
+    except OSError:
+        return []
 
 
 def _reason(report) -> str:

@@ -83,6 +83,7 @@ def _md_cell_details(report: Mapping[str, Any]) -> list[str]:
         if problems:
             out.append("")
     out += _md_waivers(report)
+    out += [f"{line}" for line in _reference_lines(report)]
     out += ["## Machine", ""]
     for key, value in views.flatten(report.get("fingerprint", {})):
         out.append(f"- {key}: `{value}`")
@@ -94,6 +95,7 @@ def _coverage(cov: Mapping[str, Any]) -> str:
     """The ops capability's line: ops passing of the ops in the database, then the rest."""
     words = {
         "unsupported": "not supported by DTensor",
+        "own": "DTensor's own failures (they fail on the reference too)",
         "xfailed": "known failures",
         "waived": "waived",
         "failed": "failed",
@@ -106,7 +108,8 @@ def _coverage(cov: Mapping[str, Any]) -> str:
 
 
 def _waived(cap: Mapping[str, Any]) -> str:
-    return f"{cap['waived']} waived, " if cap.get("waived") else ""
+    own = f"{cap['own']} DTensor's own, " if cap.get("own") else ""
+    return own + (f"{cap['waived']} waived, " if cap.get("waived") else "")
 
 
 def _waiver_note(report: Mapping[str, Any], test: Mapping[str, Any]) -> str:
@@ -135,6 +138,44 @@ def _md_waivers(report: Mapping[str, Any]) -> list[str]:
             f"| {entry['status']} | {_md(what)} | {_md(entry['reason'])} | {_md(entry['issue'])} |"
         )
     return [*out, ""]
+
+
+def reference_summary(section: Mapping[str, Any] | None) -> list[str]:
+    """The reference the ops were judged against, in lines a terminal or a page shows."""
+    if not section:
+        return []
+    if not section.get("sha256"):
+        return [f"no reference: {section.get('note', 'none was found')}"]
+    lines = [
+        f"{section['source']}: {section.get('means', '')}",
+        f"record {section.get('path', '')} [world.{section['world_size']}] (torch "
+        f"{section.get('torch', '')}, sha256 {section['sha256'][:16]}..., copied as "
+        f"{section['file']}); made: {section.get('made') or 'not said'}",
+        f"{section['own']} op{'' if section['own'] == 1 else 's'} failed as on the reference: "
+        "DTensor's own, not the cell's",
+    ]
+    names = {
+        "regressions": "regressions (the shipped record says they pass)",
+        "failed_only_here": "failed here only (the reference passes them)",
+        "unknown": "not in the reference (judged alone)",
+        "stale": "stale record entries (DTensor's own on record, passed here: remake it)",
+        "passed_only_here": "passed here, DTensor's own on the reference",
+    }
+    for key, words in names.items():
+        if section.get(key):
+            ops = section[key]
+            shown = ", ".join(ops[:12]) + (f" and {len(ops) - 12} more" if len(ops) > 12 else "")
+            lines.append(f"{len(ops)} {words}: {shown}")
+    if section.get("note"):
+        lines.append(section["note"])
+    return lines
+
+
+def _reference_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = reference_summary(report.get("reference"))
+    if not lines:
+        return []
+    return ["## Reference", "", *(f"- {_md(line)}" for line in lines), ""]
 
 
 def _md_matrix_details(rows: list[dict[str, Any]]) -> list[str]:
@@ -281,6 +322,13 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
             + "</tbody></table></details>"
         )
     out.append(_html_waivers(report))
+    ref = reference_summary(report.get("reference"))
+    if ref:
+        out.append(
+            '<h2 id="reference">Reference</h2><ul>'
+            + "".join(f"<li>{_h(line)}</li>" for line in ref)
+            + "</ul>"
+        )
     out.append("<h2>Cell</h2>" + _facts(report["cell"]))
     out.append("<h2>Machine</h2>" + _facts(report.get("fingerprint", {})))
     out.append(
@@ -290,7 +338,9 @@ def _html_cell_details(report: Mapping[str, Any]) -> str:
 
 
 def _outcome_class(outcome: str) -> str:
-    return {"passed": "pass", "skipped": "skip", "waived": "skip"}.get(outcome, "fail")
+    return {"passed": "pass", "skipped": "skip", "waived": "skip", "own": "skip"}.get(
+        outcome, "fail"
+    )
 
 
 def _html_waivers(report: Mapping[str, Any]) -> str:

@@ -25,10 +25,14 @@ SCHEMA = "dtensor-harness/report"
 # the report gains a ``waivers`` section; a capability may carry ``coverage`` and
 # ``ran_on`` (where the ops ran: simulating workers or the cell's ranks).
 # Tools that compare reports (``harness report diff``) refuse two versions.
-SCHEMA_VERSION = 2
+# Version 3 (0.3.0): ``own`` counts the ops DTensor fails on the reference too (a
+# failure that is not the cell's: counted apart, never against it; the test keeps what
+# it ran to in ``ran``); the report gains a ``reference`` section (the record used,
+# its source and sha256, sealed; docs/certification.md).
+SCHEMA_VERSION = 3
 INTEGRITY = "integrity"
 #: What a capability and the summary count, one key per outcome a test can end in.
-COUNTS = ("passed", "failed", "error", "skipped", "waived")
+COUNTS = ("passed", "failed", "error", "skipped", "waived", "own")
 
 # Verdicts, worst first. A capability with no test run (every test skipped) is
 # "skip": it is neither certified nor failed, and the report says why.
@@ -123,9 +127,11 @@ def build(
     run: Mapping[str, Any],
     artifacts: Mapping[str, str],
     waivers: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A sealed cell report. ``run`` holds the command, exit code and wall time;
-    ``waivers`` the waivers file that was applied (None: none was)."""
+    ``waivers`` the waivers file that was applied (None: none was); ``reference`` the
+    reference the ops were judged against (None: none was)."""
     caps = summarize(results)
     totals = {k: sum(c[k] for c in caps) for k in COUNTS}
     report = {
@@ -146,5 +152,6 @@ def build(
         "capabilities": caps,
         "artifacts": dict(artifacts),
         "waivers": dict(waivers) if waivers is not None else None,
+        "reference": dict(reference) if reference is not None else None,
     }
     return seal(report)

@@ -108,5 +108,6 @@ def cell_text(cap: Mapping[str, Any] | None) -> str:
         waived = f" +{cap['waived']} waived" if cap.get("waived") else ""
         return f"skip {cap['skipped']}{waived}"
     extra = f" +{cap['waived']} waived" if cap.get("waived") else ""
+    extra += f" +{cap['own']} DTensor's own" if cap.get("own") else ""
     extra += f" +{cap['skipped']} skip" if cap["skipped"] else ""
     return f"pass {cap['passed']}/{ran}{extra}"
