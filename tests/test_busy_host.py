@@ -89,7 +89,7 @@ def test_an_ops_worker_that_hangs_under_load_fails_within_the_limit(saturated, m
         workers.close()
     waited = time.monotonic() - started
     assert result.status == "failed"
-    assert f"hang: no sample finished in {LIMIT} s (the timeout" in result.text
+    assert f"hang: no sample or layout finished in {LIMIT} s (the timeout" in result.text
     assert waited < 2 * LIMIT, f"a sleeping worker was given {waited:.1f} s"
 
 

@@ -323,8 +323,8 @@ def check_opinfo(
     """Run every sample of ``op`` plain and in every layout; fail, skip, or return (passed).
 
     ``outside`` makes the samples and the reference as plain tensors (it leaves
-    LocalTensor mode in a -sim cell); ``tick`` is called after each sample (a
-    worker's sign of life). Samples are seeded, so every rank draws
+    LocalTensor mode in a -sim cell); ``tick`` is called before each sample and each
+    layout (a worker's sign of life). Samples are seeded, so every rank draws
     the same ones. An output with no elements is not compared, as in PyTorch's
     sweep; a sample that fails on plain tensors, or holds a tensor DTensor cannot
     hold, is not checked.
@@ -353,6 +353,8 @@ def check_opinfo(
             continue
         converter = DTensorConverter(mesh, tuple(args), kwargs)
         for d_args, d_kwargs in converter:
+            if tick is not None:  # one layout is a unit of work: a heavy sample has thousands
+                tick()
             if not converter.successful():
                 what = "a tensor DTensor cannot hold" if converter.miss else "no tensor input"
                 why_not.append(f"sample {index} has {what}")

@@ -10,7 +10,7 @@ has. The backend's real collectives are the other capabilities' job.
 
 The parent asks for results in test order (:meth:`OpsWorkers.result`); every
 worker keeps two ops in hand so none waits between tests. A worker that dies, or
-finishes no sample within the timeout (an op may have hundreds), fails the op it
+finishes no sample or layout within the timeout (an op may have thousands), fails the op it
 was running, with why, and is replaced. The timeout counts only the time the
 worker was not kept waiting for a CPU (:mod:`harness.ranks.clock`): on a loaded
 host a slow op is slow, not hung.
@@ -184,7 +184,7 @@ class OpsWorkers:
                 worker.process.join()
                 self._lost(
                     worker,
-                    f"no sample finished in {self.timeout:g} s (the timeout"
+                    f"no sample or layout finished in {self.timeout:g} s (the timeout"
                     f"{'; ' + note if note else ''}); the worker was killed",
                 )
 

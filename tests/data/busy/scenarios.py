@@ -45,4 +45,3 @@ class TestPool(Busy, DTensorContinuousTestBase):
 
 class TestThreads(Busy, DTensorOpTestBase):
     world_size = 2
-    work = 3.0  # the two rank threads share one core's worth of interpreter
