@@ -257,6 +257,7 @@ def _ops_by_outcome(report: dict) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow  # a full certification of the declared cell
 def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its_own(tmp_path):
     from harness import compat
 
@@ -288,6 +289,7 @@ def test_a_wrong_kernel_on_shards_fails_exactly_its_op_and_dtensors_own_stay_its
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+@pytest.mark.slow  # a full certification of the declared cell
 def test_without_a_record_the_reference_is_computed_live_without_the_plugin(tmp_path):
     """A torch and world size no record holds: the ops the cell failed run again on CPU
     under LocalTensor with no plugin; the bad kernel's op still fails the cell."""

@@ -21,6 +21,10 @@ import pytest
 from harness.conformance import _ops_workers
 from harness.conformance._ops_workers import OpsWorkers
 
+# Saturates the host with CPU burners for minutes: it proves the timeouts on a loaded
+# machine, so it runs with the slow tests (nox -s slow), not in the everyday loop.
+pytestmark = pytest.mark.slow
+
 SCENARIOS = Path(__file__).parent / "data" / "busy" / "scenarios.py"
 LIMIT = 4  # the scenarios' and the ops workers' limit, in seconds
 
