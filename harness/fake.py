@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from harness import compat, devices
+from harness.variants import mode_variant
 
 T = TypeVar("T")
 
@@ -149,41 +150,10 @@ class FakeMixin:
         super(type(self), self).assertEqual(x, y, *args, **kwargs)  # type: ignore[misc]
 
 
-_VARIANTS: dict[type, type] = {}
-_KIT_MODULES = (
-    "harness.bases",
-    "harness.testcase",
-    "harness.local.bases",
-    "harness.local.runner",
-    "harness.fake",
-    "unittest.case",
-)
-
-
-def _defined_by_kit(cls: type, name: str) -> bool:
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            return klass.__module__ in _KIT_MODULES
-    return True
-
-
 def fake_variant(cls: type) -> type:
     """``cls`` with the fake overrides, where ``cls`` did not set its own (the ranks'
     ``variant``: a class written for processes, a pool or LocalTensor runs unedited)."""
-    if issubclass(cls, FakeMixin):
-        return cls
-    variant = _VARIANTS.get(cls)
-    if variant is None:
-        overrides = {
-            name: value
-            for name, value in vars(FakeMixin).items()
-            if not name.startswith("__") and _defined_by_kit(cls, name)
-        }
-        overrides["__module__"] = cls.__module__
-        overrides["__qualname__"] = cls.__qualname__
-        variant = type(cls.__name__, (cls,), overrides)
-        _VARIANTS[cls] = variant
-    return variant
+    return mode_variant(cls, FakeMixin)
 
 
 __all__ = [

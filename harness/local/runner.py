@@ -23,6 +23,7 @@ from harness.local.gaps import NotSimulable, simulation_gap
 from harness.local.helpers import rank_symint
 from harness.local.simulate import init_fake_process_group, simulate
 from harness.outcomes import skip_reason_for_exit_code
+from harness.variants import mode_variant
 
 
 class LocalMixin:
@@ -102,16 +103,6 @@ def _mode_disabled() -> contextlib.AbstractContextManager:
     return compat.local_tensor_module().maybe_disable_local_tensor_mode()
 
 
-_VARIANTS: dict[type, type] = {}
-_KIT_MODULES = (
-    "harness.bases",
-    "harness.testcase",
-    "harness.local.bases",
-    "harness.local.runner",
-    "unittest.case",
-)
-
-
 def local_variant(cls: type) -> type:
     """``cls`` with the local overrides, where ``cls`` did not set its own.
 
@@ -120,27 +111,7 @@ def local_variant(cls: type) -> type:
     (a ``device_type``, a ``build_device_mesh``) is kept; what it inherits from
     the kit is replaced.
     """
-    if issubclass(cls, LocalMixin):
-        return cls
-    variant = _VARIANTS.get(cls)
-    if variant is None:
-        overrides = {
-            name: value
-            for name, value in vars(LocalMixin).items()
-            if not name.startswith("__") and _defined_by_kit(cls, name)
-        }
-        overrides["__module__"] = cls.__module__
-        overrides["__qualname__"] = cls.__qualname__
-        variant = type(cls.__name__, (cls,), overrides)
-        _VARIANTS[cls] = variant
-    return variant
-
-
-def _defined_by_kit(cls: type, name: str) -> bool:
-    for klass in cls.__mro__:
-        if name in vars(klass):
-            return klass.__module__ in _KIT_MODULES
-    return True
+    return mode_variant(cls, LocalMixin)
 
 
 def run_locally(case: Any, method_name: str) -> Any:
