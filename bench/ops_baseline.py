@@ -291,7 +291,8 @@ def _main(args: argparse.Namespace) -> int:
             )
             saved.write_text(json.dumps(suite.asdict(run), indent=1) + "\n")
             print(
-                f"    {run.wall_s:8.1f} s  floor {run.floor_s:8.1f} s  {run.tree_rss_mb:6.0f} MB  "
+                f"    {run.wall_s:8.1f} s  floor {run.floor_s:8.1f} s  "
+                f"PSS {run.tree_pss_mb:6.0f} MB  RSS {run.tree_rss_mb:6.0f} MB  "
                 f"exit {run.exit_code}  {run.counts()} {run.note}",
                 flush=True,
             )
@@ -353,7 +354,7 @@ def markdown(report: dict) -> str:
         return f"| {title} | " + " | ".join(cells) + " |"
 
     def ratios(metric: str) -> list[str]:
-        return [str(suite.ratio(ours[metric], up[metric])) for up in ups]
+        return [str(suite.ratio(ours.get(metric, 0), up.get(metric, 0))) for up in ups]
 
     head = [f"PyTorch's {v}" for v in variants] + ["the kit"]
     head += [f"kit / {v}" for v in variants]
@@ -377,9 +378,12 @@ def markdown(report: dict) -> str:
         ),
         row("wall / floor", [suite._wall_over_floor(r) for r in [*ups, ours]] + blank),
         row(
-            "peak MB (tree)",
-            [f"{r['tree_rss_mb']:.0f}" for r in [*ups, ours]]
-            + [str(suite.ratio(ours["tree_rss_mb"], up["tree_rss_mb"])) for up in ups],
+            "peak MB (tree PSS: shared pages once)",
+            [f"{r.get('tree_pss_mb', 0):.0f}" for r in [*ups, ours]] + ratios("tree_pss_mb"),
+        ),
+        row(
+            "peak MB (tree RSS: shared pages per process)",
+            [f"{r['tree_rss_mb']:.0f}" for r in [*ups, ours]] + ratios("tree_rss_mb"),
         ),
         row(
             "ops passing",

@@ -8,9 +8,12 @@ the same machine: as it is (PyTorch's private helpers) and as a copy migrated wi
 (pass, fail, error, skip, xfail) match; per file, wall time and peak memory of each
 run and their ratio. Nothing is fetched: DIR is whatever you point it at.
 
-Peak memory is measured two ways, both for the whole pytest process tree:
-``tree_rss``: the largest sum of RSS over the tree, sampled every 0.1 s from /proc
-(shared pages count once per process, so it over-counts forked ranks); ``max_rss``:
+Peak memory is measured three ways, all for the whole pytest process tree:
+``tree_pss``: the largest sum of PSS over the tree, sampled every 0.1 s from
+/proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so the sum
+is what the tree costs the host: the figure to compare a forking side with a
+single-process one by); ``tree_rss``: the same for RSS (shared pages count once per
+process, so it over-counts forked ranks and workers); ``max_rss``:
 the largest single process's peak RSS, from wait4() (the kernel's ru_maxrss, which
 covers every descendant the tree waited for).
 
@@ -61,6 +64,7 @@ class Run:
     timed_out: bool = False
     wall_s: float = 0.0
     tree_rss_mb: float = 0.0
+    tree_pss_mb: float = 0.0
     max_rss_mb: float = 0.0
     cpu_s: float = 0.0
     cores: int = 1
@@ -92,13 +96,21 @@ def _children_map() -> dict[int, list[int]]:
     return tree
 
 
-def _tree_rss_bytes(root: int, cpu: dict[int, float] | None = None) -> int:
-    """Sum of RSS over ``root`` and its descendants, from /proc.
+def _pss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _tree_memory(root: int, cpu: dict[int, float] | None = None) -> tuple[int, int]:
+    """Sums of RSS and of PSS (bytes) over ``root`` and its descendants, from /proc.
 
     ``cpu``, when given, gets each process's own CPU seconds so far (user + system):
     ranks a pool's server starts are not the runner's children, so wait4() misses them.
     """
-    tree, todo, total = _children_map(), [root], 0
+    tree, todo, rss, pss = _children_map(), [root], 0, 0
     page = os.sysconf("SC_PAGE_SIZE")
     tick = os.sysconf("SC_CLK_TCK")
     while todo:
@@ -106,7 +118,8 @@ def _tree_rss_bytes(root: int, cpu: dict[int, float] | None = None) -> int:
         todo.extend(tree.get(pid, ()))
         try:
             with open(f"/proc/{pid}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * page
+                rss += int(fh.read().split()[1]) * page
+            pss += _pss_bytes(pid)
             if cpu is not None:
                 with open(f"/proc/{pid}/stat", "rb") as fh:
                     stat = fh.read()
@@ -114,7 +127,7 @@ def _tree_rss_bytes(root: int, cpu: dict[int, float] | None = None) -> int:
                 cpu[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         except (OSError, ValueError, IndexError):
             pass
-    return total
+    return rss, pss
 
 
 def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra: list[str]) -> Run:
@@ -140,14 +153,15 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
         proc = subprocess.Popen(
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        peak, status, usage, cpu = 0, None, None, {}
+        peak, peak_pss, status, usage, cpu = 0, 0, None, None, {}
         try:
             while status is None:
                 pid, code, rusage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     status, usage = code, rusage
                     break
-                peak = max(peak, _tree_rss_bytes(proc.pid, cpu))
+                rss, pss = _tree_memory(proc.pid, cpu)
+                peak, peak_pss = max(peak, rss), max(peak_pss, pss)
                 if time.perf_counter() - start > timeout:
                     run.timed_out = True
                     _kill_group(proc.pid)
@@ -164,6 +178,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     _kill_group(proc.pid)  # ranks the run left behind, if any
     run.exit_code = proc.returncode
     run.tree_rss_mb = peak / 2**20
+    run.tree_pss_mb = peak_pss / 2**20
     run.max_rss_mb = usage.ru_maxrss / 1024 if usage else 0.0
     # Both are lower bounds: wait4 misses ranks the tree did not wait for, the samples
     # miss the last 0.1 s of each process. The larger is the better one.

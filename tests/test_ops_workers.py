@@ -18,7 +18,7 @@ from harness.errors import UsageError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def scripted(conn, env, world_size, device_type, index, log):
+def scripted(conn, env, world_size, device_type, index, log, budget_mb):
     """A worker that answers by the op's name: crash, hang, print, or pass."""
     _ops_workers.start_worker(env, log)
     while True:
@@ -95,7 +95,8 @@ def test_a_bad_worker_count_names_the_variable(monkeypatch, raw):
 
 
 @pytest.mark.parametrize(
-    ("var", "value"), [("HARNESS_OPS_WORKERS", "two"), ("HARNESS_OPS_ON", "gpu")]
+    ("var", "value"),
+    [("HARNESS_OPS_WORKERS", "two"), ("HARNESS_OPS_ON", "gpu"), ("HARNESS_OPS_WORKER_MB", "0")],
 )
 def test_a_bad_ops_setting_stops_a_run_before_anything_starts(var, value):
     """One line naming the variable, exit 2: not a collection error per rank later."""
@@ -131,3 +132,40 @@ def test_the_worker_count_defaults_to_the_cores_and_never_exceeds_the_ops(monkey
     cores = len(os.sched_getaffinity(0))
     assert _ops_workers.worker_count(100) == min(cores, 8)
     assert _ops_workers.worker_count(1) == 1
+
+
+def test_a_worker_past_its_memory_budget_is_replaced_and_no_op_is_lost(monkeypatch):
+    """With a 1 MB budget every worker retires after one op: each op still has its verdict."""
+    monkeypatch.setenv(_ops_workers.WORKERS_ENV, "2")
+    monkeypatch.setenv(_ops_workers.WORKER_MB_ENV, "1")
+    keys = ["abs", "neg", "sgn", "exp", "ceil"]
+    workers = OpsWorkers(keys, world_size=2, device_type="cpu", timeout=120)
+    try:
+        got = {key: workers.result(key) for key in keys}
+    finally:
+        workers.close()
+    assert {k: r.status for k, r in got.items()} == dict.fromkeys(keys, "passed"), got
+    assert workers.retired >= len(keys) - 1  # the last may be told to stop first
+
+
+_FORKS_HERE = """
+import threading
+from harness.ranks import spawn
+print(spawn.sharing_context(None, "cpu").get_start_method())
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()
+print(spawn.sharing_context(None, "cpu").get_start_method())
+stop.set()
+"""
+
+
+def test_cpu_workers_fork_from_the_loaded_process_only_while_it_has_one_thread():
+    """Forked, they share the op database already loaded; beside a thread, the fork server."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKS_HERE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "HARNESS_START_METHOD"},
+    )
+    assert done.stdout.split() == ["fork", "forkserver"], done.stdout + done.stderr

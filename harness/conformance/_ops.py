@@ -51,6 +51,10 @@ ON_ENV = "HARNESS_OPS_ON"
 _PLACES = ("workers", "ranks")
 #: How many worker processes; default: the cores this process may use, at most 8.
 WORKERS_ENV = "HARNESS_OPS_WORKERS"
+#: A worker whose own memory (its private pages, MB) passes this after an op leaves,
+#: and a fresh one takes its place: a sweep's peak does not grow with the ops it ran.
+WORKER_MB_ENV = "HARNESS_OPS_WORKER_MB"
+WORKER_MB_DEFAULT = 160
 #: ``raw`` (harness certify): no op is marked as a known failure; every op reports
 #: what it ran to, and the report judges it against the reference.
 VERDICTS_ENV = "HARNESS_OPS_VERDICTS"
@@ -88,11 +92,26 @@ def workers_wanted() -> int | None:
     return int(raw)
 
 
+def worker_budget_mb() -> int:
+    """``HARNESS_OPS_WORKER_MB`` as a number, else the default."""
+    import os
+
+    from harness.errors import UsageError
+
+    raw = os.environ.get(WORKER_MB_ENV, "").strip()
+    if not raw:
+        return WORKER_MB_DEFAULT
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{WORKER_MB_ENV}={raw!r}: use a whole number of MB >= 1, or unset it.")
+    return int(raw)
+
+
 def check_environment() -> None:
     """The capability's environment, checked before anything runs: a bad value stops
     the command with one line naming the variable (not a collection error later)."""
     place()
     workers_wanted()
+    worker_budget_mb()
 
 
 def runs_in_workers() -> bool:

@@ -14,10 +14,16 @@ finishes no sample or layout within the timeout (an op may have thousands), fail
 was running, with why, and is replaced. The timeout counts only the time the
 worker was not kept waiting for a CPU (:mod:`harness.ranks.clock`): on a loaded
 host a slow op is slow, not hung.
+
+Memory: on a CPU cell the workers are forked from this process, which holds torch
+and the op database already, and share those pages (:func:`spawn.sharing_context`);
+a worker whose own pages pass ``HARNESS_OPS_WORKER_MB`` after an op retires, and a
+fresh fork takes its place, so the sweep's peak stays near one process's.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
 import shutil
@@ -34,6 +40,7 @@ from harness.ranks.clock import Clock
 from harness.testcase import TestCase
 
 WORKERS_ENV = _ops.WORKERS_ENV
+WORKER_MB_ENV = _ops.WORKER_MB_ENV
 _MAX_DEFAULT = 8
 _IN_HAND = 2  # ops sent to a worker ahead of its answers
 
@@ -89,6 +96,7 @@ class OpsWorkers:
         self.results: dict[str, Result] = {}
         self.workers: list[_Worker] = []
         self.size = worker_count(len(self.todo))
+        self.retired = 0  # workers that left past their memory budget
 
     def result(self, key: str) -> Result:
         """Wait for ``key``'s outcome (asking a worker for it if nobody has)."""
@@ -135,12 +143,20 @@ class OpsWorkers:
     def _start(self, index: int) -> _Worker:
         from harness.ranks import spawn
 
-        ctx = spawn.context(self.preload)
+        ctx = spawn.sharing_context(self.preload, self.device_type)
         parent_end, child_end = ctx.Pipe()
         env = dict(os.environ)
         process = ctx.Process(
             target=self.target,
-            args=(child_end, env, self.world_size, self.device_type, index, self._log(index)),
+            args=(
+                child_end,
+                env,
+                self.world_size,
+                self.device_type,
+                index,
+                self._log(index),
+                _ops.worker_budget_mb(),
+            ),
             name=f"harness-ops-{index}",
             daemon=True,
         )
@@ -155,7 +171,10 @@ class OpsWorkers:
                 if not worker.in_hand:
                     worker.clock.restart()
                 worker.in_hand.append(key)
-                worker.conn.send(key)
+                try:
+                    worker.conn.send(key)
+                except OSError:  # it has left (retired or died): _collect says which
+                    break
 
     def _collect(self) -> None:
         working = [w for w in self.workers if w.in_hand]
@@ -176,6 +195,8 @@ class OpsWorkers:
                 if kind == "done":
                     worker.in_hand.popleft()
                     self.results[key] = Result(*outcome)
+                elif kind == "retire":
+                    self._retire(worker)
             elif worker.process.sentinel in ready:
                 self._lost(worker, self._death(worker))
             elif _expired(worker):
@@ -208,6 +229,17 @@ class OpsWorkers:
         worker.conn.close()
         self.workers.remove(worker)
 
+    def _retire(self, worker: _Worker) -> None:
+        """A worker past its memory budget has left: the ops it held go back first in line."""
+        self.todo.extendleft(reversed(worker.in_hand))
+        worker.process.join(5)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.conn.close()
+        self.workers.remove(worker)
+        self.retired += 1
+
 
 def _expired(worker: _Worker) -> bool:
     worker.clock.tick([worker.process.pid])
@@ -236,13 +268,23 @@ def start_worker(env: dict[str, str], log: str) -> None:
     os.environ.update(env)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     worker.output_to(log)
+    # Forked from a pytest run, pytest's faulthandler would bury the worker's last words
+    # under the parent's stack on a crash: the log's tail is what the failure shows.
+    faulthandler.disable()
 
 
 def serve(
-    conn: Any, env: dict[str, str], world_size: int, device_type: str, index: int, log: str
+    conn: Any,
+    env: dict[str, str],
+    world_size: int,
+    device_type: str,
+    index: int,
+    log: str,
+    budget_mb: int = _ops.WORKER_MB_DEFAULT,
 ) -> None:
     """A worker's loop: op keys in, until None; out, ``("tick", key)`` after each sample
-    (the timeout counts from the last) and ``("done", key, status, text, seconds)``."""
+    (the timeout counts from the last), ``("done", key, status, text, seconds)``, and
+    ``("retire", key)`` when its own memory passed ``budget_mb`` (it then exits)."""
     start_worker(env, log)
     import torch
 
@@ -266,6 +308,19 @@ def serve(
         tick = functools.partial(conn.send, ("tick", key))
         status, text = _run(case, ops[key], world_size, device_type, tick)
         conn.send(("done", key, status, text, time.monotonic() - started))
+        if private_mb() > budget_mb:
+            conn.send(("retire", key))
+            return
+
+
+def private_mb() -> float:
+    """This process's own memory: pages no other process shares (MB; 0 where unknown)."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as rollup:
+            fields = dict(line.split()[:2] for line in rollup if line.startswith("Private_"))
+    except (OSError, ValueError):
+        return 0.0
+    return sum(int(kb) for kb in fields.values()) / 1024
 
 
 def _run(

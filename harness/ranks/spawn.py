@@ -9,6 +9,7 @@ of milliseconds, from a process that never touched an accelerator.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.forkserver as _forkserver
 import os
@@ -72,6 +73,30 @@ def context(test_module: str | None = None):
         else:
             os.environ.pop(PARENT_ENV, None)
     return ctx
+
+
+def sharing_context(test_module: str | None, device_type: str):
+    """A context whose children share this process's memory: ``fork``, where that is safe.
+
+    The ops workers need what this process already holds (torch and the op
+    database, about 390 MB); forked from here they share those pages instead of
+    each fork-server child holding its own copy beside the parent's. Safe means:
+    Linux, the default start method, a CPU cell on a host with no accelerator (a
+    process that touched a driver must not fork), and no other Python thread
+    (one could hold a lock the child would wait on forever). Otherwise the fork
+    server, as for ranks. ``gc.freeze()`` first: a collection in a child would
+    otherwise write to, and so copy, every page the objects live on.
+    """
+    if (
+        sys.platform.startswith("linux")
+        and start_method() == "forkserver"
+        and device_type == "cpu"
+        and threading.active_count() == 1
+        and _no_accelerator()
+    ):
+        gc.freeze()
+        return multiprocessing.get_context("fork")
+    return context(test_module)
 
 
 def forget_server_liveness() -> None:
