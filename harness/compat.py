@@ -354,18 +354,23 @@ def op_samples(op: Any, device: str, dtype: Any, *, requires_grad: bool, seed: i
     the sweep; and it seeds from that test's name, so the same op would draw
     different samples in a pytest test and in a worker.
     """
-    import random
-
-    import torch
-
-    numpy_random = getattr(sys.modules.get("numpy"), "random", None)
     samples = iter(op.sample_inputs_func(op, device, dtype, requires_grad))
     while True:
-        torch.manual_seed(seed)
-        random.seed(seed)
-        if numpy_random is not None:
-            numpy_random.seed(seed)
+        seed_all(seed)
         try:
             yield next(samples)
         except StopIteration:
             return
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch (every device), Python's ``random`` and numpy's, as a sample draw does."""
+    import random
+
+    import torch
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    numpy_random = getattr(sys.modules.get("numpy"), "random", None)
+    if numpy_random is not None:
+        numpy_random.seed(seed)

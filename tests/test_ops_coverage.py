@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import subprocess
@@ -265,8 +267,34 @@ def test_a_sample_generator_that_breaks_keeps_the_samples_before_and_says_why():
             raise RuntimeError("start (4) + length (1) exceeds dimension size (4).")
 
     why_not: list[str] = []
-    assert _ops._samples(Op(), "cpu", 0, why_not) == ["first"]
+    assert list(_ops._samples(Op(), "cpu", 0, why_not, contextlib.nullcontext)) == ["first"]
     assert why_not == [
         "the database cannot make sample 1 (RuntimeError: start (4) + length (1) exceeds "
         "dimension size (4).)"
     ]
+
+
+def test_samples_are_drawn_one_at_a_time_and_the_checks_random_state_is_as_before():
+    """A sweep holds one sample, not all; between draws the random state runs on as if
+    every sample had been drawn first (each draw reseeds; the checks' stream does not)."""
+    import torch
+
+    drawn: list[int] = []
+
+    class Op:
+        def sample_inputs_func(self, op, device, dtype, requires_grad):
+            for index in range(3):
+                drawn.append(index)
+                yield torch.rand(2)
+
+    torch.manual_seed(7)
+    first_draw = torch.rand(2)  # every sample: drawn right after seeding
+    torch.manual_seed(7)
+    stream = [torch.rand(1) for _ in range(3)]  # the checks' draws, samples drawn first
+    torch.manual_seed(12345)  # whatever state the caller had
+    seen = []
+    for index, sample in enumerate(_ops._samples(Op(), "cpu", 7, [], contextlib.nullcontext)):
+        assert drawn == list(range(index + 1))  # the next one is not made yet
+        assert torch.equal(sample, first_draw)
+        seen.append(torch.rand(1))  # a check's random draw between samples
+    assert all(torch.equal(a, b) for a, b in zip(seen, stream, strict=True))

@@ -14,9 +14,10 @@ import fnmatch
 import hashlib
 import os
 import re
+import sys
 import unittest
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,23 +263,70 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
-def _samples(op: Any, device: str, seed: int, why_not: list[str]) -> list[Any]:
-    """The samples the database can make; its own error ends them, and is noted.
+def _samples(
+    op: Any, device: str, seed: int, why_not: list[str], outside: Callable[[], Any]
+) -> Iterator[Any]:
+    """The samples the database can make, one at a time; its own error ends them, and is noted.
 
-    At the sweep's sample sizes a few generators index past a dim (``prod``,
+    One at a time because a sweep needs one: ``grid_sampler_3d``'s 30 samples held
+    360 MB when all were drawn first. Each is drawn right after seeding
+    (:func:`harness.compat.op_samples`), and the random state the checks see is
+    put back around each draw, so it is what it was when every sample was drawn
+    first: a random op's verdict does not depend on when its samples are made. At
+    the sweep's sample sizes a few generators index past a dim (``prod``,
     ``cumprod``: PyTorch's sweep skips those): the database's fault, not DTensor's.
     """
     import torch
 
     from harness import compat
 
-    made = []
-    try:
-        for sample in compat.op_samples(op, device, torch.float32, requires_grad=True, seed=seed):
-            made.append(sample)
-    except Exception as exc:  # noqa: BLE001 (the generator, not DTensor, is at fault)
-        why_not.append(f"the database cannot make sample {len(made)} ({_first_line(exc)})")
-    return made
+    with outside():
+        draws = compat.op_samples(op, device, torch.float32, requires_grad=True, seed=seed)
+        compat.seed_all(seed)  # where drawing them all first left the checks
+    made = 0
+    while True:
+        with outside():
+            state = _random_state(device)
+            try:
+                sample = next(draws)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 (the generator, not DTensor, is at fault)
+                why_not.append(f"the database cannot make sample {made} ({_first_line(exc)})")
+                return
+            finally:
+                _set_random_state(device, state)
+        made += 1
+        yield sample
+
+
+def _random_state(device: str) -> tuple[Any, ...]:
+    import random
+
+    import torch
+
+    numpy_random = getattr(sys.modules.get("numpy"), "random", None)
+    module = getattr(torch, device, None) if device != "cpu" else None
+    return (
+        torch.get_rng_state(),
+        module.get_rng_state() if module is not None and hasattr(module, "get_rng_state") else None,
+        random.getstate(),
+        numpy_random.get_state() if numpy_random is not None else None,
+    )
+
+
+def _set_random_state(device: str, state: tuple[Any, ...]) -> None:
+    import random
+
+    import torch
+
+    cpu, accelerator, python, numpy_state = state
+    torch.set_rng_state(cpu)
+    if accelerator is not None:
+        getattr(torch, device).set_rng_state(accelerator)
+    random.setstate(python)
+    if numpy_state is not None:
+        sys.modules["numpy"].random.set_state(numpy_state)
 
 
 def sample_seed(key: str) -> int:
@@ -358,8 +406,7 @@ def check_opinfo(
     if torch.float32 not in op.supported_dtypes(device):
         raise unittest.SkipTest(f"{key} has no float32 kernel on {device}")
     checked, why_not = 0, []
-    with outside():
-        samples = _samples(op, device, sample_seed(key), why_not)
+    samples = _samples(op, device, sample_seed(key), why_not, outside)
     for index, sample in enumerate(samples):
         if tick is not None and index:
             tick()

@@ -271,6 +271,28 @@ def start_worker(env: dict[str, str], log: str) -> None:
     # Forked from a pytest run, pytest's faulthandler would bury the worker's last words
     # under the parent's stack on a crash: the log's tail is what the failure shows.
     faulthandler.disable()
+    _return_freed_memory()
+
+
+#: glibc's mallopt parameters, and the size from which a block is its own mapping.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_OWN_MAPPING_BYTES = 4 << 20
+
+
+def _return_freed_memory() -> None:
+    """Large blocks get their own mapping and freed heap is trimmed, so a freed tensor's
+    memory goes back to the system. By default glibc raises its mapping threshold after
+    the first large free (up to 32 MB) and keeps what it frees: one ``grid_sampler_3d``
+    at world size 4 left a worker with 980 MB of its own (450 MB with this; its peak
+    1,018 MB, 788 MB with this), and every op after paid for it. A no-op off glibc."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _OWN_MAPPING_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, _OWN_MAPPING_BYTES)
 
 
 def serve(
