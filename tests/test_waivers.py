@@ -4,12 +4,12 @@ waivers named, the file sealed into the report and replayed by verify."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
 from report_fixtures import bare_report, ops_junit  # tests/ is on sys.path
 
 from harness.cli import main
@@ -220,16 +220,8 @@ issue = "{ISSUE}"
 """
     )
     out = tmp_path / "report"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "cpu-2rank", "--matrix", str(MATRIX)]
-        + ["--out", str(out), "--waivers", str(known)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CI": "true"},
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    argv = ["certify", "cpu-2rank", "--matrix", str(MATRIX), "--out", str(out)]
+    done = harness(*argv, "--waivers", str(known), cwd=tmp_path, env={"CI": "true"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS (2 passed, 0 failed, 1 waived, 1 skipped" in done.stdout
     assert f"waiver stale: *sound.py::test_arithmetic ({ISSUE})" in done.stdout
