@@ -111,43 +111,31 @@ from torch.distributed.tensor import (  # noqa: E402
 )
 
 
-def _upstream_classes():
-    from torch.testing._internal.distributed._tensor import common_dtensor as up
-
-    bases = {
-        "process": up.DTensorTestBase,
-        "pool": up.DTensorContinuousTestBase,
-        "threads": up.DTensorOpTestBase,
-    }
-    out = {}
-    for mode, base in bases.items():
-        attrs = {"_with_comms": staticmethod(up.with_comms), "world_size": WORLD_SIZE}
-        if mode != "threads":
-            attrs["device_type"] = "cpu"
-        out[mode] = _decorate(type(f"Upstream{mode.title()}", (Suite, base), attrs))
-    out["local"] = up.create_local_tensor_test_class(out["process"])
-    return out
-
-
-def _harness_classes():
-    import harness
-    from harness.local import create_local_tensor_test_class
-
-    bases = {
-        "process": harness.DTensorTestBase,
-        "pool": harness.DTensorContinuousTestBase,
-        "threads": harness.DTensorOpTestBase,
-    }
-    out = {}
-    for mode, base in bases.items():
-        attrs = {"_with_comms": staticmethod(harness.with_comms), "world_size": WORLD_SIZE}
-        out[mode] = _decorate(type(f"Harness{mode.title()}", (Suite, base), attrs))
-    out["local"] = create_local_tensor_test_class(out["process"])
-    return out
-
-
 def _classes(impl):
-    return _upstream_classes() if impl == "upstream" else _harness_classes()
+    """The same Suite on each mode's base, from PyTorch's private module or the kit."""
+    if impl == "upstream":
+        from torch.testing._internal.distributed._tensor import common_dtensor as kit
+
+        make_local = kit.create_local_tensor_test_class
+        given = {"device_type": "cpu"}  # the bench runs on the CPU: upstream's bases are told
+    else:
+        import harness as kit
+        from harness.local import create_local_tensor_test_class as make_local
+
+        given = {}
+    bases = {
+        "process": kit.DTensorTestBase,
+        "pool": kit.DTensorContinuousTestBase,
+        "threads": kit.DTensorOpTestBase,
+    }
+    out = {}
+    for mode, base in bases.items():
+        attrs = {"_with_comms": staticmethod(kit.with_comms), "world_size": WORLD_SIZE}
+        if mode != "threads":
+            attrs.update(given)
+        out[mode] = _decorate(type(f"{impl.title()}{mode.title()}", (Suite, base), attrs))
+    out["local"] = make_local(out["process"])
+    return out
 
 
 # Module-level names, so spawned rank processes can unpickle the classes.

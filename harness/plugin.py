@@ -9,10 +9,12 @@ inherit them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,14 +117,11 @@ def pytest_configure(config: pytest.Config) -> None:
     env = {}
     cell_name = config.getoption("harness_cell")
     if cell_name:
-        from harness.errors import UsageError
         from harness.matrix import load_matrix
 
         matrix_path = config.getoption("harness_matrix") or os.environ.get("HARNESS_MATRIX")
-        try:
+        with _usage_errors():
             cell = load_matrix(matrix_path).cell(cell_name)
-        except UsageError as exc:
-            raise pytest.UsageError(str(exc)) from None
         env.update(cell.harness_env())
         if matrix_path:
             env["HARNESS_MATRIX"] = str(Path(matrix_path).resolve())
@@ -136,18 +135,24 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{var}={value!r}: {must}.")
     os.environ.update(env)
     from harness.conformance import _ops
+
+    with _usage_errors():
+        _ops.check_environment()
+    _last_words_go_to(config)
+    from harness.hosts import import_plugins
+
+    with _usage_errors():  # before any test module (and so any rank) imports torch-side code
+        import_plugins()
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """The kit's bad input (UsageError, PluginError) as pytest's: its lines, no traceback."""
     from harness.errors import UsageError
 
     try:
-        _ops.check_environment()
+        yield
     except UsageError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    _last_words_go_to(config)
-    from harness.hosts import PluginError, import_plugins
-
-    try:  # before any test module (and so any rank) imports torch-side code
-        import_plugins()
-    except PluginError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import harness_cli  # tests/ is on sys.path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,22 +24,14 @@ MATRIX = DATA / "matrix.toml"
 
 
 def harness(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600):
+    """`python -m harness` with the acme plugin importable."""
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join([str(DATA), os.environ.get("PYTHONPATH", "")]),
         "CI": "true",
         "OMP_NUM_THREADS": "1",
         **(env or {}),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    return harness_cli.harness(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_the_kit_names_no_acme():

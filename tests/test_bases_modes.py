@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import unittest
 from datetime import timedelta
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import data.ranks.modes_cases as cases  # a module, so pytest does not collect its classes
 import pytest
+from scenario_runs import pytest_argv, scenario_env  # tests/ is on sys.path
 
 import harness.bases as bases
 import harness.local
@@ -124,21 +124,9 @@ def _alive(pids):
 def test_ctrl_c_leaves_no_rank_behind(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
-    env = {**os.environ, "SCENARIO_PIDS": str(pids), "OMP_NUM_THREADS": "1"}
-    env.pop("HARNESS_MODE", None)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            str(Path(cases.__file__)),
-            "-k",
-            "test_sleep",
-        ],
-        env=env,
+        pytest_argv(str(Path(cases.__file__)), "-k", "test_sleep"),
+        env=scenario_env(pids),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -164,23 +152,10 @@ def test_ctrl_c_leaves_no_rank_behind(tmp_path):
 def test_pytest_x_leaves_no_pool_rank_behind(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
-    env = {**os.environ, "SCENARIO_PIDS": str(pids), "OMP_NUM_THREADS": "1"}
-    env.pop("HARNESS_MODE", None)
     scenarios = Path(cases.__file__).with_name("scenarios.py")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-x",
-            str(scenarios),
-            "-k",
-            "Pool2",
-        ],
-        env=env,
+        pytest_argv("-x", str(scenarios), "-k", "Pool2"),
+        env=scenario_env(pids),
         capture_output=True,
         text=True,
         timeout=300,

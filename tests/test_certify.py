@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
 
 from harness.cli import main
 from harness.report import bundle
@@ -20,16 +20,7 @@ MATRIX = Path(__file__).parent / "data" / "certify" / "matrix.toml"
 
 
 def _certify(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CI": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "certify", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
+    return harness("certify", *args, cwd=cwd, env={"CI": "true"})
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
 
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def harness(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_matrix_list_json_is_every_cell(capsys):

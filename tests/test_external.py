@@ -5,6 +5,7 @@ The end-to-end run under two torchrun agents is tests/test_external_torchrun.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import xml.etree.ElementTree as ET
@@ -344,16 +345,7 @@ def test_two_nodes_of_8_gpus_grant_16_ranks_their_accelerator(monkeypatch):
     monkeypatch.setattr(bases, "DEVICE_TYPE", "cuda")
     assert Sixteen("__init__").device_type == "cuda"
     # a node with fewer devices than ranks on it gets only what it has
-    thin = Launch(
-        "torchrun",
-        rank=0,
-        world_size=16,
-        local_rank=0,
-        local_world_size=8,
-        node_rank=0,
-        master_addr="node01",
-        master_port=29500,
-    )
+    thin = dataclasses.replace(launch, rank=0, local_rank=0, node_rank=0)
     monkeypatch.setattr(external, "launched", lambda: thin)
     monkeypatch.setattr(devices, "host_device_count", lambda accel: 4)
     assert skips.accelerator_budget() == 4

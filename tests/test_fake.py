@@ -141,7 +141,9 @@ def test_a_pool_class_runs_as_fake_ranks(monkeypatch):
 
 
 def test_a_test_that_needs_values_is_skipped_before_any_rank(fake_cell, monkeypatch):
-    monkeypatch.setattr(harness.ranks.fake, "RankGroup", lambda *a, **k: pytest.fail("spawned"))
+    monkeypatch.setattr(
+        harness.ranks.fake.RankGroup, "for_job", lambda *a, **k: pytest.fail("spawned")
+    )
     result = run(FakeWorld, "test_needs_values")
     assert len(result.skipped) == 1, result.failures + result.errors
     reason = result.skipped[0][1]

@@ -121,11 +121,17 @@ def dense_step_collectives() -> dict[tuple[str, str], tuple[int, int]]:
     }
 
 
-def step(test, model, mesh, expected: dict) -> None:
-    """Materialize this rank's shards and run one step, which must issue ``expected``."""
+def bytes_then_step(test, model, mesh, elements, expected: dict) -> None:
+    """This rank holds ``elements(its dp coordinate)`` parameters; materialize its shards
+    and run one step, which must issue ``expected``."""
+    d = mesh.get_local_rank("dp")
+    local = sum(p.to_local().numel() for p in model.parameters())
+    test.assertEqual(local * F32, elements(d) * F32)
     model.to_empty(device="cpu")  # this rank's shards only, values unused
     with test.assertCollectives(expected, mesh=mesh):
         model(torch.zeros(1, S, dtype=torch.long)).sum().backward()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"rank {test.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
 
 
 @shapes_only
@@ -156,14 +162,7 @@ class ReferenceTransformerAtScale(DTensorTestBase):
         for block in model.layers:
             fully_shard(block, mesh=mesh["dp"])
         fully_shard(model, mesh=mesh["dp"])
-
-        d = mesh.get_local_rank("dp")
-        local = sum(p.to_local().numel() for p in model.parameters())
-        self.assertEqual(local * F32, parameter_elements(d) * F32)
-
-        step(self, model, mesh, step_collectives())
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"rank {self.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
+        bytes_then_step(self, model, mesh, parameter_elements, step_collectives())
 
     @unittest.skipIf(
         compat.torch_version() < (2, 13),
@@ -185,13 +184,7 @@ class ReferenceTransformerAtScale(DTensorTestBase):
         for block in model.layers:
             fully_shard(block, mesh=mesh["rep", "dp"])  # 2-D: HSDP
         fully_shard(model, mesh=mesh["rep", "dp"])
-
-        d = mesh.get_local_rank("dp")
-        local = sum(p.to_local().numel() for p in model.parameters())
-        self.assertEqual(local * F32, dense_elements(d) * F32)
-        step(self, model, mesh, dense_step_collectives())
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"rank {self.rank} (dp {d}): {local * F32} parameter bytes, peak {peak_mb:.0f} MB")
+        bytes_then_step(self, model, mesh, dense_elements, dense_step_collectives())
 
 
 def run_fake(monkeypatch, method: str) -> None:

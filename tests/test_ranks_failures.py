@@ -8,14 +8,13 @@ that no rank process outlived its test.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from scenario_runs import pytest_argv, scenario_env  # tests/ is on sys.path
 
 SCENARIOS = Path(__file__).parent / "data" / "ranks" / "scenarios.py"
 KINDS = ("Proc", "Pool", "Thr")
@@ -28,22 +27,9 @@ def run(tmp_path_factory):
     pids = tmp / "pids"
     pids.mkdir()
     xml = tmp / "junit.xml"
-    env = {**os.environ, "SCENARIO_PIDS": str(pids), "OMP_NUM_THREADS": "1"}
-    env.pop("HARNESS_MODE", None)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(SCENARIOS),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            f"--junitxml={xml}",
-            "-o",
-            "junit_family=xunit1",
-        ],
-        env=env,
+        pytest_argv(str(SCENARIOS), f"--junitxml={xml}", "-o", "junit_family=xunit1"),
+        env=scenario_env(pids),
         capture_output=True,
         text=True,
         timeout=600,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from report_fixtures import bare_report, ops_junit  # tests/ is on sys.path
 
 from harness import references
 from harness._version import __version__
@@ -115,38 +116,15 @@ def test_the_record_written_reads_back_the_same():
     assert again.worlds == record.worlds and again.skip == record.skip
 
 
-def _junit(*cases: tuple[str, str | None]) -> str:
-    out = ['<testsuites><testsuite name="cpu-2rank">']
-    for op, failure in cases:
-        out.append(
-            f'<testcase classname="suite.test_ops.OpsTest" name="test_{op}" time="0.1">'
-            '<properties><property name="capability" value="ops"/>'
-            f'<property name="op" value="{op}"/>'
-            f'<property name="nodeid" value="suite/test_ops.py::OpsTest::test_{op}"/>'
-            "</properties>"
-            + (f'<failure message="{failure}">{failure}</failure>' if failure else "")
-            + "</testcase>"
-        )
-    return "".join(out) + "</testsuite></testsuites>"
-
-
 def test_the_report_seals_its_reference_and_verify_replays_it(tmp_path):
     folder = tmp_path / "report"
     folder.mkdir()
-    (folder / "junit.xml").write_text(_junit(("argmax", "boom"), ("add", None)))
+    (folder / "junit.xml").write_text(ops_junit(("argmax", "boom"), ("add", None)))
     record = reference.parse(RECORD, "r.toml")
     results, section = reference.apply(
         record, junit.parse(folder / "junit.xml"), world_size=2, source="file", path="r.toml"
     )
-    report = schema.build(
-        cell={"name": "cpu-2rank"},
-        matrix={},
-        fingerprint={},
-        results=results,
-        run={"exit_code": 1},
-        artifacts={},
-        reference=section,
-    )
+    report = bare_report(results, reference=section)
     assert report["verdict"] == "pass" and report["summary"]["own"] == 1
     reference.write(folder, record)
     bundle.write(folder, report)
@@ -163,7 +141,7 @@ def test_the_report_seals_its_reference_and_verify_replays_it(tmp_path):
 
     # so is a failure forged into DTensor's own without the reference saying so
     reference.write(folder, record)
-    (folder / "junit.xml").write_text(_junit(("argmax", "boom"), ("add", "bad")))
+    (folder / "junit.xml").write_text(ops_junit(("argmax", "boom"), ("add", "bad")))
     forged = json.loads(json.dumps(report))
     add = forged["capabilities"][0]["tests"][1]
     add.update(outcome="own", ran="failed")
@@ -236,7 +214,7 @@ def test_reference_make_writes_a_world_size_and_keeps_reviewed_reasons(tmp_path,
     record.write_bytes(RECORD)
     xml = tmp_path / "junit.xml"
     xml.write_text(
-        _junit(("argmax", "AssertionError: new words"), ("cdist", "boom"), ("add", None))
+        ops_junit(("argmax", "AssertionError: new words"), ("cdist", "boom"), ("add", None))
     )
     code = main(["reference", "make", str(xml), "--world-size", "2", "--record", str(record)])
     assert code == 0
@@ -280,7 +258,7 @@ def test_certify_refuses_ops_that_name_no_op_before_anything_runs(tmp_path, caps
 def test_reference_make_reads_a_certify_report_folder_and_its_world_size(tmp_path, capsys):
     folder = tmp_path / "cpu-2rank"
     folder.mkdir()
-    (folder / "junit.xml").write_text(_junit(("argmax", "boom"), ("add", None)))
+    (folder / "junit.xml").write_text(ops_junit(("argmax", "boom"), ("add", None)))
     (folder / "report.json").write_text(json.dumps({"cell": {"world_size": 2}}))
     record = tmp_path / "r.toml"
     assert main(["reference", "make", str(folder), "--record", str(record)]) == 0

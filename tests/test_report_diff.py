@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from report_fixtures import bare_report, ops_junit  # tests/ is on sys.path
 
 from harness.cli import main
 from harness.report import bundle, diff, junit, schema, waivers
@@ -223,33 +224,15 @@ def _ops_report(folder: Path, world_size: int, failing: dict[str, str]) -> Path:
     from harness.report import reference
 
     folder.mkdir(parents=True)
-    body = []
-    for op in ("argmax", "transpose", "add"):
-        inner = f'<failure message="{failing[op]}">trace</failure>' if op in failing else ""
-        body.append(
-            f'<testcase classname="suite.test_ops.OpsTest" name="test_{op}" time="0.5">'
-            f'<properties><property name="capability" value="ops"/>'
-            f'<property name="op" value="{op}"/>'
-            f'<property name="nodeid" value="suite/test_ops.py::OpsTest::test_{op}"/>'
-            f"</properties>{inner}</testcase>"
-        )
-    (folder / "junit.xml").write_text(
-        f'<testsuites><testsuite name="s">{"".join(body)}</testsuite></testsuites>'
-    )
+    cases = [(op, failing.get(op)) for op in ("argmax", "transpose", "add")]
+    (folder / "junit.xml").write_text(ops_junit(*cases))
     record = reference.parse(RECORD, "torch-2.13.toml")
     results, section = reference.apply(
         record, junit.parse(folder / "junit.xml"), world_size=world_size, source="shipped"
     )
     reference.write(folder, record)
-    report = schema.build(
-        cell={"name": f"cpu-{world_size}rank", "world_size": world_size},
-        matrix={},
-        fingerprint={},
-        results=results,
-        run={"exit_code": 1},
-        artifacts={},
-        reference=section,
-    )
+    cell = {"name": f"cpu-{world_size}rank", "world_size": world_size}
+    report = bare_report(results, cell, reference=section)
     bundle.write(folder, report)
     return folder
 

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
 
 PROJECT = Path(__file__).resolve().parent.parent
 ONE_TEST = "import unittest\n\nclass {cls}(unittest.TestCase):\n    def test_{name}(self):\n        self.assertEqual([1, 2][::-1], [2, 1])\n"
@@ -31,17 +32,9 @@ def _matrix(folder: Path, suites: list[str]) -> Path:
 
 def _certify(matrix: Path, out: Path, pythonpath: Path | None = None, *extra: str):
     paths = [str(PROJECT), *([str(pythonpath)] if pythonpath else [])]
-    env = {**os.environ, "CI": "true", "PYTHONPATH": os.pathsep.join(paths)}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "cpu-1rank", "--matrix", str(matrix)]
-        + ["--out", str(out), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT,
-        timeout=300,
-        check=False,
-    )
+    env = {"CI": "true", "PYTHONPATH": os.pathsep.join(paths)}
+    argv = ["certify", "cpu-1rank", "--matrix", str(matrix), "--out", str(out), *extra]
+    return harness(*argv, cwd=PROJECT, env=env)
 
 
 def _module(path: Path, name: str) -> None:
@@ -152,16 +145,8 @@ def test_a_suite_relative_to_the_current_folder_gets_the_fix(tmp_path):
     (tmp_path / "ci").mkdir()
     matrix = _matrix(tmp_path / "ci", ["vendor/test_flip.py"])
     _module(tmp_path / "vendor" / "test_flip.py", "flip")
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(PROJECT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "cpu-1rank", "--matrix", str(matrix)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    env = {"CI": "true", "PYTHONPATH": str(PROJECT)}
+    done = harness("certify", "cpu-1rank", "--matrix", str(matrix), cwd=tmp_path, env=env)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert f"({tmp_path / 'vendor' / 'test_flip.py'} exists: write it relative" in line

@@ -8,13 +8,12 @@ one file that does not import.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
 
 from harness import upstream
 from harness.cli import main
@@ -26,15 +25,8 @@ MATRIX = DATA / "certify" / "matrix.toml"
 
 
 def _certify(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "cpu-2rank", "--matrix", str(MATRIX), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"},
-        cwd=cwd,
-        timeout=600,
-        check=False,
-    )
+    argv = ["certify", "cpu-2rank", "--matrix", str(MATRIX), *args]
+    return harness(*argv, cwd=cwd, env={"CI": "true", "OMP_NUM_THREADS": "1"}, timeout=600)
 
 
 @pytest.fixture(scope="module")

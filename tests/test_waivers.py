@@ -4,12 +4,13 @@ waivers named, the file sealed into the report and replayed by verify."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from harness_cli import harness  # tests/ is on sys.path
+from report_fixtures import bare_report, ops_junit  # tests/ is on sys.path
 
 from harness.cli import main
 from harness.errors import UsageError
@@ -96,47 +97,20 @@ def test_star_is_the_only_wildcard_brackets_are_literal(tmp_path):
     assert [r.outcome for r in out] == ["waived", "failed"]
 
 
-def _ops_junit(*cases: tuple[str, str | None]) -> str:
-    """JUnit of ops-capability tests: (op, failure message or None for a pass)."""
-    out = ['<testsuites><testsuite name="s">']
-    for op, failure in cases:
-        out.append(
-            f'<testcase classname="suite.test_ops.OpsTest" name="test_{op}" time="0.1">'
-            '<properties><property name="capability" value="ops"/>'
-            f'<property name="nodeid" value="suite/test_ops.py::OpsTest::test_{op}"/>'
-            "</properties>"
-            + (f'<failure message="{failure}">{failure}</failure>' if failure else "")
-            + "</testcase>"
-        )
-    return "".join(out) + "</testsuite></testsuites>"
-
-
 def test_a_cell_whose_only_failures_are_waived_passes(tmp_path):
     xml = tmp_path / "junit.xml"
-    xml.write_text(_ops_junit(("nonzero", "boom"), ("add", None), ("mul", "wrong")))
+    xml.write_text(
+        ops_junit(("nonzero", "boom"), ("add", None), ("mul", "wrong"), op_property=False)
+    )
     (tmp_path / "w").mkdir()
     known = _load(GOOD, tmp_path / "w")
     results, section = waivers.apply(known, junit.parse(xml))
-    report = schema.build(
-        cell={"name": "cpu-2rank"},
-        matrix={},
-        fingerprint={},
-        results=results,
-        run={"exit_code": 1},
-        artifacts={},
-        waivers=section,
-    )
+    report = bare_report(results, waivers=section)
     (cap,) = report["capabilities"]
     assert (cap["passed"], cap["failed"], cap["waived"], cap["verdict"]) == (1, 1, 1, "fail")
     assert report["verdict"] == "fail" and report["summary"]["waived"] == 1
-    passing = schema.build(  # the same run without the unwaived failure passes
-        cell={"name": "cpu-2rank"},
-        matrix={},
-        fingerprint={},
-        results=[r for r in results if not r.id.endswith("test_mul")],
-        run={"exit_code": 1},
-        artifacts={},
-        waivers=section,
+    passing = bare_report(  # the same run without the unwaived failure passes
+        [r for r in results if not r.id.endswith("test_mul")], waivers=section
     )
     assert passing["capabilities"][0]["verdict"] == passing["verdict"] == "pass"
     folder = tmp_path / "report"
@@ -246,16 +220,8 @@ issue = "{ISSUE}"
 """
     )
     out = tmp_path / "report"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "certify", "cpu-2rank", "--matrix", str(MATRIX)]
-        + ["--out", str(out), "--waivers", str(known)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CI": "true"},
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    argv = ["certify", "cpu-2rank", "--matrix", str(MATRIX), "--out", str(out)]
+    done = harness(*argv, "--waivers", str(known), cwd=tmp_path, env={"CI": "true"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS (2 passed, 0 failed, 1 waived, 1 skipped" in done.stdout
     assert f"waiver stale: *sound.py::test_arithmetic ({ISSUE})" in done.stdout
@@ -324,7 +290,9 @@ def test_a_test_that_names_its_op_can_be_waived_by_op(tmp_path):
 
 
 def test_report_build_applies_waivers_too(tmp_path, capsys):
-    (tmp_path / "junit.xml").write_text(_ops_junit(("nonzero", "boom"), ("add", None)))
+    (tmp_path / "junit.xml").write_text(
+        ops_junit(("nonzero", "boom"), ("add", None), op_property=False)
+    )
     known = tmp_path / "known.toml"
     known.write_text(GOOD)
     argv = ["report", "build", str(tmp_path), "--cell", "cpu-2rank", "--matrix", str(MATRIX)]

@@ -6,6 +6,27 @@ A command parses, calls the library and prints; no command imports another
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+
+def add_command(
+    sub, name: str, handler: Callable, parents: Sequence = (), **kwargs
+) -> argparse.ArgumentParser:
+    """A subcommand, or a verb of one, that runs ``handler(args) -> exit code``:
+    argparse's add_parser and the ``handler`` harness.cli calls, in one step."""
+    parser = sub.add_parser(name, parents=list(parents), **kwargs)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def print_problems(head: str, problems: Iterable[str]) -> None:
+    """A refusal on stderr: ``head``, then each problem on a line of its own."""
+    print(head, file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+
 
 def add_wait_argument(parser) -> None:
     """``--wait [SECONDS]``, for commands that take a results folder's lock."""

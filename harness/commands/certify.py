@@ -12,16 +12,18 @@ import sys
 from pathlib import Path
 
 from harness import certification, lock, pipeline, upstream
-from harness.commands import add_wait_argument, wait_for
+from harness.commands import add_command, add_wait_argument, wait_for
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
 from harness.report import bundle, waivers
 
 
 def add_parser(sub, parents) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "certify",
-        parents=parents,
+        certify,
+        parents,
         help="run a cell's conformance suite and write a verifiable report",
         description="Run the cell's suites (default: harness.conformance) and write junit.xml, "
         "report.json, report.md, report.html and SHA256SUMS into the cell's results folder.",
@@ -62,7 +64,6 @@ def add_parser(sub, parents) -> None:
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     add_wait_argument(parser)
-    parser.set_defaults(handler=certify)
 
 
 def certify(args) -> int:

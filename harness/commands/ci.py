@@ -6,13 +6,16 @@ import sys
 from pathlib import Path
 
 from harness import ci
+from harness.commands import add_command
 from harness.errors import UsageError
 
 
 def add_parser(sub, parents) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "ci",
-        parents=parents,
+        run,
+        parents,
         help="write a GitHub or GitLab CI workflow from the matrix",
         description="One job per nox session (test-CELL, certify-CELL) on the accelerator's "
         "runners (accelerators.X.runs_on), in the cell's image, with JUnit and report "
@@ -39,7 +42,6 @@ def add_parser(sub, parents) -> None:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when FILE is not what would be written"
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args) -> int:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from harness import containers, lifelines, pipeline
+from harness.commands import add_command
 from harness.errors import UsageError
 from harness.matrix import load_matrix
 
@@ -31,22 +32,24 @@ def add_parser(sub, parents) -> None:
         "(default: the matrix's folder, else this installed kit's)",
     }
 
-    build = verbs.add_parser("build", parents=parents, help="build the image a cell runs in")
+    build = add_command(verbs, "build", build_image, parents, help="build the image a cell runs in")
     build.add_argument("cell", help="cell name; every cell of an accelerator shares its image")
     build.add_argument("--context", **context)
     build.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
-    build.set_defaults(handler=build_image)
 
-    check = verbs.add_parser(
+    add_command(
+        verbs,
         "check",
-        parents=parents,
+        check_images,
+        parents,
         help="list every base image reference, whether it is pinned, what is not verified here",
     )
-    check.set_defaults(handler=check_images)
 
-    run = verbs.add_parser(
+    run = add_command(
+        verbs,
         "run",
-        parents=parents,
+        run_cell,
+        parents,
         help="run `harness run CELL` in the cell's image",
         epilog="Arguments after `--` go to pytest inside the container.",
     )
@@ -69,7 +72,6 @@ def add_parser(sub, parents) -> None:
     )
     run.add_argument("--context", **context)
     run.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
-    run.set_defaults(handler=run_cell)
 
 
 def check_images(args) -> int:

@@ -10,15 +10,15 @@ from typing import Any
 
 from harness import accelerators, hosts
 from harness._version import __version__
+from harness.commands import add_command
 from harness.errors import UsageError
 
 
 def add_parser(sub, parents) -> None:
-    parser = sub.add_parser(
-        "doctor", parents=parents, help="torch, devices, backends, container engine, nix"
+    parser = add_command(
+        sub, "doctor", doctor, parents, help="torch, devices, backends, container engine, nix"
     )
     parser.add_argument("--json", action="store_true")
-    parser.set_defaults(handler=doctor)
 
 
 def doctor(args) -> int:

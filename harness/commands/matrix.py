@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from harness.commands import add_command
 from harness.errors import UsageError
 from harness.matrix import load_matrix
 
@@ -11,31 +12,29 @@ from harness.matrix import load_matrix
 def add_parser(sub, parents) -> None:
     parser = sub.add_parser("matrix", help="list, show or validate the matrix's cells; its schema")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    listing = verbs.add_parser("list", parents=parents, help="every cell and its session")
+    listing = add_command(verbs, "list", list_cells, parents, help="every cell and its session")
     listing.add_argument("--json", action="store_true")
     listing.add_argument(
         "--fields",
         metavar="A,B",
         help="with --json: only these keys of each cell (e.g. name,accelerator,mode,unit)",
     )
-    listing.set_defaults(handler=list_cells)
-    show = verbs.add_parser("show", parents=parents, help="one cell in full")
+    show = add_command(verbs, "show", show_cell, parents, help="one cell in full")
     show.add_argument("cell", help="cell name, with or without its test- prefix")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(handler=show_cell)
-    validate = verbs.add_parser("validate", parents=parents, help="check a matrix file")
+    validate = add_command(verbs, "validate", validate_file, parents, help="check a matrix file")
     validate.add_argument(
         "file", nargs="?", help="matrix file (default: --matrix or ./matrix.toml)"
     )
-    validate.set_defaults(handler=validate_file)
-    schema = verbs.add_parser(
+    schema = add_command(
+        verbs,
         "schema",
+        print_schema,
         help="print matrix.toml's JSON Schema (editors read it: `#:schema ./matrix.schema.json`)",
     )
     schema.add_argument(
         "--markdown", action="store_true", help="the key reference of docs/matrix.md instead"
     )
-    schema.set_defaults(handler=print_schema)
 
 
 def list_cells(args) -> int:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from harness.commands import add_command
 from harness.errors import UsageError
 
 
 def add_parser(sub, parents) -> None:
     del parents  # --matrix means nothing here
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "migrate",
+        migrate,
         help="rewrite imports of torch.testing._internal DTensor helpers to harness",
         description=(
             "Rewrite imports of PyTorch's private DTensor test helpers (common_dtensor, and "
@@ -26,7 +29,6 @@ def add_parser(sub, parents) -> None:
         action="store_true",
         help="change nothing: print the diff, exit 1 if a file would change",
     )
-    parser.set_defaults(handler=migrate)
 
 
 def migrate(args) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from harness.commands import add_command
 from harness.errors import UsageError
 
 
@@ -21,9 +22,11 @@ def add_parser(sub, parents) -> None:
         help="make or show the records of DTensor's own op failures a certification uses",
     )
     verbs = parser.add_subparsers(dest="reference_command", metavar="VERB", required=True)
-    make = verbs.add_parser(
+    make = add_command(
+        verbs,
         "make",
-        parents=parents,
+        make_cmd,
+        parents,
         help="write a world size's DTensor's own failures into a record from a sweep's JUnit",
         description="Reads the JUnit of an ops sweep on CPU under LocalTensor with no plugin "
         "(every op as it ran: harness certify on a cpu cell writes one) and replaces the "
@@ -45,12 +48,10 @@ def add_parser(sub, parents) -> None:
         help="the record to update or create (default: the kit's shipped record for the "
         "installed torch, harness/conformance/xfails/torch-X.Y.toml)",
     )
-    make.set_defaults(handler=make_cmd)
-    show = verbs.add_parser(
-        "show", parents=parents, help="which reference a cell's certification would use"
+    show = add_command(
+        verbs, "show", show_cmd, parents, help="which reference a cell's certification would use"
     )
     show.add_argument("cell", help="cell name")
-    show.set_defaults(handler=show_cmd)
 
 
 def make_cmd(args) -> int:

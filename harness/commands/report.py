@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.commands import add_command, print_problems
 from harness.errors import UsageError
 
 
@@ -14,9 +15,11 @@ def add_parser(sub, parents) -> None:
     )
     verbs = parser.add_subparsers(dest="report_command", metavar="VERB", required=True)
 
-    verify = verbs.add_parser(
+    verify = add_command(
+        verbs,
         "verify",
-        parents=parents,
+        verify_cmd,
+        parents,
         help="check that a report folder is unedited (and who signed it)",
         description="Exit 0 when the folder is as certify wrote it and signed by a key of "
         "--allowed-signers; 1 naming what changed, was added, or a signature that does not "
@@ -37,11 +40,12 @@ def add_parser(sub, parents) -> None:
         action="store_true",
         help="check only that the files are as written (exit 0 without a signer check)",
     )
-    verify.set_defaults(handler=verify_cmd)
 
-    merge = verbs.add_parser(
+    merge = add_command(
+        verbs,
         "merge",
-        parents=parents,
+        merge_cmd,
+        parents,
         help="one matrix report from many cells' report folders",
         description="DIR is a report folder or a folder of them (e.g. results/).",
     )
@@ -50,16 +54,18 @@ def add_parser(sub, parents) -> None:
         "--out", metavar="DIR", default="results/matrix", help="default: results/matrix"
     )
     merge.add_argument("--sign", metavar="KEY", help="sign the matrix report with this SSH key")
-    merge.set_defaults(handler=merge_cmd)
 
-    sign = verbs.add_parser("sign", parents=parents, help="sign a report folder with an SSH key")
+    sign = add_command(
+        verbs, "sign", sign_cmd, parents, help="sign a report folder with an SSH key"
+    )
     sign.add_argument("dir", metavar="DIR")
     sign.add_argument("--key", required=True, metavar="KEY", help="SSH private key file")
-    sign.set_defaults(handler=sign_cmd)
 
-    diff = verbs.add_parser(
+    diff = add_command(
+        verbs,
         "diff",
-        parents=parents,
+        diff_cmd,
+        parents,
         help="compare two cell reports: regressions, fixes, waivers, coverage, machines",
         description="Regressions (passed in A, failed in B) first, then fixes, newly waived "
         "tests, per-capability counts and fingerprint differences. Exit 1 on any regression, "
@@ -75,11 +81,12 @@ def add_parser(sub, parents) -> None:
         default="text",
         help="markdown: for a pull request comment (default: text)",
     )
-    diff.set_defaults(handler=diff_cmd)
 
-    build = verbs.add_parser(
+    build = add_command(
+        verbs,
         "build",
-        parents=parents,
+        build_cmd,
+        parents,
         help="make a report from a folder holding a cell's junit.xml (e.g. after harness run)",
     )
     build.add_argument("dir", metavar="DIR")
@@ -89,7 +96,6 @@ def add_parser(sub, parents) -> None:
     build.add_argument(
         "--waivers", metavar="FILE", help="waivers TOML to apply (default: the cell's `waivers`)"
     )
-    build.set_defaults(handler=build_cmd)
 
 
 def verify_cmd(args) -> int:
@@ -116,9 +122,8 @@ def verify_cmd(args) -> int:
             )
         else:
             status = 1
-            print(f"{folder}: MODIFIED ({name}): {len(found.problems)} problem(s)", file=sys.stderr)
-            for problem in found.problems:
-                print(f"  - {problem}", file=sys.stderr)
+            head = f"{folder}: MODIFIED ({name}): {len(found.problems)} problem(s)"
+            print_problems(head, found.problems)
         for note in found.notes:
             print(f"  {note}")
     return status
@@ -134,9 +139,7 @@ def merge_cmd(args) -> int:
         raise UsageError("no cell report folders to merge; run `harness certify CELL` first.")
     report, problems = merge.merge(folders)
     if problems:
-        print("harness: refusing to merge edited reports:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
+        print_problems("harness: refusing to merge edited reports:", problems)
         return 1
     bundle.write(args.out, report)
     if args.sign:
@@ -166,9 +169,7 @@ def sign_cmd(args) -> int:
 
     found = bundle.verify(args.dir)
     if not found.ok:
-        print(f"harness: {args.dir} was edited; refusing to sign it:", file=sys.stderr)
-        for problem in found.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        print_problems(f"harness: {args.dir} was edited; refusing to sign it:", found.problems)
         return 1
     print(f"harness: signed {bundle.sign(args.dir, args.key)}")
     return 0

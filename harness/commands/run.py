@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 
 from harness import launchers, lifelines, lock, pipeline
-from harness.commands import add_wait_argument, wait_for
+from harness.commands import add_command, add_wait_argument, wait_for
 from harness.matrix import load_matrix
 
 
 def add_parser(sub, parents) -> None:
-    parser = sub.add_parser("run", parents=parents, help="run one cell's suites with pytest")
+    parser = add_command(sub, "run", run, parents, help="run one cell's suites with pytest")
     parser.add_argument("cell", help="cell name, with or without its test- prefix")
     parser.add_argument("--results", metavar="DIR", help="results folder (default: the cell's)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
@@ -43,7 +43,6 @@ def add_parser(sub, parents) -> None:
         metavar="R",
         help="this node's number; with --rdzv-endpoint, node 0 serves the rendezvous store",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args) -> int:

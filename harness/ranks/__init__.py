@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Pool": "harness.ranks.run",
     "close_all_pools": "harness.ranks.run",
     "close_pool": "harness.ranks.run",
-    "pg_timeout_for": "harness.ranks.run",
+    "pg_timeout_for": "harness.ranks.group",
     "pool_for": "harness.ranks.run",
     "run_in_pool": "harness.ranks.run",
     "run_in_processes": "harness.ranks.run",

@@ -17,7 +17,6 @@ import os
 from harness import devices
 from harness.ranks.group import RankGroup
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
-from harness.ranks.run import pg_timeout_for
 from harness.ranks.runner import Job
 
 #: The test side's fake variant of a class (harness.fake.fake_variant).
@@ -42,21 +41,10 @@ def run_fake(job: Job) -> Verdict:
     outcomes: list[RankOutcome] = []
     timed_out = False
     for start in range(0, len(chosen), batch):
-        group = RankGroup(
-            job.cls,
-            job.world_size,
-            pool=False,
-            pg_timeout=pg_timeout_for(job.timeout),
-            first_test=job.method,
-            ranks=chosen[start : start + batch],
-            extra={"variant": VARIANT},
+        group = RankGroup.for_job(
+            job, ranks=chosen[start : start + batch], extra={"variant": VARIANT}
         )
-        try:
-            got, timed_out = group.collect(job.timeout)
-            group.join()
-            group.drain_output()
-        finally:
-            group.kill()
+        got, timed_out = group.run_once(job.timeout)
         outcomes += got
         if any(o.status != "passed" for o in got):
             break  # the first rank that did not pass decides; the rest would only repeat it

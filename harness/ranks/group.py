@@ -22,6 +22,7 @@ from typing import Any
 from harness.ranks import reaper, spawn
 from harness.ranks.clock import Clock
 from harness.ranks.outcome import RankOutcome
+from harness.ranks.runner import Job
 from harness.ranks.worker import RankSpec, log_path, rank_main, stack_path
 
 #: Seconds other ranks get to report after one rank failed or crashed.
@@ -30,6 +31,12 @@ GRACE_SECONDS = 2.0
 SKIP_GRACE_SECONDS = 0.5
 #: Seconds a rank gets to write its stack after SIGUSR1.
 STACK_SECONDS = 1.0
+
+
+def pg_timeout_for(test_timeout: float) -> float:
+    """The process-group timeout: below the test's, so a stuck collective raises first."""
+    margin = max(1.0, min(30.0, 0.2 * test_timeout))
+    return max(1.0, test_timeout - margin)
 
 
 def class_ref(cls: type) -> tuple[str, str | None, str]:
@@ -91,6 +98,31 @@ class RankGroup:
         except BaseException:
             self.kill()
             raise
+
+    @classmethod
+    def for_job(
+        cls, job: Job, *, ranks: list[int] | None = None, extra: dict[str, Any] | None = None
+    ) -> RankGroup:
+        """A fresh group that runs ``job``'s one test (process mode, a batch of fake ranks)."""
+        return cls(
+            job.cls,
+            job.world_size,
+            pool=False,
+            pg_timeout=pg_timeout_for(job.timeout),
+            first_test=job.method,
+            ranks=ranks,
+            extra=extra,
+        )
+
+    def run_once(self, timeout: float) -> tuple[list[RankOutcome], bool]:
+        """Collect a fresh group's one result per rank, then reap it whatever happened."""
+        try:
+            outcomes, timed_out = self.collect(timeout)
+            self.join()
+            self.drain_output()
+        finally:
+            self.kill()
+        return outcomes, timed_out
 
     @property
     def pids(self) -> list[int]:

@@ -8,15 +8,9 @@ replaced before the next test, so one bad test never poisons the rest.
 
 from __future__ import annotations
 
-from harness.ranks.group import RankGroup
+from harness.ranks.group import RankGroup, pg_timeout_for
 from harness.ranks.outcome import RankOutcome, Verdict, verdict
 from harness.ranks.runner import Job
-
-
-def pg_timeout_for(test_timeout: float) -> float:
-    """The process-group timeout: below the test's, so a stuck collective raises first."""
-    margin = max(1.0, min(30.0, 0.2 * test_timeout))
-    return max(1.0, test_timeout - margin)
 
 
 def _note(group: RankGroup | None, timed_out: bool) -> str:
@@ -27,19 +21,8 @@ def _note(group: RankGroup | None, timed_out: bool) -> str:
 
 def run_in_processes(job: Job) -> Verdict:
     """Process mode: spawn ``world_size`` ranks for this one test, then reap them."""
-    group = RankGroup(
-        job.cls,
-        job.world_size,
-        pool=False,
-        pg_timeout=pg_timeout_for(job.timeout),
-        first_test=job.method,
-    )
-    try:
-        outcomes, timed_out = group.collect(job.timeout)
-        group.join()
-        group.drain_output()
-    finally:
-        group.kill()
+    group = RankGroup.for_job(job)
+    outcomes, timed_out = group.run_once(job.timeout)
     return verdict(
         outcomes,
         world_size=job.world_size,

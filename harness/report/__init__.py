@@ -7,5 +7,6 @@ when called; never imports the rank runner.
 
 Modules: junit (parse), fingerprint, schema (build, seal), views + render
 (Markdown, HTML), bundle (write, sign, verify), merge, progress and
-pytest_progress (live counts while certify runs).
+pytest_progress (live counts while certify runs), waivers and reference (the
+user's TOML files, read through inputs).
 """

@@ -33,20 +33,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
 from harness.outcomes import Outcome
-from harness.report import schema
+from harness.report import inputs, schema
 from harness.report.junit import CaseResult
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 #: The record's format. 1: one ``[xfail]`` list found at one world size; 2: ``[world.N]``.
 SCHEMA = 2
@@ -104,23 +98,12 @@ class Record:
 
 def load(path: str | Path) -> Record:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(
-            f"reference record {str(path)!r} not found; pass --reference FILE."
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read reference record {path}: {exc.strerror}") from None
-    return parse(raw, str(path))
+    return parse(inputs.read(path, "reference record", "pass --reference FILE"), str(path))
 
 
 def parse(raw: bytes, source: str) -> Record:
     """Read and check a record; any problem is one UsageError line naming the key."""
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{source}: not valid TOML ({exc}).") from None
+    data = inputs.tables(raw, source)
     if data.get("schema") != SCHEMA:
         old = (
             " (schema 1: one [xfail] list at one world size; remake it from a sweep with "

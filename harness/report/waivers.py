@@ -29,19 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.report import schema
+from harness.report import inputs, schema
 from harness.report.junit import CaseResult
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 #: The copy in a report folder (SHA256SUMS covers it).
 FILE = "waivers.toml"
@@ -93,16 +87,8 @@ class Waivers:
 def load(path: str | Path) -> Waivers:
     """Read and check a waivers file; any problem is one UsageError line."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(
-            f"waivers file {str(path)!r} not found; pass --waivers FILE or fix `waivers` "
-            f"in the matrix."
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read waivers file {path}: {exc.strerror}") from None
-    return parse(raw, str(path))
+    fix = "pass --waivers FILE or fix `waivers` in the matrix"
+    return parse(inputs.read(path, "waivers file", fix), str(path))
 
 
 def for_cell(cell: Any, override: str | None = None) -> Waivers | None:
@@ -114,10 +100,7 @@ def for_cell(cell: Any, override: str | None = None) -> Waivers | None:
 
 
 def parse(raw: bytes, source: str) -> Waivers:
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{source}: not valid TOML ({exc}).") from None
+    data = inputs.tables(raw, source)
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise UsageError(
