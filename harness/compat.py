@@ -369,3 +369,87 @@ def op_samples(op: Any, device: str, dtype: Any, *, requires_grad: bool, seed: i
             yield next(samples)
         except StopIteration:
             return
+
+
+# --- torch 2.15's test idioms: hw_classification, requires_capabilities ---------
+
+_COMMON_UTILS = "torch.testing._internal.common_utils"
+_COMMON_DEVICE_TYPE = "torch.testing._internal.common_device_type"
+
+
+def hardware_classification() -> Any:
+    """torch's ``HardwareClassification`` enum (torch >= 2.15), or None where it has none."""
+    try:
+        return private(
+            _COMMON_UTILS, "HardwareClassification", feature="hw_classification", min_torch="2.15"
+        )
+    except TorchFeatureMissing:
+        return None
+
+
+def torch_requires_capabilities() -> Any:
+    """torch's own ``requires_capabilities`` decorator (torch >= 2.15), or None."""
+    try:
+        return private(
+            _COMMON_DEVICE_TYPE,
+            "requires_capabilities",
+            feature="torch's requires_capabilities",
+            min_torch="2.15",
+        )
+    except TorchFeatureMissing:
+        return None
+
+
+def torch_required_capabilities(fn: Any) -> tuple[str, ...]:
+    """The capabilities torch's ``requires_capabilities`` put on ``fn`` (and what it wraps).
+
+    torch keeps them only in its wrapper's closure (``caps_set``), so the wrapper is
+    told by its code's name and module; nothing else is read from it.
+    """
+    found: list[str] = []
+    seen = 0
+    while fn is not None and seen < 16:
+        code = getattr(fn, "__code__", None)
+        if (
+            code is not None
+            and getattr(fn, "__module__", "") == _COMMON_DEVICE_TYPE
+            and code.co_name == "wrapper"
+            and "caps_set" in code.co_freevars
+            and fn.__closure__ is not None
+        ):
+            caps = fn.__closure__[code.co_freevars.index("caps_set")].cell_contents
+            found.extend(sorted(str(c) for c in caps))
+        fn = getattr(fn, "__wrapped__", None)
+        seen += 1
+    return tuple(dict.fromkeys(found))
+
+
+def torch_device_capabilities(cls: type, device_type: str) -> dict[str, bool]:
+    """What torch's device-type test base says this device supports ({} where none).
+
+    ``cls`` an instantiated device-type class: its own base answers; otherwise the
+    base torch has for ``device_type`` (CPUTestBase for cpu, ...).
+    """
+    try:
+        module = importlib.import_module(_COMMON_DEVICE_TYPE)
+    except ImportError:
+        return {}
+    root = getattr(module, "DeviceTypeTestBase", None)
+    if root is None or not hasattr(root, "_capabilities"):
+        return {}  # torch < 2.15: no capability map
+    base = next((b for b in cls.__mro__ if issubclass(b, root) and b is not root), None)
+    if base is None:
+        bases = [*module.get_device_type_test_bases(), *vars(module).values()]
+        base = next(
+            (
+                b
+                for b in bases
+                if isinstance(b, type)
+                and issubclass(b, root)
+                and getattr(b, "device_type", None) == device_type
+            ),
+            None,
+        )
+    if base is None:
+        return {}
+    return {str(k): bool(fn()) for k, fn in base._capabilities().items()}
