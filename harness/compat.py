@@ -403,25 +403,29 @@ def torch_requires_capabilities() -> Any:
 def torch_required_capabilities(fn: Any) -> tuple[str, ...]:
     """The capabilities torch's ``requires_capabilities`` put on ``fn`` (and what it wraps).
 
-    torch keeps them only in its wrapper's closure (``caps_set``), so the wrapper is
-    told by its code's name and module; nothing else is read from it.
+    torch keeps them only in its wrapper's closure (``caps_set``): the wrapper is told
+    by its code object (every wrapper torch's decorator makes shares one), and only
+    that closure cell is read.
     """
+    code = _torch_capability_wrapper_code()
     found: list[str] = []
     seen = 0
-    while fn is not None and seen < 16:
-        code = getattr(fn, "__code__", None)
-        if (
-            code is not None
-            and getattr(fn, "__module__", "") == _COMMON_DEVICE_TYPE
-            and code.co_name == "wrapper"
-            and "caps_set" in code.co_freevars
-            and fn.__closure__ is not None
-        ):
+    while code is not None and fn is not None and seen < 16:
+        if getattr(fn, "__code__", None) is code and fn.__closure__ is not None:
             caps = fn.__closure__[code.co_freevars.index("caps_set")].cell_contents
             found.extend(sorted(str(c) for c in caps))
         fn = getattr(fn, "__wrapped__", None)
         seen += 1
     return tuple(dict.fromkeys(found))
+
+
+@cache
+def _torch_capability_wrapper_code() -> Any:
+    decorator = torch_requires_capabilities()
+    if decorator is None:
+        return None
+    code = decorator("probe")(lambda self: None).__code__
+    return code if "caps_set" in code.co_freevars else None
 
 
 def torch_device_capabilities(cls: type, device_type: str) -> dict[str, bool]:

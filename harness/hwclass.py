@@ -110,7 +110,7 @@ def left_out_reason(name: str, cell: str, counted: Iterable[str]) -> str:
     """The skip reason of a test whose class this cell does not count."""
     return (
         f"hw class {name} is not counted on {cell} (it counts {', '.join(counted)}; "
-        f"`harness run --hw-class` or HARNESS_HW_CLASSES changes that)"
+        "--hw-class (harness run, certify) or --harness-hw-class (pytest) changes that)"
     )
 
 

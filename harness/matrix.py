@@ -209,6 +209,9 @@ class Cell:
             "HARNESS_TIMEOUT": str(self.timeout),
             "HARNESS_TORCH": self.torch,
         }
+        # instantiate_device_type_tests makes classes for the cell's device type only:
+        # an accelerator cell's tests run on its accelerator, not also on the host cpu
+        env["PYTORCH_TESTING_DEVICE_ONLY_FOR"] = self.device
         # the hw_classification classes its runs count (harness.hwclass.COUNTED)
         env[hwclass.ENV] = self.hw_classes or ",".join(
             hwclass.default_classes(self.spec.binds_devices, self.device)
