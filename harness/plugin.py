@@ -217,7 +217,10 @@ def _skip_other_hw_classes(items: list[pytest.Item]) -> None:
         return
     cell = os.environ.get("HARNESS_CELL") or "this run"
     for item in items:
-        name = hwclass.classification_of(getattr(item, "cls", None))
+        try:
+            name = hwclass.classification_of(getattr(item, "cls", None))
+        except TypeError as exc:  # the test author's typo: one line, not a traceback
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
         if name is not None and name not in counted:
             item.add_marker(pytest.mark.skip(reason=hwclass.left_out_reason(name, cell, counted)))
 

@@ -119,6 +119,29 @@ def test_a_class_reads_as_a_member_name_whatever_enum_or_string():
 
 
 # -- runs --------------------------------------------------------------------------------
+def test_a_class_with_a_wrong_classification_stops_the_run_with_one_line(tmp_path):
+    test = tmp_path / "test_wrong.py"
+    test.write_text(
+        "import unittest\n\n\nclass Wrong(unittest.TestCase):\n"
+        "    hw_classification = 'gpu'\n\n    def test_it(self):\n        pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), hwclass.ENV: "GENERIC,CPU"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(test)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 4, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "test_wrong.py::Wrong::test_it: test_wrong.Wrong.hw_classification = 'gpu': not a" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
 def test_harness_run_skips_what_the_cell_does_not_count_naming_the_class(tmp_path):
     done = harness_cli("run", "cpu-1rank", "--matrix", str(ROOT / "matrix.toml"), "--",
                        str(CLASSES), cwd=tmp_path)  # fmt: skip
