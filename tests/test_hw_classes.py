@@ -220,6 +220,22 @@ def test_on_a_declared_accelerator_the_class_is_its_device_and_backend(tmp_path)
     )
 
 
+def test_except_cpu_keeps_a_declared_accelerators_own_device_type(tmp_path):
+    """widget's plugin adds a device type (torch's PrivateUse1, renamed), as a vendor's does;
+    every rank makes the class, and its device and device_type are widget's."""
+    args = ("--matrix", str(DATA / "matrix.toml"), "--", str(DATA / "test_except_cpu.py"))
+    done = harness_cli("run", "widget-2card", *args, cwd=tmp_path, extra_path=DATA)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    got = outcomes(tmp_path / "results" / "widget-2card" / "junit.xml")
+    assert got == {"test_device_type_widget": "passed"}
+    junit = (tmp_path / "results" / "widget-2card" / "junit.xml").read_text()
+    assert 'test_except_cpu.OnTheAcceleratorPRIVATEUSE1" name="test_device_type_widget"' in junit
+    # the same file on a cpu cell: except_for="cpu" leaves nothing to run
+    done = harness_cli("run", "cpu-2rank", "--matrix", str(ROOT / "matrix.toml"), "--",
+                       str(DATA / "test_except_cpu.py"), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 5, done.stdout[-2000:]  # pytest: no tests collected
+
+
 def test_an_accelerator_cell_makes_no_class_for_the_host_cpu():
     """A cuda cell sets PYTORCH_TESTING_DEVICE_ONLY_FOR=cuda: on a host with a CPU and
     a GPU, its classes are the GPU's only (here, with no GPU, none at all)."""
