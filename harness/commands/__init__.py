@@ -37,7 +37,7 @@ def add_hw_class_argument(parser) -> None:
         f"{','.join(hwclass.MEMBERS)}), or all; a test of another class is skipped, naming "
         "it (default: the cell's kind, "
         + "; ".join(f"{k}: {','.join(v)}" for k, v in hwclass.COUNTED.items())
-        + ")",
+        + " and the class of its device type)",
     )
 
 
