@@ -42,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     # requirements stated as capabilities (decided in the parent, before any rank)
     "Capability": "harness.requirements",
     "requires_capabilities": "harness.requirements",
+    # torch 2.15's hw_classification enum (torch's own where it has one, else the kit's twin)
+    "HardwareClassification": "harness.testcase",
     # accelerators (torch-free)
     "Accelerator": "harness.accelerators",
     # LocalTensor mode

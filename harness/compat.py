@@ -374,3 +374,91 @@ def seed_all(seed: int) -> None:
     numpy_random = getattr(sys.modules.get("numpy"), "random", None)
     if numpy_random is not None:
         numpy_random.seed(seed)
+
+
+# --- torch 2.15's test idioms: hw_classification, requires_capabilities ---------
+
+_COMMON_UTILS = "torch.testing._internal.common_utils"
+_COMMON_DEVICE_TYPE = "torch.testing._internal.common_device_type"
+
+
+def hardware_classification() -> Any:
+    """torch's ``HardwareClassification`` enum (torch >= 2.15), or None where it has none."""
+    try:
+        return private(
+            _COMMON_UTILS, "HardwareClassification", feature="hw_classification", min_torch="2.15"
+        )
+    except TorchFeatureMissing:
+        return None
+
+
+def torch_requires_capabilities() -> Any:
+    """torch's own ``requires_capabilities`` decorator (torch >= 2.15), or None."""
+    try:
+        return private(
+            _COMMON_DEVICE_TYPE,
+            "requires_capabilities",
+            feature="torch's requires_capabilities",
+            min_torch="2.15",
+        )
+    except TorchFeatureMissing:
+        return None
+
+
+def torch_required_capabilities(fn: Any) -> tuple[str, ...]:
+    """The capabilities torch's ``requires_capabilities`` put on ``fn`` (and what it wraps).
+
+    torch keeps them only in its wrapper's closure (``caps_set``): the wrapper is told
+    by its code object (every wrapper torch's decorator makes shares one), and only
+    that closure cell is read.
+    """
+    code = _torch_capability_wrapper_code()
+    found: list[str] = []
+    seen = 0
+    while code is not None and fn is not None and seen < 16:
+        if getattr(fn, "__code__", None) is code and fn.__closure__ is not None:
+            caps = fn.__closure__[code.co_freevars.index("caps_set")].cell_contents
+            found.extend(sorted(str(c) for c in caps))
+        fn = getattr(fn, "__wrapped__", None)
+        seen += 1
+    return tuple(dict.fromkeys(found))
+
+
+@cache
+def _torch_capability_wrapper_code() -> Any:
+    decorator = torch_requires_capabilities()
+    if decorator is None:
+        return None
+    code = decorator("probe")(lambda self: None).__code__
+    return code if "caps_set" in code.co_freevars else None
+
+
+def torch_device_capabilities(cls: type, device_type: str) -> dict[str, bool]:
+    """What torch's device-type test base says this device supports ({} where none).
+
+    ``cls`` an instantiated device-type class: its own base answers; otherwise the
+    base torch has for ``device_type`` (CPUTestBase for cpu, ...).
+    """
+    try:
+        module = importlib.import_module(_COMMON_DEVICE_TYPE)
+    except ImportError:
+        return {}
+    root = getattr(module, "DeviceTypeTestBase", None)
+    if root is None or not hasattr(root, "_capabilities"):
+        return {}  # torch < 2.15: no capability map
+    base = next((b for b in cls.__mro__ if issubclass(b, root) and b is not root), None)
+    if base is None:
+        bases = [*module.get_device_type_test_bases(), *vars(module).values()]
+        base = next(
+            (
+                b
+                for b in bases
+                if isinstance(b, type)
+                and issubclass(b, root)
+                and getattr(b, "device_type", None) == device_type
+            ),
+            None,
+        )
+    if base is None:
+        return {}
+    return {str(k): bool(fn()) for k, fn in base._capabilities().items()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import accelerators, matrix_schema
+from harness import accelerators, hwclass, matrix_schema
 from harness.accelerators import DEFINITION_KEYS, MODE_UNITS, Accelerator, AcceleratorError
 from harness.errors import UsageError
 from harness.matrix_schema import (  # re-exported: the names harness.matrix always had
@@ -136,6 +136,9 @@ class Cell:
     #: the world that run; () for every other mode
     mesh_shape: tuple[int, ...] = ()
     fake_ranks: tuple[int, ...] = ()
+    #: the hw_classification classes its runs count: "" for its kind's (harness.hwclass),
+    #: else names or "all" (`harness run --hw-class`)
+    hw_classes: str = ""
 
     @property
     def spec(self) -> Accelerator:
@@ -206,6 +209,13 @@ class Cell:
             "HARNESS_TIMEOUT": str(self.timeout),
             "HARNESS_TORCH": self.torch,
         }
+        # instantiate_device_type_tests makes classes for the cell's device type only:
+        # an accelerator cell's tests run on its accelerator, not also on the host cpu
+        env["PYTORCH_TESTING_DEVICE_ONLY_FOR"] = self.device
+        # the hw_classification classes its runs count (harness.hwclass.COUNTED)
+        env[hwclass.ENV] = self.hw_classes or ",".join(
+            hwclass.default_classes(self.spec.binds_devices, self.device)
+        )
         if self.plugins:  # imported in the parent and every rank (harness.hosts)
             env["HARNESS_PLUGINS"] = ",".join(self.plugins)
         if self.mode == "fake":

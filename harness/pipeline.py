@@ -202,6 +202,18 @@ def taken_fingerprint(folder: Path) -> dict | None:
         taken.unlink(missing_ok=True)
 
 
+def hw_classes(cell: Cell, results: Sequence[Any]) -> dict[str, Any]:
+    """Which hw_classification classes the run counted, and how many tests each left out."""
+    from harness import hwclass
+    from harness.outcomes import Outcome
+
+    counted = hwclass.parse(cell.harness_env()[hwclass.ENV])
+    return {
+        "counted": list(counted) if counted is not None else hwclass.ALL,
+        "left_out": hwclass.tally(r.reason for r in results if r.outcome == Outcome.SKIPPED),
+    }
+
+
 def build_report(
     cell: Cell,
     matrix: Matrix,
@@ -253,6 +265,7 @@ def build_report(
             "pytest_args": list(pytest_args),
             "exit_code": exit_code,
             "wall_s": round(wall, 1),
+            "hw_classes": hw_classes(cell, results),
             **({"upstream": upstream_info} if upstream_info else {}),
         },
         artifacts={JUNIT: bundle.file_sha256(junit_path(folder))},

@@ -29,6 +29,7 @@ _ENV_OPTIONS = {
     "harness_ops": "HARNESS_OPS",
     "harness_mesh": "HARNESS_MESH",
     "harness_fake_ranks": "HARNESS_FAKE_RANKS",
+    "harness_hw_class": "HARNESS_HW_CLASSES",
 }
 
 
@@ -106,6 +107,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="per-test timeout; a hang ends with every rank's stack",
     )
     group.addoption(
+        "--harness-hw-class",
+        metavar="all|NAMES",
+        help="the hw_classification classes this run counts (e.g. GENERIC,CPU); a test of "
+        "another class is skipped, naming it (default: the cell's; all: no filter)",
+    )
+    group.addoption(
         "--harness-ops",
         metavar="all|off|NAMES",
         help="the ops capability (every OpInfo, plain vs DTensor): all, off (the default "
@@ -133,6 +140,13 @@ def pytest_configure(config: pytest.Config) -> None:
         value = env.get(var, os.environ.get(var))
         if value is not None and not fits(value.strip()):
             raise pytest.UsageError(f"{var}={value!r}: {must}.")
+    from harness import hwclass
+    from harness.errors import UsageError
+
+    try:
+        hwclass.parse(env.get(hwclass.ENV, os.environ.get(hwclass.ENV, "")))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
     os.environ.update(env)
     from harness.conformance import _ops
 
@@ -195,6 +209,28 @@ def _torch() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _skip_other_hw_classes(items)
+    _skip_local_without_local_tensor(items)
+
+
+def _skip_other_hw_classes(items: list[pytest.Item]) -> None:
+    """A test whose class's ``hw_classification`` the cell does not count: skipped, naming it."""
+    from harness import hwclass
+
+    counted = hwclass.parse(os.environ.get(hwclass.ENV, ""))
+    if counted is None:
+        return
+    cell = os.environ.get("HARNESS_CELL") or "this run"
+    for item in items:
+        try:
+            name = hwclass.classification_of(getattr(item, "cls", None))
+        except TypeError as exc:  # the test author's typo: one line, not a traceback
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        if name is not None and name not in counted:
+            item.add_marker(pytest.mark.skip(reason=hwclass.left_out_reason(name, cell, counted)))
+
+
+def _skip_local_without_local_tensor(items: list[pytest.Item]) -> None:
     """A LocalTensor cell on a torch without LocalTensor: every test skips, one reason."""
     if os.environ.get("HARNESS_MODE") != "local" or not items:
         return

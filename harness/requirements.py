@@ -148,12 +148,78 @@ def requires_capabilities(*requirements: Requirement) -> Callable[[T], T]:
 
 
 def required_by(test: unittest.TestCase, method: str) -> tuple[Requirement, ...]:
-    """What ``test``'s class and its ``method`` require."""
+    """What ``test``'s class and its ``method`` require, by the kit's decorator or torch's."""
     fn = getattr(type(test), method, None)
     return (
         *getattr(type(test), "_harness_capabilities", ()),
         *getattr(fn, "_harness_capabilities", ()),
+        *(_from_torch(type(test), name) for name in _torch_capabilities(fn)),
     )
 
 
-__all__ = ["Capability", "Requirement", "required_by", "requires_capabilities", "unmet"]
+# --- torch's own @requires_capabilities (torch >= 2.15), decided by the kit's rules ------
+
+
+def _torch_capabilities(fn: Any) -> tuple[str, ...]:
+    if fn is None:
+        return ()
+    from harness import compat
+
+    return compat.torch_required_capabilities(fn)
+
+
+def _by_name() -> dict[str, Requirement]:
+    return {r.name: r for r in Capability.all()}
+
+
+def _from_torch(cls: type, name: str) -> Requirement:
+    """A capability torch's decorator names: the kit's rule where the kit has one
+    (``distributed.backend``), else what torch's test base for the device declares."""
+    known = _by_name().get(name)
+    if known is not None:
+        return known
+
+    def check() -> str | None:
+        device = _device_type(cls)
+        answer = _torch_answers(cls, device).get(name)
+        if answer is False:
+            return f"torch's {device} test base does not support it"
+        return None  # supported, or declared nowhere: torch's wrapper fails the test, naming it
+
+    return Requirement(name, "declared by torch's device-type test base", check)
+
+
+def _device_type(cls: type) -> str:
+    # an instantiated device-type class's base says it as a string (the kit's is a property)
+    for base in cls.__mro__:
+        value = vars(base).get("device_type")
+        if isinstance(value, str):
+            return value
+    from harness import devices
+
+    return devices.DEVICE_TYPE
+
+
+def _torch_answers(cls: type, device: str) -> dict[str, bool]:
+    from harness import compat
+
+    return compat.torch_device_capabilities(cls, device)
+
+
+def capability_answers(cls: type) -> dict[str, bool]:
+    """``get_capabilities()`` of a kit class, which torch's decorator asks at run time:
+    torch's device base's answers, then the kit's own capabilities by the kit's rules."""
+    answers = dict(_torch_answers(cls, _device_type(cls)))
+    for requirement in Capability.all():
+        answers[requirement.name] = requirement.check() is None
+    return answers
+
+
+__all__ = [
+    "Capability",
+    "Requirement",
+    "capability_answers",
+    "required_by",
+    "requires_capabilities",
+    "unmet",
+]

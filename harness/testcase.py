@@ -23,7 +23,7 @@ from typing import Any
 import expecttest
 import torch
 
-from harness import compat
+from harness import compat, hwclass
 
 #: Seed every test starts from, in the parent and in every rank (upstream's value).
 # unittest leaves this module's frames out of failure tracebacks
@@ -314,6 +314,17 @@ def _complex_close(x: Any, y: Any, tol: dict, equal_nan: bool) -> bool:
     return abs(x - y) <= atol + rtol * abs(y)
 
 
+#: torch 2.15's ``hw_classification`` enum where the installed torch has it, else the
+#: kit's twin (same names and values); the filter reads either (harness.hwclass).
+HardwareClassification = compat.hardware_classification() or hwclass.KitHardwareClassification
+
+
+def _capabilities_of(cls: type) -> dict[str, bool]:
+    from harness import requirements
+
+    return requirements.capability_answers(cls)
+
+
 class TestCase(expecttest.TestCase):
     """unittest.TestCase plus the assertions upstream DTensor tests use."""
 
@@ -321,6 +332,18 @@ class TestCase(expecttest.TestCase):
     precision: float = 0.0
     rel_tol: float = 0.0
     maxDiff = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # torch's @requires_capabilities asks type(self).get_capabilities() at run time;
+        # set on every class, it answers before torch's device-type base in an
+        # instantiate_device_type_tests class, whose MRO puts that base first
+        cls.get_capabilities = classmethod(_capabilities_of)  # type: ignore[assignment]
+
+    @classmethod
+    def get_capabilities(cls) -> dict[str, bool]:
+        """The capabilities torch's decorator asks about, answered by the kit's rules."""
+        return _capabilities_of(cls)
 
     def setUp(self) -> None:
         super().setUp()

@@ -45,3 +45,31 @@ def add_wait_argument(parser) -> None:
 def wait_for(args) -> float | None:
     """--wait as lock.hold takes it: None waits for ever, 0 refuses at once."""
     return None if args.wait < 0 else args.wait
+
+
+def add_hw_class_argument(parser) -> None:
+    """``--hw-class NAMES|all``: the hw_classification classes a run counts."""
+    from harness import hwclass
+
+    parser.add_argument(
+        "--hw-class",
+        metavar="NAMES|all",
+        help="count these hw_classification classes (comma-separated: "
+        f"{','.join(hwclass.MEMBERS)}), or all; a test of another class is skipped, naming "
+        "it (default: the cell's kind, "
+        + "; ".join(f"{k}: {','.join(v)}" for k, v in hwclass.COUNTED.items())
+        + " and the class of its device type)",
+    )
+
+
+def with_hw_class(cell, args):
+    """The cell, counting the classes ``--hw-class`` names (a bad name: one UsageError)."""
+    import dataclasses
+
+    from harness import hwclass
+
+    value = getattr(args, "hw_class", None)
+    if not value:
+        return cell
+    names = hwclass.parse(value, "--hw-class")
+    return dataclasses.replace(cell, hw_classes=",".join(names) if names else hwclass.ALL)

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 from harness import certification, lock, pipeline, upstream
-from harness.commands import add_command, add_wait_argument, wait_for
+from harness.commands import (
+    add_command,
+    add_hw_class_argument,
+    add_wait_argument,
+    wait_for,
+    with_hw_class,
+)
 from harness.errors import UsageError
 from harness.matrix import Cell, Matrix, load_matrix
 from harness.report import bundle, waivers
@@ -64,11 +70,12 @@ def add_parser(sub, parents) -> None:
         "-v", "--verbose", action="store_true", help="show pytest's output instead of progress"
     )
     add_wait_argument(parser)
+    add_hw_class_argument(parser)
 
 
 def certify(args) -> int:
     matrix = load_matrix(args.matrix)
-    cell = matrix.cell(args.cell)
+    cell = with_hw_class(matrix.cell(args.cell), args)
     out = Path(args.out) if args.out else cell.results_dir
     if args.sign and not Path(args.sign).is_file():
         raise UsageError(f"signing key {args.sign!r} not found; pass --sign PRIVATE_KEY_FILE.")
@@ -197,6 +204,11 @@ def _summary(cell: Cell, report: dict, out: Path, args) -> None:
         f"{summary['skipped']} skipped in {report['run']['wall_s']} s)"
     )
     how = "--allowed-signers FILE" if args.sign else "--integrity-only"  # unsigned: exit 3 else
+    hw = report["run"].get("hw_classes")
+    if hw:
+        counted = hw["counted"] if isinstance(hw["counted"], str) else ", ".join(hw["counted"])
+        left = ", ".join(f"{n} {name}" for name, n in hw["left_out"].items()) or "none"
+        print(f"  hw classes counted: {counted} (and unclassified tests); left out: {left}")
     print(f"  report: {out / 'report.html'}  (verify: harness report verify {out} {how})")
 
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 import sys
 
 from harness import launchers, lifelines, lock, pipeline
-from harness.commands import add_command, add_wait_argument, wait_for
+from harness.commands import (
+    add_command,
+    add_hw_class_argument,
+    add_wait_argument,
+    wait_for,
+    with_hw_class,
+)
 from harness.matrix import load_matrix
 
 
@@ -21,6 +27,7 @@ def add_parser(sub, parents) -> None:
     parser.add_argument("--results", metavar="DIR", help="results folder (default: the cell's)")
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     add_wait_argument(parser)
+    add_hw_class_argument(parser)
     group = parser.add_argument_group("multi-node (see docs/multi-node.md)")
     group.add_argument(
         "--launcher",
@@ -47,7 +54,7 @@ def add_parser(sub, parents) -> None:
 
 def run(args) -> int:
     matrix = load_matrix(args.matrix)
-    cell = matrix.cell(args.cell)
+    cell = with_hw_class(matrix.cell(args.cell), args)
     results = pipeline.results_folder(cell, args.results)
     env = pipeline.cell_env(cell, matrix)
     if launchers.wanted(args.launcher):

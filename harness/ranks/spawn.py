@@ -62,8 +62,12 @@ def context(test_module: str | None = None):
             preload.insert(0, "__main__")  # imported once, not once per rank
         if test_module and test_module != "__main__" and _no_accelerator():
             # a test module imports harness.devices, which asks the driver for
-            # devices; after that, forked ranks could not use CUDA
-            preload.append(test_module)
+            # devices; after that, forked ranks could not use CUDA. The cell's
+            # plugins come first, as in the parent: a device one registers must be
+            # there when the module imports torch's device-type test bases
+            from harness import hosts
+
+            preload.extend([*hosts.plugin_modules(), test_module])
         ctx.set_forkserver_preload(preload)
         # The server dies with this process (PR_SET_PDEATHSIG), not seconds later when
         # it notices EOF and unloads torch; only when started from the main thread,

@@ -234,6 +234,9 @@ def rank_main(spec: RankSpec, conn) -> None:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        from harness import hosts
+
+        hosts.import_plugins()  # before the test module, as in the parent (a device it adds)
         cls = resolve_class(spec.module, spec.file, spec.qualname)
         variant = spec.extra.get("variant")  # "module:function", e.g. fake mode's
         if variant:
