@@ -52,10 +52,10 @@ ON_ENV = "HARNESS_OPS_ON"
 _PLACES = ("workers", "ranks")
 #: How many worker processes; default: the cores this process may use, at most 8.
 WORKERS_ENV = "HARNESS_OPS_WORKERS"
-#: A worker whose own memory (its private pages, MB) passes this after an op leaves,
+#: A worker grown by more than this (MB of anonymous memory) since it started leaves after its op,
 #: and a fresh one takes its place: a sweep's peak does not grow with the ops it ran.
 WORKER_MB_ENV = "HARNESS_OPS_WORKER_MB"
-WORKER_MB_DEFAULT = 160
+WORKER_MB_DEFAULT = 128
 #: ``raw`` (harness certify): no op is marked as a known failure; every op reports
 #: what it ran to, and the report judges it against the reference.
 VERDICTS_ENV = "HARNESS_OPS_VERDICTS"
@@ -282,7 +282,7 @@ def _samples(
 
     with outside():
         draws = compat.op_samples(op, device, torch.float32, requires_grad=True, seed=seed)
-        compat.seed_all(seed)  # where drawing them all first left the checks
+        compat.seed_all(seed, device)  # where drawing them all first left the checks
     made = 0
     while True:
         with outside():
