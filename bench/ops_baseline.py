@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -408,4 +409,7 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
+    # `timeout` or a kill sends TERM: leave through suite.run_pytest's cleanup, which
+    # takes the running side's whole process group along (rank threads, workers).
+    signal.signal(signal.SIGTERM, suite._terminate)
     raise SystemExit(main())

@@ -4,14 +4,20 @@ comparison with an empty side refused (no real sweep: tiny stand-ins for PyTorch
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import ops_baseline  # noqa: E402 (bench/ is not a package)
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "ops_baseline.py"
 
 # A stand-in for PyTorch's instantiate_device_type_tests: the CPU class gets one test per
 # op in OPS (the file's own list), passing, as PyTorch's sweep names them.
@@ -150,3 +156,60 @@ def test_a_variant_the_file_lacks_is_refused(tmp_path, capsys):
     code, _ = _bench(tmp_path, file, _kit_junit(tmp_path, ("abs",)), "--variant", "TestDTensorOps")
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "TestMultiThreadedDTensorOps, TestLocalDTensorOps" in line
+
+
+HANGS = (
+    """
+import os
+import time
+import unittest
+
+
+def instantiate_device_type_tests(cls, scope, only_for=()):
+    def hangs(self):
+        with open(os.environ["PID_FILE"], "w") as out:
+            out.write(str(os.getpid()))
+        time.sleep(600)
+
+    name = cls.__name__ + "CPU"
+    scope[name] = type(name, (unittest.TestCase,), {"test_dtensor_op_db_abs_cpu_float32": hangs})
+"""
+    + OLD
+)
+
+
+def test_a_terminated_bench_leaves_no_process_behind(tmp_path):
+    """`timeout` sends TERM: the side that is running goes with the bench."""
+    file = tmp_path / "upstream" / "test_dtensor_ops.py"
+    file.parent.mkdir()
+    file.write_text(HANGS)
+    pid_file = tmp_path / "pid"
+    bench = subprocess.Popen(
+        [sys.executable, str(BENCH), str(file), "--out", str(tmp_path / "out"), "--ops", "abs",
+         "--kit-junit", str(_kit_junit(tmp_path, ("abs",)))],
+        env={**os.environ, "PID_FILE": str(pid_file)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and bench.poll() is None, "the side never started"
+            time.sleep(0.2)
+        side = int(pid_file.read_text())
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=30) != 0
+        deadline = time.monotonic() + 10
+        while _alive(side) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(side), f"PyTorch's side (pid {side}) outlived the bench"
+    finally:
+        bench.kill()
+        bench.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
