@@ -134,18 +134,37 @@ def test_the_worker_count_defaults_to_the_cores_and_never_exceeds_the_ops(monkey
     assert _ops_workers.worker_count(1) == 1
 
 
+def retiring(conn, env, world_size, device_type, index, log, budget_mb):
+    """A worker that, as one past its memory budget does, leaves after every op."""
+    _ops_workers.start_worker(env, log)
+    key = conn.recv()
+    if key is not None:
+        conn.send(("done", key, "passed", f"pid {os.getpid()}", 0.0))
+        conn.send(("retire", key))
+
+
 def test_a_worker_past_its_memory_budget_is_replaced_and_no_op_is_lost(monkeypatch):
-    """With a 1 MB budget every worker retires after one op: each op still has its verdict."""
+    """Each worker leaves after one op, with another in hand: every op still has its
+    verdict, from a fresh worker each."""
     monkeypatch.setenv(_ops_workers.WORKERS_ENV, "2")
-    monkeypatch.setenv(_ops_workers.WORKER_MB_ENV, "1")
-    keys = ["abs", "neg", "sgn", "exp", "ceil"]
-    workers = OpsWorkers(keys, world_size=2, device_type="cpu", timeout=120)
+    keys = ["a", "b", "c", "d", "e"]
+    workers = OpsWorkers(keys, world_size=2, device_type="cpu", timeout=60, target=retiring)
     try:
         got = {key: workers.result(key) for key in keys}
     finally:
         workers.close()
     assert {k: r.status for k, r in got.items()} == dict.fromkeys(keys, "passed"), got
-    assert workers.retired >= len(keys) - 1  # the last may be told to stop first
+    assert len({r.text for r in got.values()}) == len(keys)  # one worker per op
+    assert workers.retired >= len(keys) - 1  # the last may be stopped before it says so
+
+
+def test_the_budget_counts_what_a_worker_allocates():
+    import torch
+
+    before = _ops_workers.anonymous_mb()
+    held = torch.ones(64 * 2**20 // 4)  # 64 MB, written
+    assert _ops_workers.anonymous_mb() - before >= 60
+    del held
 
 
 _FORKS_HERE = """
