@@ -54,7 +54,7 @@ def _stretched(seconds: float) -> None:
         pytest.skip(f"the burners did not saturate this host: {seconds:.1f} s of wall time")
 
 
-def busy(conn, env, world_size, device_type, index, log):
+def busy(conn, env, world_size, device_type, index, log, budget_mb):
     """An ops worker whose op "compute" burns 2 CPU seconds without finishing a sample,
     and whose op "hang" sleeps."""
     _ops_workers.start_worker(env, log)
