@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive  # tests/ is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import ops_baseline  # noqa: E402 (bench/ is not a package)
@@ -199,17 +200,9 @@ def test_a_terminated_bench_leaves_no_process_behind(tmp_path):
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(timeout=30) != 0
         deadline = time.monotonic() + 10
-        while _alive(side) and time.monotonic() < deadline:
+        while alive(side) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(side), f"PyTorch's side (pid {side}) outlived the bench"
+        assert not alive(side), f"PyTorch's side (pid {side}) outlived the bench"
     finally:
         bench.kill()
         bench.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

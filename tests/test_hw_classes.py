@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from harness_cli import harness as run_cli  # tests/ is on sys.path
 
 import harness
 from harness import compat, hwclass
@@ -29,20 +30,10 @@ CLASSES = DATA / "test_hw_classes.py"
 
 
 def harness_cli(*args: str, cwd: Path, extra_path: Path | None = None):
-    path = [str(ROOT), *([str(extra_path)] if extra_path else [])]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        check=False,
+    """The CLI with this checkout (and ``extra_path``: a test's plugin) importable."""
+    path = [str(ROOT), *([str(extra_path)] if extra_path else []), os.environ.get("PYTHONPATH", "")]
+    return run_cli(
+        *args, cwd=cwd, env={"PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
     )
 
 

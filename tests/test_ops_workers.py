@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import alive  # tests/ is on sys.path
 
 from harness.conformance import _ops_workers
 from harness.conformance._ops_workers import OpsWorkers
@@ -35,14 +36,6 @@ def scripted(conn, env, world_size, device_type, index, log, budget_mb):
                 time.sleep(0.5)
                 conn.send(("tick", key))
         conn.send(("done", key, "passed", f"pid {os.getpid()}", 0.0))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_crash_or_a_hang_fails_that_op_only_and_nothing_is_left(monkeypatch):
@@ -71,9 +64,9 @@ def test_a_crash_or_a_hang_fails_that_op_only_and_nothing_is_left(monkeypatch):
     assert "no sample or layout finished in 3 s" in got["hang"].text
     assert len({got[k].text for k in "abcd"}) >= 2  # two workers shared the work
     deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert not os.path.exists(workers.logs)
 
 
