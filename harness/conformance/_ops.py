@@ -79,32 +79,27 @@ def place() -> str:
     return chosen
 
 
-def workers_wanted() -> int | None:
-    """``HARNESS_OPS_WORKERS`` as a number, or None when unset (the default applies)."""
-    import os
-
+def _whole_number(env: str, what: str = "a whole number") -> int | None:
+    """``env`` as a number >= 1, or None when unset; anything else is one usage line."""
     from harness.errors import UsageError
 
-    raw = os.environ.get(WORKERS_ENV, "").strip()
+    raw = os.environ.get(env, "").strip()
     if not raw:
         return None
     if not raw.isdigit() or int(raw) < 1:
-        raise UsageError(f"{WORKERS_ENV}={raw!r}: use a whole number >= 1, or unset it.")
+        raise UsageError(f"{env}={raw!r}: use {what} >= 1, or unset it.")
     return int(raw)
+
+
+def workers_wanted() -> int | None:
+    """``HARNESS_OPS_WORKERS`` as a number, or None when unset (the default applies)."""
+    return _whole_number(WORKERS_ENV)
 
 
 def worker_budget_mb() -> int:
     """``HARNESS_OPS_WORKER_MB`` as a number, else the default."""
-    import os
-
-    from harness.errors import UsageError
-
-    raw = os.environ.get(WORKER_MB_ENV, "").strip()
-    if not raw:
-        return WORKER_MB_DEFAULT
-    if not raw.isdigit() or int(raw) < 1:
-        raise UsageError(f"{WORKER_MB_ENV}={raw!r}: use a whole number of MB >= 1, or unset it.")
-    return int(raw)
+    wanted = _whole_number(WORKER_MB_ENV, "a whole number of MB")
+    return WORKER_MB_DEFAULT if wanted is None else wanted
 
 
 def check_environment() -> None:
