@@ -182,8 +182,9 @@ class DTensorConverter:
         Only tensors up to ``_CACHED_BYTES`` are kept: many combinations of small
         inputs are where distributing again costs time, while keeping every layout
         of a large one costs its size several times over (a Replicate under
-        LocalTensor holds a copy per rank): ``grid_sampler_3d``'s 47 MB input held
-        750 MB at world size 4.
+        LocalTensor holds a copy per rank). Not measured alone: the large peaks
+        measured in the sweep came from drawing every sample first and from freed
+        memory glibc kept (harness.conformance._ops, _ops_workers).
         """
         if t.numel() * t.element_size() > _CACHED_BYTES:
             return distribute_tensor(t, mesh, list(layout))
