@@ -259,8 +259,26 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.is_relative_to(rootpath):
         return
     for node in outcome.get_result() or ():
-        if getattr(node, "path", None) == file_path and hasattr(node, "_nodeid"):
-            node._nodeid = file_path.as_posix()
+        if getattr(node, "path", None) == file_path:
+            _rename(node, file_path.as_posix())
+
+
+def _rename(node: pytest.Node, nodeid: str) -> None:
+    """Give ``node`` the id ``nodeid`` before its children are made from it.
+
+    pytest keeps the id privately: a string ``_nodeid`` up to 9.1, a structured
+    ``_id`` from 9.2. A pytest with neither is one this hook does not know: say so
+    rather than let the file's tests land under no capability.
+    """
+    if hasattr(node, "_id"):  # pytest >= 9.2
+        node._id = type(node._id).parse(nodeid)
+    elif hasattr(node, "_nodeid"):
+        node._nodeid = nodeid
+    else:
+        raise pytest.UsageError(
+            f"harness: pytest {pytest.__version__} keeps node ids in a way this kit does not "
+            f"know, so {nodeid} would lose its path; install a pytest this kit supports"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
