@@ -2,7 +2,8 @@
 
 In order: ``--reference FILE``; the kit's shipped record for this torch minor when it
 holds the cell's world size; the user cache (``$XDG_CACHE_HOME/dtensor-harness/
-references``, one file per torch version and build, world size and kit version);
+references``, one file per torch version and build, world size, kit version and a
+digest of the kit's op-checking code);
 else what the run needs is computed: on a cell of the reference's own kind (CPU, no
 plugins) the run itself becomes the record; on any other cell the ops it failed run
 again on CPU under LocalTensor in a clean subprocess (no plugins, no device), and the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -101,9 +103,33 @@ def cache_dir() -> Path:
     return Path(base) / "dtensor-harness" / "references"
 
 
+#: The kit's files an op's verdict depends on: the cache key holds their digest, so a
+#: checkout of the kit that changes how ops are checked does not reuse old verdicts
+#: under the same version string.
+_VERDICT_CODE = (
+    "conformance/_ops.py",
+    "conformance/_torch_gaps.py",
+    "op_checks.py",
+    "converter.py",
+    "local",
+)
+
+
+def code_digest(root: Path | None = None) -> str:
+    """12 hex digits of the files in :data:`_VERDICT_CODE` under ``root`` (the kit)."""
+    root = root or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in _VERDICT_CODE:
+        path = root / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_file(build: str, world_size: int) -> Path:
     safe = re.sub(r"[^\w.+-]", "_", build)
-    return cache_dir() / f"torch-{safe}-ws{world_size}-harness-{__version__}.toml"
+    return cache_dir() / f"torch-{safe}-ws{world_size}-harness-{__version__}-{code_digest()}.toml"
 
 
 def reference_kind(cell) -> bool:

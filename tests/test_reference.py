@@ -9,6 +9,7 @@ and ``harness reference make``.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -196,7 +197,8 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     cached = references.cache_file("2.16.0.dev20261201+cpu", 2)
     assert cached == tmp_path / "cache" / "dtensor-harness" / "references" / cached.name
     assert cached.is_file()
-    assert cached.name == f"torch-2.16.0.dev20261201+cpu-ws2-harness-{__version__}.toml"
+    digest = references.code_digest()
+    assert cached.name == f"torch-2.16.0.dev20261201+cpu-ws2-harness-{__version__}-{digest}.toml"
     again = references.plan(_Cell())  # the next run reads it from the cache
     assert again.source == "cache" and again.record.sha256 == use.record.sha256
     out, section = reference.apply(again.record, RESULTS, world_size=2, source="cache")
@@ -207,6 +209,19 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     assert later.record.sha256 == again.record.sha256  # nothing new to record
     out, _ = reference.apply(later.record, worse, world_size=2, source=later.source)
     assert [r.outcome for r in out if r.op == "add"] == ["failed"]
+
+
+def test_the_cache_key_changes_with_the_code_that_checks_ops(tmp_path):
+    """A checkout that changes how ops are judged does not reuse the old verdicts."""
+    kit = Path(references.__file__).resolve().parent
+    copy = tmp_path / "harness"
+    shutil.copytree(kit, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert references.code_digest(copy) == references.code_digest()
+    (copy / "unrelated_note.py").write_text("# not about ops\n")
+    assert references.code_digest(copy) == references.code_digest()
+    with (copy / "local" / "helpers.py").open("a") as helpers:
+        helpers.write("# a change in LocalTensor's helpers\n")
+    assert references.code_digest(copy) != references.code_digest()
 
 
 def test_reference_make_writes_a_world_size_and_keeps_reviewed_reasons(tmp_path, capsys):
