@@ -126,6 +126,29 @@ class ConverterSweep(_Local4):
         self.assertEqual(layouts, [((Replicate(),), (Replicate(),))])
         self.assertEqual((converter.hit, converter.miss), (2, 0))
 
+    def test_max_layouts_covers_every_placement_then_draws_the_same_combinations(self) -> None:
+        mesh = self.build_device_mesh()
+        args = (_rand(4, 8), _rand(8, 4), _rand(4, 4, 8))  # 3 x 3 x 4 = 36 layouts
+
+        def layouts(**options):
+            converter = DTensorConverter(mesh, args, {}, **options)
+            seen = [tuple(t.placements[0] for t in d_args) for d_args, _ in converter]
+            return converter, seen
+
+        full, every = layouts()
+        self.assertEqual((full.total, full.capped, len(every)), (36, False, 36))
+        capped, seen = layouts(max_layouts=12)
+        self.assertEqual((capped.total, capped.capped), (36, True))
+        self.assertEqual(len(seen), 12)
+        self.assertEqual(len(set(seen)), 12)  # no layout twice
+        self.assertTrue(set(seen) <= set(every))
+        self.assertEqual(seen[0], (Replicate(),) * 3)  # all Replicate first
+        for position, choices in enumerate(((0, 1), (0, 1), (0, 1, 2))):
+            placed = {layout[position] for layout in seen}
+            self.assertEqual(placed, {Replicate(), *(Shard(d) for d in choices)})
+        self.assertEqual(layouts(max_layouts=12)[1], seen)  # same draws on every rank and run
+        self.assertEqual(layouts(max_layouts=36)[1], every)  # not capped: the full product
+
     def test_nested_pytrees_and_kwargs_are_converted_in_place(self) -> None:
         mesh = self.build_device_mesh()
         a = _rand(4, 8)
