@@ -31,6 +31,12 @@ PACKAGES = {
     COMMON_DISTRIBUTED: "torch.testing._internal",
 }
 TARGET = "harness"
+#: Modules the kit takes only some names of: those move, the rest stay silently
+#: (``common_utils`` is torch's general test module; only the kit's twins of what a
+#: DTensor file needs from it move, so the same file runs on a torch without them).
+SOME_NAMES = {
+    "torch.testing._internal.common_utils": frozenset({"HardwareClassification"}),
+}
 
 
 def provided_names() -> frozenset[str]:
@@ -282,8 +288,13 @@ def _from_import(node, text, provided, result, tree):
     module = node.module
     if module in PACKAGES.values() and module not in PACKAGES:
         return _from_package(node, text, provided, result, tree)
-    if module not in PACKAGES:
+    partial = SOME_NAMES.get(module)
+    if partial is not None:
+        provided = provided & partial
+    elif module not in PACKAGES:
         return None
+    if partial is not None and not any(a.name in provided for a in node.names):
+        return None  # nothing of the kit's: the import is not ours to note
     if any(a.name == "*" for a in node.names):
         result.kept.append(
             Kept(node.lineno, "*", module, "star import: name what you use, then migrate")
@@ -291,7 +302,7 @@ def _from_import(node, text, provided, result, tree):
         return None
     moves = [a for a in node.names if a.name in provided]
     stays = [a for a in node.names if a.name not in provided]
-    for alias in stays:
+    for alias in stays if partial is None else ():
         result.kept.append(Kept(alias.lineno, alias.name, module, "not provided by harness"))
     result.moved.extend((a.lineno, a.name) for a in moves)
     if not moves:

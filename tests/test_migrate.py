@@ -117,6 +117,27 @@ def test_the_table_decides_what_moves():
     assert [k.name for k in migration.kept] == ["DTensorTestBase"]
 
 
+def test_the_hardware_enum_moves_out_of_common_utils_and_nothing_else_does():
+    """A torch 2.15 file run on 2.13: the one name of common_utils the kit twins moves."""
+    source = (
+        "from torch.testing._internal.common_utils import (\n"
+        "    run_tests,  # the runner\n"
+        "    HardwareClassification,\n"
+        ")\n"
+        "from torch.testing._internal.common_utils import TestCase, run_tests as rt\n"
+        "hw = HardwareClassification.ACCELERATOR\n"
+    )
+    migration = migrate_source(source)
+    bound = bindings(migration.new)
+    assert bound["HardwareClassification"] == "harness:HardwareClassification"
+    assert bound["run_tests"] == "torch.testing._internal.common_utils:run_tests"
+    assert bound["rt"] == "torch.testing._internal.common_utils:run_tests"
+    assert "    run_tests,  # the runner\n" in migration.new  # its comment stays with it
+    assert migration.moved == [(3, "HardwareClassification")]
+    assert migration.kept == []  # torch's general helpers are not the kit's to report
+    assert migrate_source(migration.new).new == migration.new  # and again: nothing to do
+
+
 def test_star_import_is_listed_not_rewritten():
     source = f"from {COMMON_DTENSOR} import *\n"
     migration = migrate_source(source)
