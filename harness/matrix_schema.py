@@ -476,7 +476,15 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 
 @cache
 def _validator() -> Any:
-    import jsonschema  # lazily: `import harness.matrix` stays light
+    try:
+        import jsonschema  # lazily: `import harness.matrix` stays light
+    except ImportError:
+        from harness.errors import UsageError
+
+        raise UsageError(
+            "reading matrix.toml needs jsonschema, a dependency of dtensor-harness that "
+            "this Python lacks: `python -m pip install jsonschema`"
+        ) from None
 
     base = jsonschema.Draft7Validator
     # TOML has real integers: 2.0 is a float there, never a world size or a timeout

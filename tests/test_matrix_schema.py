@@ -5,6 +5,7 @@ validate` alike; fake cells and their mesh and ranks."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -71,6 +72,24 @@ def test_importing_the_matrix_leaves_jsonschema_for_validation():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_python_without_jsonschema_is_told_how_to_get_it(tmp_path):
+    """A venv made without the kit's dependencies (nox's, a bare one) gets one line, exit 2."""
+    blocker = tmp_path / "jsonschema.py"
+    blocker.write_text("raise ImportError('blocked for this test')\n")
+    code = "import sys; from harness.cli import main; sys.exit(main(['matrix', 'list']))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "pip install jsonschema" in done.stderr.strip().splitlines()[-1]
 
 
 def test_the_starter_and_init_carry_the_directive(tmp_path):
