@@ -45,13 +45,29 @@ def test_selection_takes_names_and_globs():
     assert _ops.method_name("max:reduction_with_dim") == "test_max_reduction_with_dim"
 
 
-def test_the_expectations_file_is_the_torch_minors_or_the_newest_older(tmp_path):
+def test_the_expectations_file_is_the_torch_minors_or_the_nearest_other(tmp_path):
+    assert _ops.expectations_file((2, 13), tmp_path) is None  # no record at all
     for name in ("torch-2.11.toml", "torch-2.13.toml", "notes.toml"):
         (tmp_path / name).write_text("")
     assert _ops.expectations_file((2, 13), tmp_path).name == "torch-2.13.toml"
     assert _ops.expectations_file((2, 12), tmp_path).name == "torch-2.11.toml"
     assert _ops.expectations_file((2, 15), tmp_path).name == "torch-2.13.toml"
-    assert _ops.expectations_file((2, 10), tmp_path) is None
+    assert _ops.expectations_file((2, 7), tmp_path).name == "torch-2.11.toml"  # oldest newer
+
+
+def test_another_torchs_record_lends_its_skips_for_the_ops_this_one_has(tmp_path):
+    """torch 2.7 borrows 2.13's skips (uninitialised outputs are so on every torch); an
+    op 2.7 lacks is left out, not an error, and 2.13's failures are not 2.7's."""
+    path = tmp_path / "torch-2.13.toml"
+    path.write_text(
+        _HEAD + '[skip]\nempty = "no values"\nnewer_op = "no values"\n'
+        '[slow]\nnewer_op = 9\ncdist = 4\n[world.4.own]\nnewer_op = "fails"\n'
+    )
+    lent = _ops.load_expectations(path, ["empty", "cdist", "add"], 4, (2, 7))
+    assert (lent.skip, lent.slow) == ({"empty": "no values"}, {"cdist": 4})
+    assert (lent.xfail, lent.world_size, lent.worlds) == ({}, None, ())
+    with pytest.raises(ValueError, match="'newer_op' is no OpInfo"):  # its own torch: strict
+        _ops.load_expectations(path, ["empty", "cdist", "add"], 4, (2, 13))
 
 
 _HEAD = 'schema = 2\ntorch = "2.13"\n'

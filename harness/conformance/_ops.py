@@ -199,15 +199,18 @@ class Expectations:
 
 
 def expectations_file(version: tuple[int, int], folder: Path = XFAILS) -> Path | None:
-    """The record for this torch minor, else the newest older one (for its skips and
-    slow ops: an older torch's failures are not this one's), else None."""
+    """The record for this torch minor, else the nearest other one: the newest older,
+    else the oldest newer (for its skips and slow ops, which are about the ops, not the
+    torch; another torch's failures are not this one's), else None."""
     found = {}
     for path in folder.glob("torch-*.toml"):
         match = re.fullmatch(r"torch-(\d+)\.(\d+)\.toml", path.name)
         if match:
             found[(int(match[1]), int(match[2]))] = path
     older = [v for v in found if v <= version]
-    return found[max(older)] if older else None
+    if older:
+        return found[max(older)]
+    return found[min(found)] if found else None
 
 
 def load_expectations(
@@ -231,20 +234,25 @@ def load_expectations(
     except UsageError as exc:
         raise ValueError(str(exc)) from None
     known = set(known)
-    tables = {"skip": record.skip, "slow": record.slow}
-    tables.update({f"world.{n}.own": w.own for n, w in record.worlds.items()})
-    for table, entries in tables.items():
-        for key in entries:
-            if key not in known:
-                raise ValueError(f"{path}: [{table}] {key!r} is no OpInfo of this torch")
     this_torch = torch is None or record.torch == f"{torch[0]}.{torch[1]}"
+    skip, slow = record.skip, record.slow
+    if this_torch:  # its every key must be an op of this torch
+        tables = {"skip": skip, "slow": slow}
+        tables.update({f"world.{n}.own": w.own for n, w in record.worlds.items()})
+        for table, entries in tables.items():
+            for key in entries:
+                if key not in known:
+                    raise ValueError(f"{path}: [{table}] {key!r} is no OpInfo of this torch")
+    else:  # another torch's record lends its skips and slow ops, for the ops this one has
+        skip = {k: v for k, v in skip.items() if k in known}
+        slow = {k: v for k, v in slow.items() if k in known}
     world = record.at(world_size) if world_size is not None and this_torch else None
     return Expectations(
         path,
         dict(world.own) if world else {},
-        record.skip,
+        skip,
         world_size if world else None,
-        record.slow,
+        slow,
         tuple(sorted(record.worlds)) if this_torch else (),
         record.torch,
     )
