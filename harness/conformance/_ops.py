@@ -56,6 +56,8 @@ WORKERS_ENV = "HARNESS_OPS_WORKERS"
 #: and a fresh one takes its place: a sweep's peak does not grow with the ops it ran.
 WORKER_MB_ENV = "HARNESS_OPS_WORKER_MB"
 WORKER_MB_DEFAULT = 128
+#: A record's reason for an op that never returns at that world size: the op is not run.
+HANGS = "hangs:"
 #: ``raw`` (harness certify): no op is marked as a known failure; every op reports
 #: what it ran to, and the report judges it against the reference.
 VERDICTS_ENV = "HARNESS_OPS_VERDICTS"
@@ -177,6 +179,12 @@ class Expectations:
     #: the world sizes the record holds DTensor's own failures for
     worlds: tuple[int, ...] = ()
     torch: str = ""
+
+    @property
+    def hangs(self) -> dict[str, str]:
+        """DTensor's own failures that never return (a reason starting ``hangs:``): not
+        run, so a certification does not spend the per-op limit on a known hang."""
+        return {k: why for k, why in self.xfail.items() if why.startswith(HANGS)}
 
     def strict(self, world_size: int) -> bool:
         """A listed op that passes fails the run: only at a world size the record holds."""

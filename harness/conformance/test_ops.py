@@ -64,7 +64,7 @@ class OpsTest(TestCase if _IN_WORKERS else ConformanceTestBase):  # type: ignore
             yield
             return
         planned = [getattr(item.obj, "harness_op", None) for item in request.session.items]
-        keys = _EXPECTED.slowest_first(k for k in planned if k in _OPS and k not in _EXPECTED.skip)
+        keys = _EXPECTED.slowest_first(k for k in planned if k in _OPS and k not in _NOT_RUN)
         workers = _ops_workers.OpsWorkers(
             keys,
             world_size=_WORLD_SIZE,
@@ -106,6 +106,15 @@ def _skipped(reason: str):
     return test
 
 
+def _known_hang(reason: str):
+    """A failure without running: the record says the op never returns here."""
+
+    def test(self):
+        raise AssertionError(f"not run: {reason}")
+
+    return test
+
+
 def _expectations() -> _ops.Expectations:
     chosen = os.environ.get(_ops.EXPECTATIONS_ENV)
     return _ops.load_expectations(
@@ -123,13 +132,16 @@ def _build() -> dict:
     source = _EXPECTED.path.name if _EXPECTED.path else "no expectations file"
     strict = _EXPECTED.strict(_WORLD_SIZE)
     raw = _ops.raw_verdicts()
-    ran_on = _ran_on(sum(key not in _EXPECTED.skip for key in ops))  # what the workers get
+    ran_on = _ran_on(sum(key not in _NOT_RUN for key in ops))  # what the workers get
     for key in ops:
         name = _ops.method_name(key)
         if hasattr(OpsTest, name):
             raise RuntimeError(f"two OpInfos map to the test name {name}; rename one")
         if key in _EXPECTED.skip:
             method = _skipped(f"{key}: {_EXPECTED.skip[key]} ({source})")
+        elif key in _EXPECTED.hangs:
+            where = f"{source} [world.{_WORLD_SIZE}]"
+            method = _known_hang(f"{key}: {_EXPECTED.hangs[key]} ({where})")
         else:
             method = _op_test(key)
         if key in _EXPECTED.xfail and not raw:
@@ -147,4 +159,6 @@ def _build() -> dict:
 
 
 _EXPECTED = _expectations() if _ops.selection(os.environ.get(_ops.ENV)) else _ops.Expectations(None)
+#: Ops no worker gets: the record skips them, or says they hang at this world size.
+_NOT_RUN = frozenset(_EXPECTED.skip) | frozenset(_EXPECTED.hangs)
 _OPS = _build()
