@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from harness.migrate import iter_test_files, migrate_source
@@ -349,15 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         "files": [],
     }
     previous = args.out / "suite.json"
+    kept_runs: dict[str, dict[str, Run]] = {}
     if args.append and previous.exists():
         earlier = json.loads(previous.read_text())
         report["files"] = [f for f in earlier["files"] if f["file"] not in files]
+        kept_runs = earlier_runs(earlier, files, sides)
         report["earlier_runs"] = earlier.get("earlier_runs", []) + [
             {k: earlier[k] for k in ("command", "date", "host")}
         ]
     try:
         for rel in files:
-            runs = {}
+            runs = dict(kept_runs.get(rel, {}))  # --append --sides X keeps the other side
             for side in sides:
                 xml = work / f"{side}-{rel.replace('/', '__')}.xml"
                 print(f"[{time.strftime('%H:%M:%S')}] {side:8} {rel} ...", flush=True)
@@ -388,6 +390,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out / 'suite.md'} and {args.out / 'suite.json'}")
     mismatched = sum(len(real_mismatches(f)) for f in report["files"])
     return 1 if mismatched else 0
+
+
+def earlier_runs(earlier: dict, files: list[str], sides: list[str]) -> dict[str, dict[str, Run]]:
+    """The runs of an earlier report that this one does not redo, per file.
+
+    So one side of a folder can be measured now and the other later (the fast side
+    first, the slow one file by file), and each file still gets its comparison.
+    """
+    names = {f.name for f in fields(Run)}
+    kept: dict[str, dict[str, Run]] = {}
+    for entry in earlier.get("files", []):
+        if entry["file"] not in files:
+            continue
+        for side, run in entry.get("runs", {}).items():
+            if side not in sides:
+                kept.setdefault(entry["file"], {})[side] = Run(
+                    **{k: v for k, v in run.items() if k in names}
+                )
+    return kept
 
 
 def host_info() -> dict[str, str]:

@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "with_comms": "harness.bases",
     "skip_unless_torch_gpu": "harness.bases",
     "skip_if_lt_x_gpu": "harness.bases",
+    "requires_nccl": "harness.skips",
+    "requires_gloo": "harness.skips",
     "TEST_SKIPS": "harness.bases",
     "TestSkip": "harness.bases",
     "run_subtests": "harness.bases",

@@ -87,9 +87,12 @@ def redistribute_with_shard_order(
     if placements is None:
         placements = shard_order_to_placement(shard_order, device_mesh)
     # DTensor's public redistribute has no shard-order argument (torch 2.13):
-    # build the target spec by hand and run the spec-to-spec transform.
+    # build the target spec by hand and run the spec-to-spec transform. A shallow
+    # copy: the target shares the source's mesh and tensor meta, and copying a
+    # mesh built inside a test's own LocalTensorMode (its rank map a LocalTensor)
+    # recursed without end when the kit's mode was on around it.
     source = dtensor_input._spec
-    target = copy.deepcopy(source)
+    target = copy.copy(source)
     target.placements = tuple(placements)
     target.shard_order = tuple(shard_order) if shard_order is not None else ()
     if target == source:
@@ -101,7 +104,7 @@ def redistribute_with_shard_order(
         use_graph_based_transform=use_graph_based_transform,
     )
     result = DTensor.from_local(local, device_mesh, run_check=False)
-    result._spec = copy.deepcopy(target)
+    result._spec = target
     return result
 
 

@@ -84,6 +84,29 @@ def skip_unless_torch_gpu(method: T) -> T:
     return _needs("world_size", False)(method)
 
 
+def requires_nccl() -> Callable[[T], T]:
+    """Skip unless this torch was built with the NCCL backend (upstream's ``requires_nccl``).
+
+    For a test or a whole class; decided where the decorator is applied, so no rank
+    is spawned to find out.
+    """
+    return _requires_backend("nccl")
+
+
+def requires_gloo() -> Callable[[T], T]:
+    """Skip unless this torch was built with the Gloo backend (upstream's ``requires_gloo``)."""
+    return _requires_backend("gloo")
+
+
+def _requires_backend(backend: str) -> Callable[[T], T]:
+    import torch
+    import torch.distributed as dist
+
+    built = getattr(dist, f"is_{backend}_available", lambda: False)()
+    reason = f"needs the {backend} backend; torch {torch.__version__} was built without it"
+    return unittest.skipUnless(built, reason)
+
+
 def needs(
     *, ranks: int = 1, even: bool = False, divides: int | None = None, local: bool | str = True
 ) -> Callable[[T], T]:

@@ -56,6 +56,29 @@ def test_a_backend_this_host_cannot_run_is_a_skip():
         assert "not available" in reason and "nccl" in reason
 
 
+def test_requires_nccl_on_a_class_or_a_test_skips_without_spawning_when_not_built():
+    """Upstream's ``requires_nccl()``, after a migration: a CPU build of torch has no
+    nccl, so the class and the test are skipped in the parent, naming the backend."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_nccl_available():
+        pytest.skip("this torch has nccl built in")
+    expected = f"needs the nccl backend; torch {torch.__version__} was built without it"
+    assert skip_reason(cases.NcclBuilt, "test_collective") == expected
+    assert skip_reason(cases.BackendBuilt, "test_nccl") == expected
+
+
+def test_requires_gloo_runs_the_test_where_gloo_is_built():
+    import torch.distributed as dist
+
+    if not dist.is_gloo_available():
+        pytest.skip("this torch has no gloo")
+    result = run(cases.BackendBuilt, "test_gloo")
+    assert not result.skipped
+    assert "a rank was spawned" in result.errors[0][1]
+
+
 def test_world_size_above_the_cell_is_a_skip(monkeypatch):
     monkeypatch.setenv("HARNESS_WORLD_SIZE", "4")
     monkeypatch.setenv("HARNESS_CELL", "cpu-4rank")

@@ -149,6 +149,27 @@ def test_end_to_end_writes_markdown_and_json(suite, tmp_path, capsys):
     assert "| test_outcomes.py | 1 | " in table.split("## Time per skipped test")[1]
 
 
+def test_one_side_now_and_the_other_appended_later_are_compared(suite, tmp_path):
+    src = tmp_path / "suite"
+    src.mkdir()
+    (src / "test_outcomes.py").write_text(OUTCOMES)
+    out = tmp_path / "out"
+    assert suite.main([str(src), "--out", str(out), "--sides", "harness"]) == 0
+    (entry,) = json.loads((out / "suite.json").read_text())["files"]
+    assert set(entry["runs"]) == {"harness"} and "mismatches" not in entry
+    ours = entry["runs"]["harness"]["wall_s"]
+
+    # The upstream side later: the harness run is kept, not measured again, and
+    # the file gets its per-test comparison.
+    (src / "test_outcomes.py").write_text(OUTCOMES.replace("def test_skip", "def test_skip2"))
+    args = [str(src), "--out", str(out), "--sides", "upstream", "--append"]
+    assert suite.main(args) == 1
+    (entry,) = json.loads((out / "suite.json").read_text())["files"]
+    assert set(entry["runs"]) == {"upstream", "harness"}
+    assert entry["runs"]["harness"]["wall_s"] == ours
+    assert {m["test"].split("::")[-1] for m in entry["mismatches"]} == {"test_skip", "test_skip2"}
+
+
 def test_bad_dir_is_exit_2(suite, tmp_path, capsys):
     assert suite.main([str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err

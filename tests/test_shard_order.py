@@ -91,6 +91,23 @@ def test_distribute_in_every_order_round_trips() -> None:
             assert torch.equal(make_full_tensor(dt), full), order
 
 
+def test_a_mesh_built_inside_the_tests_own_mode_does_not_recurse() -> None:
+    """PyTorch's test_utils.py builds its mesh under a LocalTensorMode of its own,
+    nested in the one the kit runs the test in; that mesh's rank map is a
+    LocalTensor, and deep-copying it recursed until Python gave up."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    lt = compat.local_tensor_module()
+    with simulate(8), lt.LocalTensorMode(8):
+        mesh = DeviceMesh("cpu", torch.arange(8).view(2, 2, 2))
+        full = torch.arange(8 * 4 * 4, dtype=torch.float32).reshape(8, 4, 4)
+        order = next(o for o in generate_shard_orders(mesh, 2) if len(o[0].mesh_dims) > 1)
+        dt = distribute_with_shard_order(full, mesh, None, order)
+        assert tuple(dt._spec.shard_order) == order
+        assert dt.device_mesh is mesh
+        assert torch.equal(make_full_tensor(dt), full)
+
+
 def test_device_order_changes_what_each_rank_holds() -> None:
     entry = compat.shard_order_entry()
     with simulate(4) as sim:

@@ -3,6 +3,8 @@
 from harness import (
     DTensorContinuousTestBase,
     DTensorTestBase,
+    requires_gloo,
+    requires_nccl,
     skip_if_lt_x_gpu,
     skip_unless_torch_gpu,
     with_comms,
@@ -63,3 +65,22 @@ class WorldNeeds(DTensorContinuousTestBase):
     @needs(local="it counts processes")
     def test_not_simulated(self):
         pass
+
+
+@requires_nccl()
+class NcclBuilt(DTensorTestBase):
+    @with_comms
+    def test_collective(self):
+        raise AssertionError("must not run without nccl")
+
+
+class BackendBuilt(DTensorTestBase):
+    @requires_nccl()
+    @with_comms
+    def test_nccl(self):
+        raise AssertionError("must not run without nccl")
+
+    @requires_gloo()
+    @with_comms
+    def test_gloo(self):
+        raise AssertionError("ran")
