@@ -211,6 +211,22 @@ def test_a_cpu_cell_without_a_record_becomes_the_record(tmp_path, monkeypatch):
     assert [r.outcome for r in out if r.op == "add"] == ["failed"]
 
 
+def test_a_run_that_skipped_its_ops_does_not_record_them_as_passing(tmp_path, monkeypatch):
+    """A sim cell on a torch without LocalTensor skips every op: its run must not become
+    a record saying they pass, or the same torch's native cell is judged against it."""
+    monkeypatch.setenv("HARNESS_REFERENCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(reference, "SHIPPED", tmp_path)
+    monkeypatch.setattr(references, "torch_build", lambda: "2.7.1")
+    skipped = [
+        _case(op, "skipped", "LocalTensor mode needs torch >= 2.10") for op in ("add", "neg")
+    ]
+    use = references.settle(references.plan(_Cell()), [*skipped, RESULTS[0]], timeout=60)
+    world = use.record.at(2)
+    assert world.knows("argmax") and not world.knows("add") and not world.knows("neg")
+    later = references.plan(_Cell())  # what the native cell of that torch then reads
+    assert later.source == "cache" and not later.record.at(2).knows("neg")
+
+
 def test_the_cache_key_changes_with_the_code_that_checks_ops(tmp_path):
     """A checkout that changes how ops are judged does not reuse the old verdicts."""
     kit = Path(references.__file__).resolve().parent

@@ -200,13 +200,15 @@ def dumps(
 
 def world_from_results(results: Iterable[CaseResult], made: str = "", full: bool = True) -> World:
     """A world size's reference from a sweep's results: the failed ops, with their first
-    error; ``full``: the sweep ran every op (else only the ops it ran are known)."""
+    error; ``full``: the sweep ran every op (else only the ops that ran to a verdict are
+    known: a skipped op, e.g. on a torch without LocalTensor, is not known to pass)."""
     own, ran = {}, set()
     for result in results:
         if not result.op:
             continue
-        ran.add(result.op)
         outcome = result.ran or result.outcome
+        if outcome != Outcome.SKIPPED:
+            ran.add(result.op)
         if outcome in FAILED or outcome == OWN:
             own[result.op] = first_error(result.reason, result.details)
     return World(own=own, checked=None if full else frozenset(ran), made=made)
