@@ -11,11 +11,14 @@ from __future__ import annotations
 import torch
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 
-from harness import shapes_only, with_comms
+from harness import compat, shapes_only, with_comms
 from harness.conformance._base import ConformanceTestBase, needs
 
 ROWS, COLS = 2, 4  # each rank's local block (float32: 32 bytes)
 LOCAL_BYTES = ROWS * COLS * 4
+#: The first torch whose redistribute skips the collective of a one-rank mesh dim
+#: (pytorch/pytorch#163742); torch 2.7.1 still runs it (2.8 and 2.9 not run here).
+ONE_RANK_SHORTCUT = (2, 10)
 
 
 def chunk_rows(length: int, world: int, rank: int) -> int:
@@ -44,8 +47,8 @@ class CommunicationTest(ConformanceTestBase):
             with self.subTest(src=str(src), dst=str(dst)):
                 rows = ROWS * world if isinstance(dst, Shard) else ROWS
                 dt = self.local(mesh, src, rows)
-                if world == 1:  # a dimension of one rank communicates nothing
-                    kind, sent = None, 0
+                if world == 1 and compat.torch_version() >= ONE_RANK_SHORTCUT:
+                    kind, sent = None, 0  # a dimension of one rank communicates nothing
                 expected = {kind: 1} if kind else {}
                 with self.assertCollectives(
                     expected, mesh=mesh, mesh_dim="world", bytes_per_rank=sent
