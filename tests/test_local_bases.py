@@ -119,6 +119,7 @@ def outcomes(cls: type, names=None) -> dict[str, str]:
         status[test._testMethodName] = "skipped"
     reasons = {t._testMethodName: r for t, r in result.skipped}
     outcomes.reasons = reasons  # type: ignore[attr-defined]
+    outcomes.failures = [text for _, text in result.failures + result.errors]  # type: ignore[attr-defined]
     return status
 
 
@@ -258,6 +259,41 @@ def test_checks_on_one_rank_are_not_silent_passes():
         "test_wrong_value_on_rank_one": "failed",
         "test_other_ranks_differ": "passed",
     }
+
+
+class OwnMode(LocalDTensorTestBase):
+    """A test that enters its own LocalTensorMode, as PyTorch's test_utils.py does."""
+
+    __test__ = False
+
+    @property
+    def world_size(self) -> int:
+        return 4
+
+    @with_comms
+    def test_own_mode_over_the_same_ranks(self):
+        from torch.distributed._local_tensor import LocalTensor, LocalTensorMode
+        from torch.distributed.device_mesh import DeviceMesh
+
+        with LocalTensorMode(self.world_size) as own:
+            for shard in torch.ones(2)._local_tensors.values():
+                self.assertIs(type(shard), torch.Tensor)  # not a LocalTensor of the kit's
+            with own.disable():  # rank-specific work, outside the test's mode
+                self.assertIs(type(torch.ones(2)), torch.Tensor)
+            mesh = DeviceMesh(self.device_type, torch.arange(4).view(2, 2))
+            full = torch.arange(8.0).reshape(4, 2)
+            dt = distribute_tensor(full, mesh, [Shard(0), Shard(1)])
+            self.assertEqualOnRank(dt.to_local(), full[2:4, 1:2], rank=3)
+            self.assertEqual(dt.full_tensor(), full)
+        self.assertIsInstance(torch.ones(2), LocalTensor)  # the kit's mode is back
+
+
+def test_a_tests_own_mode_replaces_the_kits_for_the_same_ranks():
+    """Two nested modes made each rank's shard a LocalTensor, and cost N times the work."""
+    assert outcomes(OwnMode, ["test_own_mode_over_the_same_ranks"]) == {
+        "test_own_mode_over_the_same_ranks": "passed"
+    }, outcomes.failures
+    assert not dist.is_initialized()
 
 
 #: LocalTensorMode runs collectives on permuted groups from torch 2.15 (2.14 unchecked).

@@ -191,3 +191,12 @@ def test_refuses_a_live_group_of_another_size():
     with simulate(4), pytest.raises(RuntimeError, match="fake process group of 8"), simulate(8):
         pass
     assert not dist.is_initialized()
+
+
+def test_only_a_mode_over_the_same_ranks_steps_the_kits_aside():
+    """A body's own mode over other ranks nests in the kit's, as it always did."""
+    with simulate(4):
+        with LocalTensorMode(4) as own, own.disable():
+            assert type(torch.ones(2)) is torch.Tensor  # one mode: the body's
+        with LocalTensorMode(frozenset({0, 1})) as two, two.disable():
+            assert set(per_rank(torch.ones(2))) == {0, 1, 2, 3}  # the kit's still answers

@@ -9,7 +9,8 @@ around a test, and what a script can use directly::
 
 It registers c10d's ``fake`` backend (torch only registers it from its testing
 package), starts a fake process group on an in-memory store, enters
-LocalTensorMode over ranks ``0..N-1``, answers ``dist.get_rank()`` per rank, and
+LocalTensorMode over ranks ``0..N-1`` (one that steps aside while the body enters
+its own over the same ranks), answers ``dist.get_rank()`` per rank, and
 on the way out puts back everything it changed: the DTensor RNG tracker,
 record-function hooks, ``dist.get_rank`` and the process group.
 """
@@ -17,6 +18,7 @@ record-function hooks, ``dist.get_rank`` and the process group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +52,33 @@ def _check_world_size(world_size: Any) -> int:
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"simulate(world_size={world_size!r}): use a whole number >= 1")
     return world_size
+
+
+@functools.cache
+def _kit_mode_class() -> type:
+    """LocalTensorMode that steps aside while a test's own mode over the same ranks is on top.
+
+    A test that enters ``LocalTensorMode(world_size)`` itself (as PyTorch's tests
+    of a class deriving from ``LocalDTensorTestBase`` do; PyTorch's base enters
+    none around them) would otherwise run every op through both modes: the
+    kit's turns each rank's plain result of the test's mode into a LocalTensor
+    of its own, so a shard becomes a LocalTensor of LocalTensors and the work
+    grows with the square of the ranks. While an equal mode is on top the
+    kit's passes each op through untouched, so the test sees one mode, as
+    under PyTorch's harness. A mode over other ranks nests as before.
+    """
+    lt = compat.local_tensor_module()
+
+    class KitLocalTensorMode(lt.LocalTensorMode):
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            top = lt.local_tensor_mode()
+            if top is not self and top is not None and top.ranks == self.ranks:
+                return func(*args, **(kwargs or {}))
+            return super().__torch_dispatch__(func, types, args, kwargs)
+
+    return KitLocalTensorMode
 
 
 def init_fake_process_group(world_size: int) -> bool:
@@ -148,7 +177,7 @@ def simulate(
     if "torch._dynamo" in sys.modules:  # a compiled test must not reuse last test's graphs
         torch.compiler.reset()
     compat.set_record_function(False)
-    mode = lt.LocalTensorMode(frozenset(range(world_size)))
+    mode = _kit_mode_class()(frozenset(range(world_size)))
     try:
         with _per_rank_get_rank(lt), mode:
             yield Simulation(world_size, device_type, mode, rank_symint(world_size))
