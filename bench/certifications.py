@@ -53,14 +53,22 @@ def run(python: str, out: Path, cells: list[str], matrix: str | None) -> int:
     return worst
 
 
-def _runs(folders: list[Path]) -> dict[tuple[str, str], dict]:
-    """(torch, cell) -> the run's row in runs.jsonl (its load), where ``run`` wrote one."""
+def _runs(folders: list[Path]) -> dict[Path, dict]:
+    """A report folder -> its run's row in runs.jsonl (its load), where ``run`` wrote one."""
     found = {}
     for runs in (f / "runs.jsonl" for f in folders):
         lines = runs.read_text(encoding="utf-8").splitlines() if runs.is_file() else []
         for row in map(json.loads, lines):
-            found[row["torch"], row["cell"]] = row
+            found[(runs.parent / row["torch"] / row["cell"]).resolve()] = row
     return found
+
+
+def _order(path: Path) -> tuple:
+    """Reports by torch version (numerically), then world size, then cell name."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    torch = report["fingerprint"]["packages"]["torch"].split("+")[0]
+    version = tuple(int(p) for p in torch.split(".") if p.isdigit())
+    return version, report["cell"]["world_size"], report["cell"]["name"], str(path)
 
 
 def table(folders: list[Path]) -> str:
@@ -70,13 +78,13 @@ def table(folders: list[Path]) -> str:
         "| load before/after | reference |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    reports = sorted(p for f in folders for p in f.rglob("report.json"))
+    reports = sorted((p for f in folders for p in f.rglob("report.json")), key=_order)
     for path in reports:
         report = json.loads(path.read_text(encoding="utf-8"))
         torch = report["fingerprint"]["packages"]["torch"].split("+")[0]
         cell, summary = report["cell"]["name"], report["summary"]
         failed = summary["failed"] + summary["error"]
-        load = runs.get((torch, cell))
+        load = runs.get(path.parent.resolve())
         loads = f"{load['load_before']:.1f}/{load['load_after']:.1f}" if load else "-"
         source = (report.get("reference") or {}).get("source", "-")
         lines.append(
