@@ -74,6 +74,7 @@ def make_cmd(args) -> int:
     from harness.report import junit, reference
 
     folder = Path(args.junit)
+    source = f"{folder.name}/junit.xml" if folder.is_dir() else folder.name
     if folder.is_dir():  # a certify report folder: its junit.xml, its cell's world size
         args.junit = str(folder / "junit.xml")
         report = folder / "report.json"
@@ -110,7 +111,7 @@ def make_cmd(args) -> int:
     ran = {r.op for r in results}
     full = database <= ran
     stamp = _dt.date.today().isoformat()
-    made = f"harness reference make {Path(args.junit).name} --world-size {args.world_size} " + (
+    made = f"harness reference make {source} --world-size {args.world_size} " + (
         f"({len(ran)} ops, torch {references.torch_build()}, {stamp})"
     )
     world = reference.world_from_results(results, made, full=full)
@@ -122,7 +123,8 @@ def make_cmd(args) -> int:
         f"DTensor's own failures on torch {minor[0]}.{minor[1]}'s OpInfo samples, per world size:\n"
         "the reference a certification judges a cell against (a cell fails an op only where\n"
         "the reference passes it; docs/certification.md). Made by `harness reference make`\n"
-        "from full sweeps on CPU under LocalTensor, reasons reviewed by hand."
+        "from full sweeps on CPU (under LocalTensor where torch has it, else on the\n"
+        "cell's rank processes), reasons reviewed by hand."
     )
     skip, slow = (old.skip, old.slow) if old else _lent(minor, database)
     text = reference.dumps(
