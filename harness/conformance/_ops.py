@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ class Expectations:
     worlds: tuple[int, ...] = ()
     torch: str = ""
 
-    @property
+    @cached_property
     def hangs(self) -> dict[str, str]:
         """DTensor's own failures that never return (a reason starting ``hangs:``): not
         run, so a certification does not spend the per-op limit on a known hang."""
