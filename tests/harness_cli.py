@@ -15,8 +15,15 @@ def harness(
     *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """Its exit code and output, captured; ``env`` is added to this process's environment."""
+    return python("-m", "harness", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def python(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python ARGS`` (this interpreter), as :func:`harness` runs the CLI."""
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
+        [sys.executable, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from harness_cli import python  # tests/ is on sys.path
 
 PROJECT = Path(__file__).resolve().parent.parent
 BENCH = PROJECT / "bench" / "certifications.py"
@@ -23,16 +23,7 @@ class FlipTest(unittest.TestCase):
 
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CI": "true", "PYTHONPATH": str(PROJECT)}
-    return subprocess.run(
-        [sys.executable, str(BENCH), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return python(str(BENCH), *args, cwd=cwd, env={"CI": "true", "PYTHONPATH": str(PROJECT)})
 
 
 def test_run_then_table_gives_each_cells_figures_and_load(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness_cli import harness as run_cli  # tests/ is on sys.path
+from harness_cli import python
 
 import harness
 from harness import compat, hwclass
@@ -116,15 +117,9 @@ def test_a_class_with_a_wrong_classification_stops_the_run_with_one_line(tmp_pat
         "import unittest\n\n\nclass Wrong(unittest.TestCase):\n"
         "    hw_classification = 'gpu'\n\n    def test_it(self):\n        pass\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), hwclass.ENV: "GENERIC,CPU"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(test)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
+    env = {"PYTHONPATH": str(ROOT), hwclass.ENV: "GENERIC,CPU"}
+    done = python(
+        "-m", "pytest", "-p", "no:cacheprovider", str(test), cwd=tmp_path, env=env, timeout=120
     )
     assert done.returncode == 4, done.stdout[-2000:] + done.stderr[-2000:]
     assert "test_wrong.py::Wrong::test_it: test_wrong.Wrong.hw_classification = 'gpu': not a" in (
