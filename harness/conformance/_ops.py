@@ -358,28 +358,77 @@ def sample_seed(key: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _check_output(case: Any, mine: Any, ref: Any, where: str) -> None:
+def _check_output(case: Any, copies: list[Any], requires_grad: bool, ref: Any, where: str) -> None:
     """One output against the plain one: type, shape, ``requires_grad``, then values.
 
-    Bitwise-equal values (the usual case) pass without the kit's assertEqual,
-    which is there for the tolerance and the message when they differ. Under
-    LocalTensor every simulated rank's copy is checked.
+    ``copies`` are what each rank holds of the whole output (one where the ranks
+    cannot differ). Bitwise-equal values (the usual case) pass without the kit's
+    assertEqual, which is there for the tolerance and the message when they differ.
     """
     import torch
 
-    if not isinstance(mine, torch.Tensor):
-        raise AssertionError(f"{where}: got {type(mine).__name__}, expected a tensor")
-    if tuple(mine.shape) != tuple(ref.shape):
-        raise AssertionError(f"{where}: shape {tuple(mine.shape)}, expected {tuple(ref.shape)}")
-    if mine.requires_grad != ref.requires_grad:
+    for copy in copies:
+        if not isinstance(copy, torch.Tensor):
+            raise AssertionError(f"{where}: got {type(copy).__name__}, expected a tensor")
+        if tuple(copy.shape) != tuple(ref.shape):
+            raise AssertionError(f"{where}: shape {tuple(copy.shape)}, expected {tuple(ref.shape)}")
+    if requires_grad != ref.requires_grad:
         raise AssertionError(
-            f"{where}: requires_grad={mine.requires_grad}, expected {ref.requires_grad}"
+            f"{where}: requires_grad={requires_grad}, expected {ref.requires_grad}"
         )
-    per_rank = getattr(mine, "_local_tensors", None)
-    copies = list(per_rank.values()) if isinstance(per_rank, dict) else [mine]
     for copy in copies:
         if not _bitwise_equal(copy, ref):
             case.assertEqual(copy, ref, msg=where)
+
+
+def _rank_copies(value: Any) -> list[Any]:
+    """A plain tensor as itself; a LocalTensor as each simulated rank's copy."""
+    per_rank = getattr(value, "_local_tensors", None)
+    return list(per_rank.values()) if isinstance(per_rank, dict) else [value]
+
+
+def _assembled(dtensor: Any) -> list[Any] | None:
+    """The whole tensor a DTensor of simulated ranks stands for, from its shards; None if unsure.
+
+    What ``full_tensor()`` gives, without the collectives: under LocalTensor each
+    rank's shard is at hand, so a ``Shard`` output is its shards joined in mesh
+    order and a ``Partial`` one their reduction in rank order, as LocalTensor's
+    all-reduce folds them (bitwise the same); a ``Replicate`` output is every
+    rank's own copy. Gathering through DTensor cost a fifth of the sweep, and
+    the sweep checks the op's sharding, not redistribution (the ``redistribute``
+    capability does). Anything else (a mesh of more dims, a placement of DTensor's
+    own such as a masked or norm partial, real rank processes) is None, and the
+    caller gathers with DTensor. Call it outside LocalTensor mode: the shards
+    are plain tensors.
+    """
+    import functools
+    import operator
+
+    import torch
+    from torch.distributed.tensor import Partial, Replicate, Shard
+
+    per_rank = getattr(dtensor._local_tensor, "_local_tensors", None)
+    mesh = dtensor.device_mesh
+    if not isinstance(per_rank, dict) or mesh.ndim != 1:
+        return None
+    shards = [per_rank[rank] for rank in mesh.mesh.tolist()]
+    (placement,) = dtensor.placements
+    kind = type(placement)
+    if kind is Replicate:
+        return shards
+    if kind is Shard:
+        return [torch.cat(shards, dim=placement.dim)]
+    reduce = {
+        "sum": operator.add,
+        "avg": operator.add,
+        "product": operator.mul,
+        "min": torch.minimum,
+        "max": torch.maximum,
+    }
+    if kind is Partial and placement.reduce_op in reduce:
+        whole = functools.reduce(reduce[placement.reduce_op], shards)
+        return [whole / len(shards) if placement.reduce_op == "avg" else whole]
+    return None
 
 
 def _bitwise_equal(mine: Any, ref: Any) -> bool:
@@ -466,7 +515,7 @@ def check_opinfo(
             # An output with no elements has no values to compare (and DTensor
             # cannot always gather one); the sample's other outputs still count.
             pairs = [
-                (mine.full_tensor() if isinstance(mine, DTensor) else mine, ref)
+                (mine, ref)
                 for mine, ref in zip(got, expected)
                 if isinstance(ref, (torch.Tensor, bool, int, float))
                 and not _empty(mine)
@@ -476,11 +525,23 @@ def check_opinfo(
                 why_not.append(f"sample {index} has no output with elements")
                 continue
             with outside():
-                for mine, ref in pairs:
-                    if isinstance(ref, torch.Tensor):
-                        _check_output(case, mine, ref, where)
-                    else:  # a number or a bool (item, equal): compared as one
+                wholes = [
+                    _assembled(mine) if isinstance(mine, DTensor) else None for mine, _ in pairs
+                ]
+            wholes = [  # what the kit could not put together, DTensor gathers
+                whole if whole is not None or not isinstance(mine, DTensor) else mine.full_tensor()
+                for whole, (mine, _) in zip(wholes, pairs)
+            ]
+            with outside():
+                for whole, (mine, ref) in zip(wholes, pairs):
+                    if not isinstance(ref, torch.Tensor):  # a number or a bool (item, equal)
                         case.assertEqual(mine, ref, msg=where)
+                        continue
+                    if whole is None:  # a plain output (a tensor, or a LocalTensor of copies)
+                        whole = _rank_copies(mine) if isinstance(mine, torch.Tensor) else [mine]
+                    elif not isinstance(whole, list):  # DTensor's gather: a copy per rank
+                        whole = _rank_copies(whole)
+                    _check_output(case, whole, getattr(mine, "requires_grad", False), ref, where)
             checked += 1
     if not checked:
         reason = why_not[0] if why_not else "the database has no float32 sample for it"

@@ -43,6 +43,8 @@ WORKERS_ENV = _ops.WORKERS_ENV
 WORKER_MB_ENV = _ops.WORKER_MB_ENV
 _MAX_DEFAULT = 8
 _IN_HAND = 2  # ops sent to a worker ahead of its answers
+#: A worker says it is alive at most this often (s): a pipe write per layout was 4% of its time.
+TICK_EVERY_S = 1.0
 
 
 def worker_count(ops: int) -> int:
@@ -304,9 +306,12 @@ def serve(
     log: str,
     budget_mb: int = _ops.WORKER_MB_DEFAULT,
 ) -> None:
-    """A worker's loop: op keys in, until None; out, ``("tick", key)`` after each sample
-    (the timeout counts from the last), ``("done", key, status, text, seconds)``, and
-    ``("retire", key)`` when it has grown by more than ``budget_mb`` (it then exits)."""
+    """A worker's loop: op keys in, until None.
+
+    Out: ``("tick", key)`` while samples and layouts finish (at most every
+    ``TICK_EVERY_S``; the timeout counts from the last), ``("done", key, status,
+    text, seconds)``, and ``("retire", key)`` when it has grown by more than
+    ``budget_mb`` (it then exits)."""
     start_worker(env, log)
     import torch
 
@@ -328,12 +333,26 @@ def serve(
         if key is None:
             return
         started = time.monotonic()
-        tick = functools.partial(conn.send, ("tick", key))
+        tick = _every(TICK_EVERY_S, functools.partial(conn.send, ("tick", key)))
         status, text = _run(case, ops[key], world_size, device_type, tick)
         conn.send(("done", key, status, text, time.monotonic() - started))
         if anonymous_mb() - born_mb > budget_mb:
             conn.send(("retire", key))
             return
+
+
+def _every(seconds: float, call: Any) -> Any:
+    """``call``, made a no-op unless ``seconds`` have passed since it last ran (or was made)."""
+    last = time.monotonic()
+
+    def maybe() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds:
+            last = now
+            call()
+
+    return maybe
 
 
 def anonymous_mb() -> float:
