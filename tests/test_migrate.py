@@ -165,6 +165,15 @@ def test_a_submodule_the_helper_had_loaded_is_imported_after_the_move():
     assert migrate_source(migration.new).new == migration.new  # and again: nothing to do
 
 
+def test_the_command_says_which_import_it_added(tmp_path, capsys):
+    target = tmp_path / "test_borrow.py"
+    target.write_text(BORROWS)
+    assert main(["migrate", str(target)]) == 0
+    assert target.read_text() == migrate_source(BORROWS).new
+    err = capsys.readouterr().err
+    assert f"{target}:2: import torch._dynamo.test_case: added (" in err
+
+
 @pytest.mark.parametrize(
     "source, names",
     [
