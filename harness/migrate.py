@@ -37,6 +37,16 @@ TARGET = "harness"
 SOME_NAMES = {
     "torch.testing._internal.common_utils": frozenset({"HardwareClassification"}),
 }
+#: Submodules PyTorch's helper modules import for themselves, which a test file that
+#: imported the helper can reach as ``torch.a.b`` without importing them
+#: (``common_dtensor`` imports ``common_distributed``, which imports
+#: ``torch._dynamo.test_case``: PyTorch's ``test_dtensor_compile.py`` subclasses
+#: ``torch._dynamo.test_case.TestCase`` on that alone). When migration removes a
+#: file's last import of the helper, the file gets the import it was leaning on.
+BORROWED_SUBMODULES = {
+    COMMON_DISTRIBUTED: ("torch._dynamo.test_case",),
+    COMMON_DTENSOR: ("torch._dynamo.test_case",),
+}
 
 
 def provided_names() -> frozenset[str]:
@@ -63,6 +73,9 @@ class Migration:
     new: str
     moved: list[tuple[int, str]] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
+    #: (line, module): imports added because the file used a submodule that only a
+    #: moved-away import of PyTorch's helper had loaded (BORROWED_SUBMODULES)
+    added: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -78,6 +91,13 @@ class Migration:
                 tofile=self.path if absolute else f"b/{self.path}",
             )
         )
+
+    def added_lines(self) -> list[str]:
+        return [
+            f"{self.path}:{line}: import {module}: added (a PyTorch helper the file "
+            "no longer imports had loaded it)"
+            for line, module in self.added
+        ]
 
     def kept_lines(self) -> list[str]:
         lines = []
@@ -104,6 +124,7 @@ def migrate_source(source: str, path: str = "<string>", names: Iterable[str] | N
     text = _Text(source)
     result = Migration(path=path, old=source, new=source)
     edits: list[tuple[int, int, str]] = []
+    lenders: list[tuple[int, ast.AST]] = []  # edits that rewrote an import of a helper
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             edit = _from_import(node, text, provided, result, tree)
@@ -113,6 +134,10 @@ def migrate_source(source: str, path: str = "<string>", names: Iterable[str] | N
             continue
         if edit is not None:
             edits.append(edit)
+            if _imported_by(node) & BORROWED_SUBMODULES.keys():
+                lenders.append((len(edits) - 1, node))
+    if lenders:
+        _keep_borrowed(tree, text, edits, lenders, result)
     new = source
     for start, end, replacement in sorted(edits, reverse=True):
         new = new[:start] + replacement + new[end:]
@@ -120,6 +145,60 @@ def migrate_source(source: str, path: str = "<string>", names: Iterable[str] | N
     result.moved.sort()
     result.kept.sort(key=lambda k: (k.line, k.name))
     return result
+
+
+def _imported_by(node) -> set[str]:
+    """Every module an import statement loads (``from a import b``: ``a`` and ``a.b``)."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return set()
+
+
+def _dotted_names(tree) -> set[str]:
+    """``a.b.c`` for every attribute chain rooted at a plain name."""
+    found = set()
+    for node in ast.walk(tree):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if parts and isinstance(node, ast.Name):
+            found.add(".".join([node.id, *reversed(parts)]))
+    return found
+
+
+def _keep_borrowed(tree, text, edits, lenders, result):
+    """Add ``import SUB`` after the first rewritten helper import, for each borrowed SUB.
+
+    Only where the file reaches SUB as an attribute chain, loads SUB nowhere itself,
+    and keeps no import of a helper (one left unrewritten, or names a rewrite kept).
+    """
+    rewritten = {id(node) for _, node in lenders}
+    loaded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in rewritten:
+            loaded |= _imported_by(node)
+    helpers = BORROWED_SUBMODULES.keys()
+    if loaded & helpers or any(h in edits[i][2] for i, _ in lenders for h in helpers):
+        return
+    lenders_of = {m for _, node in lenders for m in _imported_by(node) & helpers}
+    lent = {sub for m in lenders_of for sub in BORROWED_SUBMODULES[m]}
+    used = _dotted_names(tree)
+    wanted = sorted(
+        sub
+        for sub in lent
+        if any(u == sub or u.startswith(sub + ".") for u in used)
+        and not any(m == sub or m.startswith(sub + ".") for m in loaded)
+    )
+    if not wanted:
+        return
+    first, node = min(lenders, key=lambda pair: edits[pair[0]][0])
+    start, end, replacement = edits[first]
+    sep = text.separator(start)
+    edits[first] = (start, end, replacement + "".join(f"{sep}import {sub}" for sub in wanted))
+    result.added.extend((node.lineno, sub) for sub in wanted)
 
 
 def migrate_file(path: str | os.PathLike, names: Iterable[str] | None = None) -> Migration:

@@ -138,6 +138,76 @@ def test_the_hardware_enum_moves_out_of_common_utils_and_nothing_else_does():
     assert migrate_source(migration.new).new == migration.new  # and again: nothing to do
 
 
+BORROWS = (
+    "import torch\n"
+    f"from {COMMON_DTENSOR} import (\n"
+    "    DTensorTestBase,\n"
+    ")\n"
+    "\n"
+    "\n"
+    "class T(torch._dynamo.test_case.TestCase):\n"
+    "    pass\n"
+)
+
+
+def test_a_submodule_the_helper_had_loaded_is_imported_after_the_move():
+    """PyTorch's common_distributed loads torch._dynamo.test_case; the kit does not."""
+    migration = migrate_source(BORROWS)
+    assert migration.new == BORROWS.replace(
+        f"from {COMMON_DTENSOR} import (\n    DTensorTestBase,\n)\n",
+        "from harness import (\n    DTensorTestBase,\n)\nimport torch._dynamo.test_case\n",
+    )
+    assert migration.added == [(2, "torch._dynamo.test_case")]
+    assert migration.added_lines() == [
+        "<string>:2: import torch._dynamo.test_case: added (a PyTorch helper the file "
+        "no longer imports had loaded it)"
+    ]
+    assert migrate_source(migration.new).new == migration.new  # and again: nothing to do
+
+
+def test_the_command_says_which_import_it_added(tmp_path, capsys):
+    target = tmp_path / "test_borrow.py"
+    target.write_text(BORROWS)
+    assert main(["migrate", str(target)]) == 0
+    assert target.read_text() == migrate_source(BORROWS).new
+    err = capsys.readouterr().err
+    assert f"{target}:2: import torch._dynamo.test_case: added (" in err
+
+
+@pytest.mark.parametrize(
+    "source, names",
+    [
+        # the file loads it itself, in any of the forms that set the attribute
+        (BORROWS + "import torch._dynamo.test_case\n", None),
+        (BORROWS + "from torch._dynamo import test_case\n", None),
+        (BORROWS + "from torch._dynamo.test_case import TestCase\n", None),
+        # a name stays imported from the helper, so the helper still loads it
+        (BORROWS.replace("DTensorTestBase,", "DTensorTestBase, with_comms,"), {"with_comms"}),
+        # the submodule is not used
+        (BORROWS.replace("torch._dynamo.test_case.TestCase", "object"), None),
+    ],
+)
+def test_no_import_is_added_where_the_file_does_not_need_it(source, names):
+    migration = migrate_source(source, names=names)
+    assert migration.changed
+    assert migration.added == []
+    assert migration.new.count("import torch._dynamo.test_case") == source.count(
+        "import torch._dynamo.test_case"
+    )
+
+
+def test_the_migrated_file_defines_its_classes(tmp_path):
+    """Run the migrated module body: without the added import it stops on AttributeError."""
+    path = tmp_path / "test_borrow.py"
+    path.write_text(migrate_source(BORROWS).new)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    code = f"import runpy; assert 'T' in runpy.run_path({str(path)!r})"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_star_import_is_listed_not_rewritten():
     source = f"from {COMMON_DTENSOR} import *\n"
     migration = migrate_source(source)

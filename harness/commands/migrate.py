@@ -68,7 +68,7 @@ def migrate(args) -> int:
         )
     due = [m for m in plans if m.changed]
     for migration in plans:
-        for line in migration.kept_lines():
+        for line in migration.kept_lines() + migration.added_lines():
             print(line, file=sys.stderr)
     if args.check:
         for migration in due:
