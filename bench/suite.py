@@ -9,7 +9,7 @@ the same machine: as it is (PyTorch's private helpers) and as a copy migrated wi
 run and their ratio. Nothing is fetched: DIR is whatever you point it at.
 
 Peak memory is measured three ways, all for the whole pytest process tree:
-``tree_pss``: the largest sum of PSS over the tree, sampled every 0.1 s from
+``tree_pss``: the largest sum of PSS over the tree, sampled every ``SAMPLE_S`` from
 /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so the sum
 is what the tree costs the host: the figure to compare a forking side with a
 single-process one by); ``tree_rss``: the same for RSS (shared pages count once per
@@ -19,7 +19,7 @@ covers every descendant the tree waited for).
 
 Each run also has a floor: the CPU seconds of the pytest process tree (user +
 system; the larger of wait4()'s count, which covers every descendant the tree
-waited for, and the sum of each process's own CPU sampled from /proc every 0.1 s,
+waited for, and the sum of each process's own CPU sampled from /proc as often,
 which also sees pool ranks started by a server) divided by the cores this process
 may run on. That run's work cannot finish on those cores in less; wall / floor near 1
 means the cores were busy with the tests, higher means waiting: a GIL-bound
@@ -51,6 +51,11 @@ from harness.migrate import iter_test_files, migrate_source
 
 SIDES = ("upstream", "harness")
 OUTCOMES = ("pass", "fail", "error", "skip", "xfail")
+#: Seconds between two looks at the run's processes. Each look reads every process's
+#: stat and the tree's smaps_rollup: at 0.1 s that was a fifth of a core (measured
+#: 2026-12-07, the whole op sweep), which a side using both cores pays in wall time
+#: and a one-core side does not.
+SAMPLE_S = 0.25
 
 
 @dataclass
@@ -167,7 +172,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
                     _kill_group(proc.pid)
                     _, status, usage = os.wait4(proc.pid, 0)
                     break
-                time.sleep(0.1)
+                time.sleep(SAMPLE_S)
         except BaseException:  # Ctrl-C, SIGTERM: take the run's whole process group along
             _kill_group(proc.pid)
             os.wait4(proc.pid, 0)
@@ -181,7 +186,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     run.tree_pss_mb = peak_pss / 2**20
     run.max_rss_mb = usage.ru_maxrss / 1024 if usage else 0.0
     # Both are lower bounds: wait4 misses ranks the tree did not wait for, the samples
-    # miss the last 0.1 s of each process. The larger is the better one.
+    # miss the last ``SAMPLE_S`` of each process. The larger is the better one.
     waited = usage.ru_utime + usage.ru_stime if usage else 0.0
     run.cpu_s = round(max(waited, sum(cpu.values())), 2)
     run.cores = cores()
@@ -345,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": host_info(),
         "memory": "tree_rss: peak sum of RSS over the pytest process tree, sampled every "
-        "0.1 s; max_rss: largest single process (wait4 ru_maxrss)",
+        f"{SAMPLE_S} s; max_rss: largest single process (wait4 ru_maxrss)",
         "files": [],
     }
     previous = args.out / "suite.json"
