@@ -166,6 +166,26 @@ class ConverterSweep(_Local4):
         self.assertEqual(len(set(seen)), 27)
         self.assertEqual((converter.hit, converter.miss), (81, 0))
 
+    def test_split_without_scatter_gives_every_rank_the_scattered_shards(self) -> None:
+        """src_data_rank=None (the op sweep's workers): each simulated rank splits the
+        shared input itself, and holds what the scatter from rank 0 gives it."""
+        mesh = self.build_device_mesh()
+        a, b = _rand(8, 4), torch.nn.Parameter(_rand(4, 12))
+        scattered = list(DTensorConverter(mesh, (a, b), {}))
+        split = DTensorConverter(mesh, (a, b), {}, src_data_rank=None)
+        for (want, _), (got, _) in zip(scattered, split, strict=True):
+            for w, g in zip(want, got, strict=True):
+                self.assertEqual(g.placements, w.placements)
+                self.assertEqual(g.requires_grad, w.requires_grad)
+                local_w, local_g = w.to_local(), g.to_local()
+                with compat.local_tensor_module().maybe_disable_local_tensor_mode():
+                    for rank in range(WORLD):
+                        mine, theirs = (
+                            t._local_tensors[rank] if hasattr(t, "_local_tensors") else t
+                            for t in (local_g, local_w)
+                        )
+                        self.assertTrue(torch.equal(mine, theirs), (w.placements, rank))
+
     def test_parameter_scalar_and_bool_handling(self) -> None:
         mesh = self.build_device_mesh()
         param = torch.nn.Parameter(_rand(4, 8))

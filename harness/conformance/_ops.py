@@ -456,15 +456,17 @@ def check_opinfo(
     device: str,
     outside: Callable[[], AbstractContextManager],
     tick: Callable[[], None] | None = None,
+    src_data_rank: int | None = 0,
 ) -> None:
     """Run every sample of ``op`` plain and in every layout; fail, skip, or return (passed).
 
     ``outside`` makes the samples and the reference as plain tensors (it leaves
     LocalTensor mode in a -sim cell); ``tick`` is called before each sample and each
     layout (a worker's sign of life). Samples are seeded, so every rank draws
-    the same ones. An output with no elements is not compared, as in PyTorch's
-    sweep; a sample that fails on plain tensors, or holds a tensor DTensor cannot
-    hold, is not checked.
+    the same ones; ``src_data_rank`` is how the converter distributes them
+    (``None``: each rank splits its own, for ranks that share them). An output
+    with no elements is not compared, as in PyTorch's sweep; a sample that fails
+    on plain tensors, or holds a tensor DTensor cannot hold, is not checked.
     """
     import torch
     from torch.distributed.tensor import DTensor
@@ -487,7 +489,9 @@ def check_opinfo(
         except Exception as exc:  # noqa: BLE001 (the sample, not DTensor, is at fault)
             why_not.append(f"sample {index} fails on plain tensors ({_first_line(exc)})")
             continue
-        converter = DTensorConverter(mesh, tuple(args), kwargs, max_layouts=LAYOUTS_PER_SAMPLE)
+        converter = DTensorConverter(
+            mesh, tuple(args), kwargs, max_layouts=LAYOUTS_PER_SAMPLE, src_data_rank=src_data_rank
+        )
         for d_args, d_kwargs in converter:
             if tick is not None:  # one layout is a unit of work: a heavy sample has thousands
                 tick()
