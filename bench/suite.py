@@ -327,7 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         help="add to (or replace files in) the report already in --out, e.g. big files later",
     )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    # Split at "--" ourselves: argparse gives a "*" positional after DIR nothing
+    # once an option comes between them (DIR --only F -- -k EXPR was an error).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    args.pytest_args = [*args.pytest_args, *extra]
     if not args.dir.is_dir():
         print(f"suite.py: error: {args.dir} is not a folder of test files", file=sys.stderr)
         return 2

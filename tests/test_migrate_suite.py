@@ -173,3 +173,21 @@ def test_one_side_now_and_the_other_appended_later_are_compared(suite, tmp_path)
 def test_bad_dir_is_exit_2(suite, tmp_path, capsys):
     assert suite.main([str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_pytest_args_after_double_dash_follow_options(suite, tmp_path, monkeypatch):
+    """``DIR --only F -- -k EXPR``: what follows ``--`` reaches pytest on both sides."""
+    (tmp_path / "test_k.py").write_text(
+        "def test_kept():\n    pass\n\ndef test_dropped():\n    pass\n"
+    )
+    seen = []
+
+    def fake_run(side, root, rel, xml, timeout, pytest_args):
+        seen.append(list(pytest_args))
+        return suite.Run(side, rel, [], exit_code=0, outcomes={"test_kept": "pass"})
+
+    monkeypatch.setattr(suite, "run_pytest", fake_run)
+    out = tmp_path / "out"
+    argv = [str(tmp_path), "--only", "test_k.py", "--out", str(out), "--", "-k", "not dropped"]
+    assert suite.main(argv) == 0
+    assert seen == [["-k", "not dropped"], ["-k", "not dropped"]]
