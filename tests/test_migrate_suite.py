@@ -100,7 +100,7 @@ def test_the_floor_counts_ranks_nobody_waits_for(suite, tmp_path):
     run = suite.run_pytest("harness", tmp_path, "test_server.py", tmp_path / "o.xml", 300, [])
     alone = suite.run_pytest("harness", tmp_path, "test_alone.py", tmp_path / "a.xml", 300, [])
     assert run.outcomes == {"test_server::test_a_server_starts_the_rank": "pass"}
-    # the rank's 3 s of CPU, less at most its last 0.1 s sample, over pytest's own
+    # the rank's 3 s of CPU, less at most its last sample (SAMPLE_S), over pytest's own
     assert run.cpu_s - alone.cpu_s >= 2.5
 
 
