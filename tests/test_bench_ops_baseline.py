@@ -206,3 +206,16 @@ def test_a_terminated_bench_leaves_no_process_behind(tmp_path):
     finally:
         bench.kill()
         bench.wait()
+
+
+def test_an_op_pytorchs_side_ran_but_was_not_asked_for_is_not_compared():
+    """pytest's -k ignores case: asking PyTorch's side for ``T`` runs ``t`` too."""
+    run = ops_baseline.suite.Run("upstream-X", "f.py", [])
+    name = "test_dtensor_ops.py::TestXCPU::" + ops_baseline.UPSTREAM_PREFIX
+    run.outcomes = {
+        name + "T" + ops_baseline.UPSTREAM_SUFFIX: "pass",
+        name + "t" + ops_baseline.UPSTREAM_SUFFIX: "pass",
+    }
+    by_formatted = {"T": "T", "t": "t"}
+    assert ops_baseline.upstream_verdicts(run, by_formatted, {"T"}) == {"T": "pass"}
+    assert ops_baseline.upstream_verdicts(run, by_formatted) == {"T": "pass", "t": "pass"}
