@@ -382,9 +382,21 @@ def _check_output(case: Any, copies: list[Any], requires_grad: bool, ref: Any, w
 
 
 def _rank_copies(value: Any) -> list[Any]:
-    """A plain tensor as itself; a LocalTensor as each simulated rank's copy."""
+    """A LocalTensor as each simulated rank's copy; anything else as itself."""
     per_rank = getattr(value, "_local_tensors", None)
     return list(per_rank.values()) if isinstance(per_rank, dict) else [value]
+
+
+def _whole_copies(value: Any, outside: Callable[[], AbstractContextManager]) -> list[Any]:
+    """Each rank's copy of the whole output: a DTensor put together from its shards
+    where the kit can (outside LocalTensor mode), else gathered by DTensor (inside it)."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(value, DTensor):
+        return _rank_copies(value)
+    with outside():
+        whole = _assembled(value)
+    return whole if whole is not None else _rank_copies(value.full_tensor())
 
 
 def _assembled(dtensor: Any) -> list[Any] | None:
@@ -528,24 +540,19 @@ def check_opinfo(
             if not pairs:
                 why_not.append(f"sample {index} has no output with elements")
                 continue
-            with outside():
-                wholes = [
-                    _assembled(mine) if isinstance(mine, DTensor) else None for mine, _ in pairs
-                ]
-            wholes = [  # what the kit could not put together, DTensor gathers
-                whole if whole is not None or not isinstance(mine, DTensor) else mine.full_tensor()
-                for whole, (mine, _) in zip(wholes, pairs)
+            wholes = [  # a number or a bool (item, equal) is compared as one
+                _whole_copies(mine, outside)
+                if isinstance(ref, torch.Tensor)
+                else (mine.full_tensor() if isinstance(mine, DTensor) else mine)
+                for mine, ref in pairs
             ]
             with outside():
                 for whole, (mine, ref) in zip(wholes, pairs):
-                    if not isinstance(ref, torch.Tensor):  # a number or a bool (item, equal)
-                        case.assertEqual(mine, ref, msg=where)
-                        continue
-                    if whole is None:  # a plain output (a tensor, or a LocalTensor of copies)
-                        whole = _rank_copies(mine) if isinstance(mine, torch.Tensor) else [mine]
-                    elif not isinstance(whole, list):  # DTensor's gather: a copy per rank
-                        whole = _rank_copies(whole)
-                    _check_output(case, whole, getattr(mine, "requires_grad", False), ref, where)
+                    if isinstance(ref, torch.Tensor):
+                        requires_grad = getattr(mine, "requires_grad", False)
+                        _check_output(case, whole, requires_grad, ref, where)
+                    else:
+                        case.assertEqual(whole, ref, msg=where)
             checked += 1
     if not checked:
         reason = why_not[0] if why_not else "the database has no float32 sample for it"
