@@ -26,6 +26,18 @@ means the cores were busy with the tests, higher means waiting: a GIL-bound
 process on 2 cores sits near 2, and other load on a shared host raises it too. A
 rank that outlives its pytest is killed and not counted, so the floor can only be
 under-estimated.
+
+A second floor, ``serial_floor_s``, also counts that no process computes on two cores
+at once: in each ``SAMPLE_S`` the run's work needed at least the larger of its CPU
+seconds over the cores and the busiest single process's CPU seconds (capped at the
+interval, for a process with threads). Summed over the run, that is the least time
+the run could have taken doing the same work in the same order, one test after
+another; wall / serial floor near 1 means no second lay idle that the tests' own
+processes could have used. A file whose work is one process (a LocalTensor test,
+a test without ranks) sits near 2 against the first floor and near 1 against this
+one; waiting in the harness (sleeps, polls, timeouts) raises both. CPU that no
+sample saw (a process that lived less than ``SAMPLE_S``) counts as spread over
+every core, so this floor too can only be under-estimated.
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ class Run:
     cpu_s: float = 0.0
     cores: int = 1
     floor_s: float = 0.0
+    serial_floor_s: float = 0.0
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
@@ -135,6 +148,30 @@ def _tree_memory(root: int, cpu: dict[int, float] | None = None) -> tuple[int, i
     return rss, pss
 
 
+@dataclass
+class SerialFloor:
+    """The serial floor (see the module's docstring), one sample at a time."""
+
+    cores: int
+    last_s: float
+    seen: dict[int, float] = field(default_factory=dict)
+    total_s: float = 0.0
+
+    def add(self, now_s: float, cpu: dict[int, float]) -> None:
+        """``cpu``: every process's CPU seconds so far (a dead one keeps its last)."""
+        deltas = [c - self.seen.get(pid, 0.0) for pid, c in cpu.items()]
+        deltas = [d for d in deltas if d > 0]
+        if deltas:
+            interval = now_s - self.last_s
+            self.total_s += max(sum(deltas) / self.cores, min(max(deltas), interval))
+        self.seen, self.last_s = dict(cpu), now_s
+
+    def finish(self, cpu_s: float) -> float:
+        """The floor, counting CPU no sample saw as spread over every core."""
+        unseen = max(0.0, cpu_s - sum(self.seen.values()))
+        return self.total_s + unseen / self.cores
+
+
 def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra: list[str]) -> Run:
     command = [
         sys.executable,
@@ -155,6 +192,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     log = xml.with_suffix(".log")
     with open(log, "wb") as out:
         start = time.perf_counter()
+        serial = SerialFloor(cores(), start)
         proc = subprocess.Popen(
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -166,6 +204,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
                     status, usage = code, rusage
                     break
                 rss, pss = _tree_memory(proc.pid, cpu)
+                serial.add(time.perf_counter(), cpu)
                 peak, peak_pss = max(peak, rss), max(peak_pss, pss)
                 if time.perf_counter() - start > timeout:
                     run.timed_out = True
@@ -191,6 +230,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
     run.cpu_s = round(max(waited, sum(cpu.values())), 2)
     run.cores = cores()
     run.floor_s = round(run.cpu_s / run.cores, 2)
+    run.serial_floor_s = round(serial.finish(run.cpu_s), 2)
     if xml.exists():
         run.outcomes, run.messages, run.times = parse_junit(xml)
     else:
@@ -326,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add to (or replace files in) the report already in --out, e.g. big files later",
     )
+    parser.add_argument(
+        "--harness-args",
+        default="",
+        metavar="ARGS",
+        help='pytest arguments for the kit\'s side only, e.g. "-n 2" (its xdist scheduler)',
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     # Split at "--" ourselves: argparse gives a "*" positional after DIR nothing
     # once an option comes between them (DIR --only F -- -k EXPR was an error).
@@ -376,11 +422,14 @@ def main(argv: list[str] | None = None) -> int:
             for side in sides:
                 xml = work / f"{side}-{rel.replace('/', '__')}.xml"
                 print(f"[{time.strftime('%H:%M:%S')}] {side:8} {rel} ...", flush=True)
-                runs[side] = run_pytest(side, roots[side], rel, xml, args.timeout, args.pytest_args)
+                own = shlex.split(args.harness_args) if side == "harness" else []
+                runs[side] = run_pytest(
+                    side, roots[side], rel, xml, args.timeout, [*args.pytest_args, *own]
+                )
                 r = runs[side]
                 print(
                     f"    {r.wall_s:8.1f} s  floor {r.floor_s:8.1f} s ({r.cpu_s:.1f} CPU s / "
-                    f"{r.cores} cores)  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
+                    f"{r.cores} cores), serial {r.serial_floor_s:.1f} s  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
                     f"{r.counts()} {r.note}",
                     flush=True,
                 )
@@ -482,11 +531,11 @@ def _ratio_text(wall: float, floor: float) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def _wall_over_floor(run: dict | None) -> str:
-    """wall / floor of one run, "-" when not run or measured before floors existed."""
-    if not run or not run.get("floor_s"):
+def _wall_over_floor(run: dict | None, floor: str = "floor_s") -> str:
+    """wall / a floor of one run, "-" when not run or measured before that floor existed."""
+    if not run or not run.get(floor):
         return "-"
-    return _ratio_text(run["wall_s"], run["floor_s"])
+    return _ratio_text(run["wall_s"], run[floor])
 
 
 def _mismatch_cell(entries: list[dict]) -> str:
@@ -512,15 +561,16 @@ def markdown(report: dict) -> str:
         "",
         "Floor: the run's CPU seconds (the pytest process and its ranks, user + system) "
         "divided by the cores it may use; wall/floor near 1 means the cores were busy "
-        "with the tests.",
+        "with the tests. Serial floor: also counting that one process computes on one core "
+        "(bench/suite.py's docstring); wall/serial floor near 1 means no idle second.",
         "",
         "| file | outcomes upstream p/f/s/x | outcomes harness p/f/s/x | mismatches "
         "| wall s upstream | wall s harness | ratio | peak MB upstream | peak MB harness "
         "| ratio | floor s upstream | floor s harness | wall/floor upstream "
-        "| wall/floor harness |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| wall/floor harness | wall/serial floor upstream | wall/serial floor harness |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    totals = {s: [0.0, 0.0, 0.0] for s in SIDES}  # wall, peak MB, floor
+    totals = {s: [0.0, 0.0, 0.0, 0.0] for s in SIDES}  # wall, peak MB, floor, serial floor
     complete = True
     for entry in sorted(report["files"], key=lambda e: e["file"]):
         runs = entry["runs"]
@@ -538,11 +588,13 @@ def markdown(report: dict) -> str:
             cells.append(f"{value:.3f}" if value is not None else "-")
         for side in SIDES:
             cells.append(f"{runs[side].get('floor_s', 0.0):.1f}" if side in runs else "-")
-        for side in SIDES:
-            cells.append(_wall_over_floor(runs.get(side)))
+        for floor in ("floor_s", "serial_floor_s"):
+            for side in SIDES:
+                cells.append(_wall_over_floor(runs.get(side), floor))
         for side in SIDES:
             if side in runs:
                 totals[side][2] += runs[side].get("floor_s", 0.0)
+                totals[side][3] += runs[side].get("serial_floor_s", 0.0)
                 totals[side][0] += runs[side]["wall_s"]
                 totals[side][1] = max(totals[side][1], runs[side]["tree_rss_mb"])
             else:
@@ -556,7 +608,8 @@ def markdown(report: dict) -> str:
             f"| {up[0]:.1f} | {ours[0]:.1f} | {ratio(ours[0], up[0]):.3f} "
             f"| {up[1]:.0f} | {ours[1]:.0f} | {ratio(ours[1], up[1]):.3f} "
             f"| {up[2]:.1f} | {ours[2]:.1f} "
-            f"| {_ratio_text(up[0], up[2])} | {_ratio_text(ours[0], ours[2])} |"
+            f"| {_ratio_text(up[0], up[2])} | {_ratio_text(ours[0], ours[2])} "
+            f"| {_ratio_text(up[0], up[3])} | {_ratio_text(ours[0], ours[3])} |"
         )
     mismatches = [(e["file"], m) for e in report["files"] for m in e.get("mismatches", [])]
     if mismatches:

@@ -87,12 +87,17 @@ def _seconds(value: Any) -> float | None:
 
 
 def effective_mode(test: Any) -> str:
+    """The mode ``test`` runs in (see :func:`class_mode`)."""
+    return class_mode(type(test))
+
+
+def class_mode(cls: type) -> str:
     """The cell's ``fake`` or ``local`` when it says so, ``local`` when the class asks
     for LocalTensor, else the class's mode."""
     cell_mode = devices.harness_mode()
     if cell_mode == "fake":
         return "fake"
-    mode = getattr(type(test), "rank_mode", "process")
+    mode = getattr(cls, "rank_mode", "process")
     if mode == "local" or cell_mode == "local":
         return "local"
     return mode

@@ -94,6 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="R,R,...",
         help="fake mode: the ranks that run (default: the first, the middle and the last)",
     )
+    group.addoption(
+        "--harness-lanes",
+        choices=("on", "off"),
+        default="on",
+        help="under pytest -n N (xdist's default --dist load): on keeps a class's tests on "
+        "one worker and runs tests with ranks on one worker at a time, beside the "
+        "LocalTensor and plain tests on the others; off: xdist's own load",
+    )
     group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
     group.addoption(
         "--harness-backend",
@@ -208,9 +216,11 @@ def _torch() -> str:
         return "none"
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: the items that will run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _skip_other_hw_classes(items)
     _skip_local_without_local_tensor(items)
+    _write_lanes(config, items)
 
 
 def _skip_other_hw_classes(items: list[pytest.Item]) -> None:
@@ -242,6 +252,53 @@ def _skip_local_without_local_tensor(items: list[pytest.Item]) -> None:
     marker = pytest.mark.skip(reason=f"cell {os.environ.get('HARNESS_CELL', '-')}: {reason}")
     for item in items:
         item.add_marker(marker)
+
+
+# --- pytest -n N: the kit's scheduler (harness.lanes) ------------------------------------
+_LANES_DIR = pytest.StashKey[str]()
+
+
+def _lanes_on(config: pytest.Config) -> bool:
+    return config.getoption("harness_lanes") == "on" and config.getvalue("dist") == "load"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """The controller tells each worker where to write which of its tests run ranks."""
+    config = node.config
+    if not _lanes_on(config):
+        return
+    if _LANES_DIR not in config.stash:
+        import tempfile
+
+        config.stash[_LANES_DIR] = tempfile.mkdtemp(prefix="harness-lanes-")
+    node.workerinput["harness_lanes_dir"] = config.stash[_LANES_DIR]
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if not _lanes_on(config) or _LANES_DIR not in config.stash:
+        return None
+    from harness.lanes import make_scheduler
+
+    return make_scheduler(config, log, config.stash[_LANES_DIR])
+
+
+def _write_lanes(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: which of the ids it sends run ranks (harness.lanes)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and workerinput.get("harness_lanes_dir"):
+        from harness.lanes import write_lanes
+
+        write_lanes(workerinput["harness_lanes_dir"], workerinput.get("workerid", "gw"), items)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_LANES_DIR, None)
+    if folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -76,7 +76,24 @@ def test_the_floor_counts_the_cpu_of_waited_for_children(suite, tmp_path):
     entry = {"file": "f.py", "runs": {s: suite.asdict(run) for s in suite.SIDES}}
     row = suite.markdown({"command": "c", "date": "d", "host": {}, "memory": "m", "files": [entry]})
     wall_over_floor = f"{round(run.wall_s / run.floor_s, 3):.2f}"
-    assert row.splitlines()[-1].endswith(f"| {wall_over_floor} | {wall_over_floor} |")
+    over_serial = f"{round(run.wall_s / run.serial_floor_s, 3):.2f}"
+    assert row.splitlines()[-1].endswith(
+        f"| {wall_over_floor} | {wall_over_floor} | {over_serial} | {over_serial} |"
+    )
+    # the child's second ran on one core: the serial floor counts it whole, not
+    # spread over the cores, and is still no more than the wall
+    assert run.serial_floor_s >= 0.9 and run.floor_s <= run.serial_floor_s <= run.wall_s
+
+
+def test_the_serial_floor_counts_one_busy_process_whole_and_idle_time_not_at_all(suite):
+    floor = suite.SerialFloor(cores=2, last_s=0.0)
+    floor.add(1.0, {1: 1.0})  # one process, busy the whole second
+    floor.add(2.0, {1: 1.0, 2: 1.0, 3: 1.0})  # two processes, a core each
+    floor.add(3.0, {1: 1.0, 2: 1.0, 3: 1.0})  # nobody computing: waiting
+    floor.add(4.0, {1: 1.0, 2: 2.0, 3: 2.0, 4: 1.0})  # three on two cores: 1.5 s of work
+    floor.add(5.0, {1: 3.0, 2: 2.0, 3: 2.0, 4: 1.0})  # a process with threads: 2 s in 1 s
+    assert floor.total_s == 1.0 + 1.0 + 0.0 + 1.5 + 1.0
+    assert floor.finish(cpu_s=sum(floor.seen.values()) + 2.0) == floor.total_s + 1.0
 
 
 SERVER = """
@@ -191,3 +208,6 @@ def test_pytest_args_after_double_dash_follow_options(suite, tmp_path, monkeypat
     argv = [str(tmp_path), "--only", "test_k.py", "--out", str(out), "--", "-k", "not dropped"]
     assert suite.main(argv) == 0
     assert seen == [["-k", "not dropped"], ["-k", "not dropped"]]
+    seen.clear()  # --harness-args: the kit's side only (e.g. its xdist scheduler)
+    assert suite.main([*argv[:-3], "--harness-args", "-n 2", *argv[-3:]]) == 0
+    assert seen == [["-k", "not dropped"], ["-k", "not dropped", "-n", "2"]]

@@ -1,0 +1,124 @@
+"""Which tests may share the host under ``pytest -n N``: the kit's xdist scheduler.
+
+A test of a kit base in process, pool, threads or fake mode runs rank processes
+(or rank threads) that fill the host's cores and, on an accelerator host, hold
+its devices: two such tests at once oversubscribe the cores and share the
+devices. Every other test (a LocalTensor test, a test with no ranks) runs in
+its worker process alone, on one core. xdist's plain ``load`` mixes the two
+freely; this scheduler keeps the rank tests to one worker at a time and gives
+the one-core tests to the others, so a file's LocalTensor tests run beside its
+rank tests instead of after them. A class's tests stay on one worker, as with
+``--dist loadscope``, so a pool of ranks and a class's fixtures are made once.
+
+The controller collects nothing, so each worker writes, after its collection,
+which of its node ids run ranks (:func:`write_lanes`); the scheduler reads that
+when it first schedules. Without it every test counts as a rank test: slower,
+never wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: The two lanes: tests that run rank processes or threads, and tests that run in
+#: their worker alone.
+RANKS, ONE = "ranks", "one"
+#: Modes whose tests run ranks of their own (see :data:`harness.bases.RUNNERS`).
+RANK_MODES = frozenset({"process", "pool", "threads", "fake", "external"})
+
+
+def lane_of(cls: type | None) -> str:
+    """RANKS for a test of a kit base whose mode runs ranks, else ONE."""
+    if cls is None or not hasattr(cls, "rank_mode"):
+        return ONE
+    bases = sys.modules.get("harness.bases")  # a kit class imported it; never import torch here
+    if bases is None:
+        return ONE
+    try:
+        mode = bases.class_mode(cls)
+    except ValueError:  # a bad HARNESS_MODE: the test itself says so; keep it apart
+        return RANKS
+    return RANKS if mode in RANK_MODES else ONE
+
+
+def write_lanes(folder: str, worker: str, items: Iterable[Any]) -> Path:
+    """In a worker, after collection: the node ids that run ranks, for the scheduler."""
+    ranked = [item.nodeid for item in items if lane_of(getattr(item, "cls", None)) == RANKS]
+    path = Path(folder) / f"{worker}.json"
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps({"ranks": ranked}), encoding="utf-8")
+    os.replace(partial, path)  # the scheduler never reads half a file
+    return path
+
+
+def read_ranked(folder: str | None) -> set[str] | None:
+    """The node ids that run ranks, from any worker's file; None when there is none."""
+    if not folder or not os.path.isdir(folder):
+        return None
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            try:
+                return set(json.loads((Path(folder) / name).read_text(encoding="utf-8"))["ranks"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return None
+
+
+def make_scheduler(config: Any, log: Any, folder: str) -> Any:
+    """The scheduler class is built on first use: xdist is optional, and so imported late."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RankLaneScheduling(LoadScopeScheduling):
+        """xdist's loadscope, with at most one worker at a time holding rank tests.
+
+        A worker asking for work gets the next rank class when no other worker
+        holds unfinished rank tests, else the next one-core class; with neither
+        for it, it is shut down (after its pending tests), since the rank classes
+        left must wait for the worker that holds ranks anyway.
+        """
+
+        def __init__(self, config: Any, log: Any = None) -> None:
+            super().__init__(config, log)
+            self._ranked_scopes: set[str] | None = None
+
+        def _is_ranked(self, scope: str) -> bool:
+            if self._ranked_scopes is None:
+                ranked = read_ranked(folder)
+                if ranked is None:  # no worker said: every scope is a rank scope
+                    self._ranked_scopes = set(self.workqueue) | {
+                        s for work in self.assigned_work.values() for s in work
+                    }
+                else:
+                    self._ranked_scopes = {self._split_scope(nodeid) for nodeid in ranked}
+            return scope in self._ranked_scopes
+
+        def _holds_ranks(self, node: Any) -> bool:
+            return any(
+                self._is_ranked(scope) and not all(unit.values())
+                for scope, unit in self.assigned_work.get(node, {}).items()
+            )
+
+        def _assign_work_unit(self, node: Any) -> None:
+            ranks_free = not any(self._holds_ranks(n) for n in self.assigned_work if n is not node)
+            ranked = [s for s in self.workqueue if self._is_ranked(s)]
+            one = [s for s in self.workqueue if not self._is_ranked(s)]
+            if ranked and ranks_free:
+                scope = ranked[0]
+            elif one:
+                scope = one[0]
+            else:
+                node.shutdown()
+                return
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some(
+                [collection.index(nodeid) for nodeid, done in work_unit.items() if not done]
+            )
+
+    return RankLaneScheduling(config, log)
