@@ -9,8 +9,8 @@ the same machine: as it is (PyTorch's private helpers) and as a copy migrated wi
 run and their ratio. Nothing is fetched: DIR is whatever you point it at.
 
 Peak memory is measured three ways, all for the whole pytest process tree:
-``tree_pss``: the largest sum of PSS over the tree, sampled every ``SAMPLE_S`` from
-/proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so the sum
+``tree_pss``: the largest sum of PSS over the tree, sampled every
+``SAMPLE_S * MEMORY_EVERY`` from /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so the sum
 is what the tree costs the host: the figure to compare a forking side with a
 single-process one by); ``tree_rss``: the same for RSS (shared pages count once per
 process, so it over-counts forked ranks and workers); ``max_rss``:
@@ -68,6 +68,12 @@ OUTCOMES = ("pass", "fail", "error", "skip", "xfail")
 #: 2026-12-07, the whole op sweep), which a side using both cores pays in wall time
 #: and a one-core side does not.
 SAMPLE_S = 0.25
+#: Every how many looks memory is read too. smaps_rollup walks every mapping of a
+#: process: on a tree of torch processes (thousands of mappings each) it was most of
+#: a look's cost, and the looks took a quarter of a core (measured 2026-12-07, the
+#: start of test_convolution_ops.py), which the run under test lost. CPU is read
+#: every look: the serial floor needs it per interval.
+MEMORY_EVERY = 4
 
 
 @dataclass
@@ -87,6 +93,7 @@ class Run:
     cores: int = 1
     floor_s: float = 0.0
     serial_floor_s: float = 0.0
+    sampler_cpu_s: float = 0.0  # what this process spent looking, beside the run
     outcomes: dict[str, str] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
@@ -122,8 +129,11 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
-def _tree_memory(root: int, cpu: dict[int, float] | None = None) -> tuple[int, int]:
-    """Sums of RSS and of PSS (bytes) over ``root`` and its descendants, from /proc.
+def _tree_memory(
+    root: int, cpu: dict[int, float] | None = None, memory: bool = True
+) -> tuple[int, int]:
+    """Sums of RSS and of PSS (bytes) over ``root`` and its descendants, from /proc
+    (0, 0 when ``memory`` is False).
 
     ``cpu``, when given, gets each process's own CPU seconds so far (user + system):
     ranks a pool's server starts are not the runner's children, so wait4() misses them.
@@ -135,9 +145,10 @@ def _tree_memory(root: int, cpu: dict[int, float] | None = None) -> tuple[int, i
         pid = todo.pop()
         todo.extend(tree.get(pid, ()))
         try:
-            with open(f"/proc/{pid}/statm", "rb") as fh:
-                rss += int(fh.read().split()[1]) * page
-            pss += _pss_bytes(pid)
+            if memory:
+                with open(f"/proc/{pid}/statm", "rb") as fh:
+                    rss += int(fh.read().split()[1]) * page
+                pss += _pss_bytes(pid)
             if cpu is not None:
                 with open(f"/proc/{pid}/stat", "rb") as fh:
                     stat = fh.read()
@@ -197,13 +208,15 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         peak, peak_pss, status, usage, cpu = 0, 0, None, None, {}
+        looks, looking_since = 0, time.process_time()
         try:
             while status is None:
                 pid, code, rusage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     status, usage = code, rusage
                     break
-                rss, pss = _tree_memory(proc.pid, cpu)
+                rss, pss = _tree_memory(proc.pid, cpu, memory=looks % MEMORY_EVERY == 0)
+                looks += 1
                 serial.add(time.perf_counter(), cpu)
                 peak, peak_pss = max(peak, rss), max(peak_pss, pss)
                 if time.perf_counter() - start > timeout:
@@ -218,6 +231,7 @@ def run_pytest(side: str, root: Path, rel: str, xml: Path, timeout: float, extra
             proc.returncode = -signal.SIGKILL
             raise
         run.wall_s = time.perf_counter() - start
+        run.sampler_cpu_s = round(time.process_time() - looking_since, 2)
         proc.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(proc.pid)  # ranks the run left behind, if any
     run.exit_code = proc.returncode
@@ -404,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": host_info(),
         "memory": "tree_rss: peak sum of RSS over the pytest process tree, sampled every "
-        f"{SAMPLE_S} s; max_rss: largest single process (wait4 ru_maxrss)",
+        f"{SAMPLE_S * MEMORY_EVERY} s; max_rss: largest single process (wait4 ru_maxrss)",
         "files": [],
     }
     previous = args.out / "suite.json"

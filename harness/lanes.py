@@ -69,17 +69,20 @@ def read_ranked(folder: str | None) -> set[str] | None:
     return None
 
 
-def make_scheduler(config: Any, log: Any, folder: str) -> Any:
-    """The scheduler class is built on first use: xdist is optional, and so imported late."""
+def make_scheduler(config: Any, log: Any, folder: str, rank_workers: int = 1) -> Any:
+    """The scheduler; ``rank_workers``: how many workers may hold rank tests at once.
+
+    The class is built on first use: xdist is optional, and so imported late.
+    """
     from xdist.scheduler import LoadScopeScheduling
 
     class RankLaneScheduling(LoadScopeScheduling):
-        """xdist's loadscope, with at most one worker at a time holding rank tests.
+        """xdist's loadscope, with at most ``rank_workers`` workers holding rank tests.
 
-        A worker asking for work gets the next rank class when no other worker
-        holds unfinished rank tests, else the next one-core class; with neither
-        for it, it is shut down (after its pending tests), since the rank classes
-        left must wait for the worker that holds ranks anyway.
+        A worker asking for work gets the next rank class when fewer than
+        ``rank_workers`` other workers hold unfinished rank tests, else the next
+        one-core class; with neither for it, it is shut down (after its pending
+        tests), since the rank classes left must wait for a worker that holds ranks.
         """
 
         def __init__(self, config: Any, log: Any = None) -> None:
@@ -104,7 +107,8 @@ def make_scheduler(config: Any, log: Any, folder: str) -> Any:
             )
 
         def _assign_work_unit(self, node: Any) -> None:
-            ranks_free = not any(self._holds_ranks(n) for n in self.assigned_work if n is not node)
+            holders = sum(self._holds_ranks(n) for n in self.assigned_work if n is not node)
+            ranks_free = holders < rank_workers
             ranked = [s for s in self.workqueue if self._is_ranked(s)]
             one = [s for s in self.workqueue if not self._is_ranked(s)]
             if ranked and ranks_free:

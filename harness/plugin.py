@@ -102,6 +102,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "one worker and runs tests with ranks on one worker at a time, beside the "
         "LocalTensor and plain tests on the others; off: xdist's own load",
     )
+    group.addoption(
+        "--harness-rank-workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --harness-lanes on: how many workers may run tests with ranks at once "
+        "(default 1: on an accelerator host they would share its devices; raise it on a CPU "
+        "host with cores for K rank groups)",
+    )
     group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
     group.addoption(
         "--harness-backend",
@@ -144,6 +153,11 @@ def pytest_configure(config: pytest.Config) -> None:
         value = config.getoption(dest)
         if value is not None:
             env[var] = str(value)
+    if config.getoption("harness_rank_workers") < 1:
+        raise pytest.UsageError(
+            f"--harness-rank-workers={config.getoption('harness_rank_workers')}: "
+            "give a whole number >= 1"
+        )
     for var, (fits, must) in _ENV_RULES.items():
         value = env.get(var, os.environ.get(var))
         if value is not None and not fits(value.strip()):
@@ -281,7 +295,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from harness.lanes import make_scheduler
 
-    return make_scheduler(config, log, config.stash[_LANES_DIR])
+    workers = config.getoption("harness_rank_workers")
+    return make_scheduler(config, log, config.stash[_LANES_DIR], workers)
 
 
 def _write_lanes(config: pytest.Config, items: list[pytest.Item]) -> None:
