@@ -10,9 +10,9 @@ run and their ratio. Nothing is fetched: DIR is whatever you point it at.
 
 Peak memory is measured three ways, all for the whole pytest process tree:
 ``tree_pss``: the largest sum of PSS over the tree, sampled every
-``SAMPLE_S * MEMORY_EVERY`` from /proc/PID/smaps_rollup (a page shared by n processes counts 1/n in each, so the sum
-is what the tree costs the host: the figure to compare a forking side with a
-single-process one by); ``tree_rss``: the same for RSS (shared pages count once per
+``SAMPLE_S * MEMORY_EVERY`` from /proc/PID/smaps_rollup (a page shared by n processes
+counts 1/n in each, so the sum is what the tree costs the host: the figure to compare
+a forking side with a single-process one by); ``tree_rss``: the same for RSS (shared pages count once per
 process, so it over-counts forked ranks and workers); ``max_rss``:
 the largest single process's peak RSS, from wait4() (the kernel's ru_maxrss, which
 covers every descendant the tree waited for).
@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = runs[side]
                 print(
                     f"    {r.wall_s:8.1f} s  floor {r.floor_s:8.1f} s ({r.cpu_s:.1f} CPU s / "
-                    f"{r.cores} cores), serial {r.serial_floor_s:.1f} s  {r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
+                    f"{r.cores} cores), serial {r.serial_floor_s:.1f} s  "
+                    f"{r.tree_rss_mb:8.0f} MB  exit {r.exit_code}  "
                     f"{r.counts()} {r.note}",
                     flush=True,
                 )

@@ -18,6 +18,7 @@ never wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -85,20 +86,14 @@ def make_scheduler(config: Any, log: Any, folder: str, rank_workers: int = 1) ->
         tests), since the rank classes left must wait for a worker that holds ranks.
         """
 
-        def __init__(self, config: Any, log: Any = None) -> None:
-            super().__init__(config, log)
-            self._ranked_scopes: set[str] | None = None
+        @functools.cached_property
+        def _ranked_scopes(self) -> set[str] | None:
+            """The scopes that run ranks; None when no worker said (then every scope does)."""
+            ranked = read_ranked(folder)
+            return None if ranked is None else {self._split_scope(nodeid) for nodeid in ranked}
 
         def _is_ranked(self, scope: str) -> bool:
-            if self._ranked_scopes is None:
-                ranked = read_ranked(folder)
-                if ranked is None:  # no worker said: every scope is a rank scope
-                    self._ranked_scopes = set(self.workqueue) | {
-                        s for work in self.assigned_work.values() for s in work
-                    }
-                else:
-                    self._ranked_scopes = {self._split_scope(nodeid) for nodeid in ranked}
-            return scope in self._ranked_scopes
+            return self._ranked_scopes is None or scope in self._ranked_scopes
 
         def _holds_ranks(self, node: Any) -> bool:
             return any(
@@ -107,22 +102,16 @@ def make_scheduler(config: Any, log: Any, folder: str, rank_workers: int = 1) ->
             )
 
         def _assign_work_unit(self, node: Any) -> None:
+            """loadscope's, given the scope this node may take first in the queue."""
             holders = sum(self._holds_ranks(n) for n in self.assigned_work if n is not node)
-            ranks_free = holders < rank_workers
-            ranked = [s for s in self.workqueue if self._is_ranked(s)]
-            one = [s for s in self.workqueue if not self._is_ranked(s)]
-            if ranked and ranks_free:
-                scope = ranked[0]
-            elif one:
-                scope = one[0]
-            else:
+            takes_ranks = holders < rank_workers
+            scope = next((s for s in self.workqueue if self._is_ranked(s) and takes_ranks), None)
+            if scope is None:
+                scope = next((s for s in self.workqueue if not self._is_ranked(s)), None)
+            if scope is None:
                 node.shutdown()
                 return
-            work_unit = self.workqueue.pop(scope)
-            self.assigned_work.setdefault(node, {})[scope] = work_unit
-            collection = self.registered_collections[node]
-            node.send_runtest_some(
-                [collection.index(nodeid) for nodeid, done in work_unit.items() if not done]
-            )
+            self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
 
     return RankLaneScheduling(config, log)

@@ -153,11 +153,9 @@ def pytest_configure(config: pytest.Config) -> None:
         value = config.getoption(dest)
         if value is not None:
             env[var] = str(value)
-    if config.getoption("harness_rank_workers") < 1:
-        raise pytest.UsageError(
-            f"--harness-rank-workers={config.getoption('harness_rank_workers')}: "
-            "give a whole number >= 1"
-        )
+    rank_workers = config.getoption("harness_rank_workers")
+    if rank_workers < 1:
+        raise pytest.UsageError(f"--harness-rank-workers={rank_workers}: give a whole number >= 1")
     for var, (fits, must) in _ENV_RULES.items():
         value = env.get(var, os.environ.get(var))
         if value is not None and not fits(value.strip()):
