@@ -392,6 +392,14 @@ def probe_count(accel: Accelerator) -> int | None:
     return found if visible is None else min(found, visible)
 
 
+def none_probed() -> bool:
+    """True when no known accelerator that takes devices may be on this host, asked
+    without torch: every one declares a probe and no probe finds a device."""
+    return all(
+        accel.count and not probe_count(accel) for accel in known().values() if accel.binds_devices
+    )
+
+
 def visible_count(accel: Accelerator) -> int | None:
     """How many devices the visible-devices variable allows, or None when unset."""
     if not accel.visible_devices or accel.visible_devices not in os.environ:

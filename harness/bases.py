@@ -159,6 +159,14 @@ def _dispatch(test: Any, method: str) -> Any:
     return None
 
 
+def _cell_world_size() -> int:
+    """The cell's world size; in a rank, the one its parent started it with. Those agree
+    unless the environment changed after the fork server imported this module, and
+    then the parent's word is the one its ranks were started for."""
+    spec = ranks.current_spec()
+    return spec.world_size if spec is not None else NUM_DEVICES
+
+
 class _RankedTestCase(TestCase):
     """What every base shares: the method swap, ``rank``, and the parent/rank split."""
 
@@ -202,7 +210,7 @@ class _RankedTestCase(TestCase):
 
     @property
     def world_size(self) -> int:
-        return NUM_DEVICES
+        return _cell_world_size()
 
     @property
     def is_master(self) -> bool:
@@ -326,7 +334,7 @@ class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
 
     @property
     def world_size(self) -> int:
-        return NUM_DEVICES
+        return _cell_world_size()
 
     def init_pg(self, eager_init: bool = False, backend: str | None = None) -> None:
         """Start the default process group on this rank (``with_comms`` calls it)."""
@@ -434,7 +442,7 @@ class DTensorOpTestBase(_PoolBase):
 
     @property
     def world_size(self) -> int:
-        return NUM_DEVICES
+        return _cell_world_size()
 
     @property
     def device_type(self) -> str:

@@ -314,6 +314,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# --- the fork server, started while pytest collects (harness.ranks.early) ----------------
+_EARLY_DONE = pytest.StashKey[bool]()
+
+
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    """Start the ranks' fork server as pytest begins a file with rank tests, so that
+    its import of torch runs beside the collection (harness.ranks.early)."""
+    config = collector.config
+    if not isinstance(collector, pytest.Module) or config.stash.get(_EARLY_DONE, False):
+        return
+    if (
+        config.option.collectonly
+        or hasattr(config, "workerinput")  # an xdist worker may get no rank test
+        or config.getoption("importmode") not in ("prepend", "append")
+    ):
+        config.stash[_EARLY_DONE] = True
+        return
+    from harness.ranks import early
+
+    if not early.wanted() or early.start_for(collector.path):
+        config.stash[_EARLY_DONE] = True
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     """A test file outside the rootdir keeps its path in its node id.

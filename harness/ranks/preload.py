@@ -7,9 +7,10 @@ fork server safe to fork from on GPU hosts.
 
 import importlib
 import os
+import sys
 
 from harness import lifelines
-from harness.ranks.spawn import PARENT_ENV
+from harness.ranks.spawn import MODULES_ENV, PARENT_ENV, PATH_ENV
 
 
 def _die_with_the_run() -> None:
@@ -36,3 +37,26 @@ for _name in LAZY_BY_DTENSOR:
         importlib.import_module(_name)
     except Exception:  # an optional piece missing costs speed, not correctness
         pass
+
+
+def _import_the_run_s_modules() -> None:
+    """The cell's plugins and the test module, from the run's sys.path.
+
+    Here rather than in the server's own preload list, which stops the server on
+    anything but an ImportError: a module that fails to import here (a skip at
+    module level, a missing fixture's side effect) is imported again by each rank,
+    which reports its error as the test's.
+    """
+    path = os.environ.get(PATH_ENV)
+    if path is not None:
+        sys.path[:] = path.split(os.pathsep)
+    for name in filter(None, os.environ.get(MODULES_ENV, "").split(",")):
+        try:
+            importlib.import_module(name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # pytest's module-level skip is one
+            pass
+
+
+_import_the_run_s_modules()

@@ -18,6 +18,11 @@ import threading
 
 # Read by harness.ranks.preload in the fork server: the pid whose death must end it.
 PARENT_ENV = "HARNESS_FORKSERVER_PARENT"
+# Also read there: the run's sys.path (Python 3.11's fork server starts with its own,
+# so a test module in a folder pytest put on the path would be imported by every rank
+# instead of once), and the modules to import after torch, comma-separated.
+PATH_ENV = "HARNESS_FORKSERVER_PATH"
+MODULES_ENV = "HARNESS_FORKSERVER_MODULES"
 
 # Modules every rank needs; harness.devices is left out on purpose: it reads the
 # cell's environment, which a rank applies before importing it.
@@ -31,7 +36,7 @@ BASE_PRELOAD = (
 )
 
 
-def _server_running() -> bool:
+def server_running() -> bool:
     server = getattr(_forkserver, "_forkserver", None)
     return getattr(server, "_forkserver_pid", None) is not None
 
@@ -50,24 +55,33 @@ def start_method() -> str:
     return method
 
 
-def context(test_module: str | None = None):
-    """The fork-server context; the first call decides what the server preloads."""
+def context(
+    test_module: str | None = None,
+    *,
+    search_path: tuple[str, ...] = (),
+    cpu_host: bool | None = None,
+):
+    """The fork-server context, its server started; the first call decides what the
+    server preloads: torch, and ``test_module`` found on ``search_path`` + sys.path.
+    ``cpu_host``: the caller knows the host has no accelerator (None: ask torch)."""
     if start_method() == "spawn":
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    if not _server_running():
+    if not server_running():
+        safe = _no_accelerator() if cpu_host is None else cpu_host
         preload = list(BASE_PRELOAD)
         main = sys.modules.get("__main__")
-        if getattr(main, "__file__", None) and _no_accelerator():
+        if getattr(main, "__file__", None) and safe:
             preload.insert(0, "__main__")  # imported once, not once per rank
-        if test_module and test_module != "__main__" and _no_accelerator():
+        modules: list[str] = []
+        if test_module and test_module != "__main__" and safe:
             # a test module imports harness.devices, which asks the driver for
             # devices; after that, forked ranks could not use CUDA. The cell's
             # plugins come first, as in the parent: a device one registers must be
             # there when the module imports torch's device-type test bases
             from harness import hosts
 
-            preload.extend([*hosts.plugin_modules(), test_module])
+            modules = [*hosts.plugin_modules(), test_module]
         ctx.set_forkserver_preload(preload)
         # The server dies with this process (PR_SET_PDEATHSIG), not seconds later when
         # it notices EOF and unloads torch; only when started from the main thread,
@@ -76,7 +90,20 @@ def context(test_module: str | None = None):
             os.environ[PARENT_ENV] = str(os.getpid())
         else:
             os.environ.pop(PARENT_ENV, None)
+        _start_server(modules, [*search_path, *sys.path])
     return ctx
+
+
+def _start_server(modules: list[str], path: list[str]) -> None:
+    """Start the server now, telling it (through its environment) what else to import
+    and from where; the variables are the server's alone, not the ranks' or the run's."""
+    os.environ[MODULES_ENV] = ",".join(modules)
+    os.environ[PATH_ENV] = os.pathsep.join(path)
+    try:
+        _forkserver.ensure_running()
+    finally:
+        os.environ.pop(MODULES_ENV, None)
+        os.environ.pop(PATH_ENV, None)
 
 
 def sharing_context(test_module: str | None, device_type: str):
@@ -124,9 +151,8 @@ def forget_server_liveness() -> None:
     server._forkserver_alive_fd = None
 
 
-def warm_up(test_module: str | None = None) -> None:
-    """Start the fork server now (its one-time cost) rather than inside a test."""
-    ctx = context(test_module)
-    if not _server_running():
-        _forkserver.ensure_running()
-    del ctx
+def warm_up(test_module: str, search_path: tuple[str, ...] = (), *, cpu_host: bool) -> None:
+    """Start the fork server now, preloading ``test_module``, rather than at the first
+    rank test: its import of torch (seconds) then runs beside pytest's collection."""
+    if start_method() == "forkserver":
+        context(test_module, search_path=search_path, cpu_host=cpu_host)
