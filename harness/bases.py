@@ -141,6 +141,11 @@ def _dispatch(test: Any, method: str) -> Any:
     mode = effective_mode(test)
     if mode not in MODES:
         raise ValueError(f"{type(test).__name__}.rank_mode={mode!r}: use one of {MODES}")
+    if mode == "pool" and not hasattr(type(test), "_harness_init_rank"):
+        raise ValueError(
+            f"{type(test).__name__}.rank_mode='pool': this base makes a process group per "
+            "test; derive from DTensorContinuousTestBase to keep one for the class"
+        )
     if mode not in ("local", "fake") and external.launched() is not None:
         mode = "external"  # this process is one torchrun/Slurm rank
     skip = fake.fake_skip(test, method) if mode == "fake" else None

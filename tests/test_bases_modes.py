@@ -85,6 +85,21 @@ def test_every_mode_has_a_runner_with_the_one_signature():
     assert set(bases.MODES) == set(bases.RUNNERS) - bases.MEET_FOR_SKIPS
 
 
+class _PooledProcessBase(DTensorTestBase):
+    __test__ = False
+    rank_mode = "pool"
+
+    def test_any(self):
+        pass
+
+
+def test_pool_mode_on_a_per_test_base_names_the_base_to_use(monkeypatch):
+    monkeypatch.setattr(harness.ranks.run, "run_in_pool", lambda job: pytest.fail("spawned"))
+    result = run(_PooledProcessBase, "test_any")
+    (_, text), *_ = result.errors
+    assert "rank_mode='pool'" in text and "DTensorContinuousTestBase" in text
+
+
 class _Timeouts(DTensorTestBase):
     __test__ = False  # only its attributes are used
     timeout = timedelta(seconds=40)
