@@ -111,6 +111,20 @@ def test_server_imports_the_module_beside_the_collection(project: Path):
     assert server_started < ends[imports[0][1]], imports
 
 
+def test_a_module_that_fails_in_the_server_is_imported_by_the_ranks(project: Path):
+    """The server's preload stops the server on anything but an ImportError; the kit's
+    guard keeps it serving, and the ranks import the module themselves."""
+    source = RANK_FILE.replace(
+        "IMPORTED_BY = os.getpid()\n",
+        "IMPORTED_BY = os.getpid()\n"
+        'if "HARNESS_FORKSERVER_MODULES" in os.environ:  # only the server has it\n'
+        '    raise RuntimeError("no import here")\n',
+    ).replace("assert IMPORTED_BY == os.getppid()", "assert IMPORTED_BY == os.getpid()")
+    (project / "tests" / "test_early.py").write_text(source)
+    out, _ = _run(project, "tests/test_early.py")
+    assert "1 passed" in out
+
+
 def test_collect_only_starts_no_server(project: Path):
     _, imports = _run(project, "--collect-only", "tests/test_early.py")
     assert {pid for _, pid, _ in imports} == {imports[0][1]}, imports
