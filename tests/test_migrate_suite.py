@@ -100,7 +100,8 @@ SERVER = """
 import pathlib, subprocess, sys, time
 
 BURN = ("import pathlib, time\\nt = time.process_time()\\n"
-        "while time.process_time() - t < 3.0: pass\\npathlib.Path('done').touch()")
+        "while time.process_time() - t < 3.0: pass\\npathlib.Path('done').touch()\\n"
+        "time.sleep(5)")
 SERVE = f"import subprocess, sys, time\\nsubprocess.run([sys.executable, '-c', {BURN!r}])\\ntime.sleep(30)"
 
 def test_a_server_starts_the_rank():
@@ -108,6 +109,7 @@ def test_a_server_starts_the_rank():
     subprocess.Popen([sys.executable, "-c", SERVE])
     while not pathlib.Path("done").exists():
         time.sleep(0.05)
+    time.sleep(0.75)  # the bench looks at the burner, done and idle, a few more times
 """
 
 
