@@ -337,10 +337,6 @@ class DTensorTestBase(DTensorTestMixin, _RankedTestCase):
 
     rank_mode: ClassVar[str] = "process"
 
-    @property
-    def world_size(self) -> int:
-        return _cell_world_size()
-
     def init_pg(self, eager_init: bool = False, backend: str | None = None) -> None:
         """Start the default process group on this rank (``with_comms`` calls it)."""
         import unittest
@@ -444,10 +440,6 @@ class DTensorOpTestBase(_PoolBase):
     """Upstream's threads base for op coverage: each test's ranks are threads of this process."""
 
     rank_mode: ClassVar[str] = "threads"
-
-    @property
-    def world_size(self) -> int:
-        return _cell_world_size()
 
     @property
     def device_type(self) -> str:

@@ -154,5 +154,4 @@ def forget_server_liveness() -> None:
 def warm_up(test_module: str, search_path: tuple[str, ...] = (), *, cpu_host: bool) -> None:
     """Start the fork server now, preloading ``test_module``, rather than at the first
     rank test: its import of torch (seconds) then runs beside pytest's collection."""
-    if start_method() == "forkserver":
-        context(test_module, search_path=search_path, cpu_host=cpu_host)
+    context(test_module, search_path=search_path, cpu_host=cpu_host)
