@@ -59,6 +59,8 @@ class RankGroup:
         first_test: str | None = None,
         ranks: list[int] | None = None,
         extra: dict[str, Any] | None = None,
+        target: Any = rank_main,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.world_size = world_size
         #: the rank each process plays; processes are indexed 0..len(ranks)-1 here
@@ -72,7 +74,7 @@ class RankGroup:
         self.clock: Clock | None = None  # the last collect's: how its limit was counted
         module, file, qualname = class_ref(cls)
         ctx = spawn.context(module)
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         reaper.register(self)
         try:
             for rank in self.ranks:
@@ -90,7 +92,7 @@ class RankGroup:
                     extra=dict(extra or {}),
                 )
                 parent_end, child_end = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=rank_main, args=(spec, child_end), name=f"rank {rank}")
+                proc = ctx.Process(target=target, args=(spec, child_end), name=f"rank {rank}")
                 proc.start()
                 child_end.close()
                 self.procs.append(proc)
@@ -239,18 +241,21 @@ class RankGroup:
         except OSError:
             return ""
 
+    def new_output(self, index: int) -> str:
+        """What process ``index`` printed since the last call."""
+        try:
+            with open(log_path(self.workdir, self.ranks[index]), "rb") as f:
+                f.seek(self._log_offsets[index])
+                data = f.read()
+        except OSError:
+            return ""
+        self._log_offsets[index] += len(data)
+        return data.decode(errors="replace")
+
     def drain_output(self) -> None:
         """Copy what the ranks printed since the last call to our stdout, prefixed by rank."""
         for index, rank in enumerate(self.ranks):
-            path = log_path(self.workdir, rank)
-            try:
-                with open(path, "rb") as f:
-                    f.seek(self._log_offsets[index])
-                    data = f.read()
-            except OSError:
-                continue
-            self._log_offsets[index] += len(data)
-            text = data.decode(errors="replace")
+            text = self.new_output(index)
             if text.strip():
                 sys.stdout.write("".join(f"[rank {rank}] {line}\n" for line in text.splitlines()))
         sys.stdout.flush()

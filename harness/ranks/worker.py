@@ -106,7 +106,7 @@ def output_to(path: str) -> None:
             pass
 
 
-def _redirect_output(workdir: str, rank: int):
+def redirect_output(workdir: str, rank: int):
     output_to(log_path(workdir, rank))
     stacks = open(stack_path(workdir, rank), "w")  # noqa: SIM115 (lives as long as the rank)
     faulthandler.enable(file=stacks, all_threads=True)
@@ -190,12 +190,24 @@ class _RankResult(unittest.TestResult):
 
 
 def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
+    """Run ``cls.method`` as this rank; the outcome as the parent reads it."""
+
+    def prepare(test: unittest.TestCase) -> None:
+        test.file_name = spec.store_path
+        test.rank = spec.rank
+
+    return {"rank": spec.rank, **run_case(cls, method, prepare)}
+
+
+def run_case(cls: type, method: str, prepare: Any = None) -> dict[str, Any]:
+    """Run one test with plain unittest machinery (setUp, the test, tearDown, subTest,
+    cleanups): its status, skip reason, tracebacks and seconds."""
     started = time.monotonic()
     result = _RankResult()
     try:
         test = cls(method)
-        test.file_name = spec.store_path
-        test.rank = spec.rank
+        if prepare is not None:
+            prepare(test)
         test.run(result)
     except BaseException as exc:  # a broken __init__ or run(): still an outcome
         if isinstance(exc, KeyboardInterrupt):
@@ -206,7 +218,6 @@ def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
     sys.stdout.flush()
     sys.stderr.flush()
     return {
-        "rank": spec.rank,
         "status": result.status,
         "reason": result.reason,
         "texts": result.texts,
@@ -216,27 +227,39 @@ def run_one(cls: type, method: str, spec: RankSpec) -> dict[str, Any]:
     }
 
 
-def rank_main(spec: RankSpec, conn) -> None:
-    """Entry point of a rank process (forked from the fork server)."""
-    global _CURRENT
-    lifelines.die_with_parent()  # the fork server (so the test run) gone, the rank goes
+def become_child(spec: RankSpec, **env: str) -> Any:
+    """What a process forked for the run does first: end with the run, take the run's
+    environment (and ``env``), and send its output and stacks to the group's files;
+    returns the stack file."""
+    lifelines.die_with_parent()  # the fork server (so the test run) gone, the child goes
     spawn.forget_server_liveness()  # the run's death must reach the server (issue 16)
     os.environ.clear()
     os.environ.update(spec.env)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ["RANK"] = str(spec.rank)
-    os.environ["LOCAL_RANK"] = str(spec.rank)
-    os.environ["WORLD_SIZE"] = str(spec.world_size)
+    os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    stacks = _redirect_output(spec.workdir, spec.rank)
+    return redirect_output(spec.workdir, spec.rank)
+
+
+def load_torch() -> None:
+    """torch on the child's threads, and the cell's plugins: before the test module, as
+    in the parent (a device a plugin adds)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    from harness import hosts
+
+    hosts.import_plugins()
+
+
+def rank_main(spec: RankSpec, conn) -> None:
+    """Entry point of a rank process (forked from the fork server)."""
+    global _CURRENT
+    rank, size = str(spec.rank), str(spec.world_size)
+    stacks = become_child(spec, RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=size)
     _CURRENT = (spec.rank, spec.world_size, spec)
     try:
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
-        from harness import hosts
-
-        hosts.import_plugins()  # before the test module, as in the parent (a device it adds)
+        load_torch()
         cls = resolve_class(spec.module, spec.file, spec.qualname)
         variant = spec.extra.get("variant")  # "module:function", e.g. fake mode's
         if variant:
@@ -244,7 +267,7 @@ def rank_main(spec: RankSpec, conn) -> None:
             cls = getattr(importlib.import_module(module), name)(cls)
     except BaseException:
         conn.send({"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]})
-        _exit(conn, stacks, 0)
+        exit_now(conn, stacks, 0)
         return
 
     init_skip = None
@@ -259,11 +282,11 @@ def rank_main(spec: RankSpec, conn) -> None:
                 conn.send(
                     {"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]}
                 )
-                _exit(conn, stacks, 0)
+                exit_now(conn, stacks, 0)
                 return
         except BaseException:
             conn.send({"rank": spec.rank, "status": "broken", "texts": [traceback.format_exc()]})
-            _exit(conn, stacks, 0)
+            exit_now(conn, stacks, 0)
             return
         conn.send({"rank": spec.rank, "status": "ready"})
 
@@ -291,10 +314,10 @@ def rank_main(spec: RankSpec, conn) -> None:
             cls._harness_exit_rank(spec)
         except BaseException:
             pass
-    _exit(conn, stacks, 0)
+    exit_now(conn, stacks, 0)
 
 
-def _exit(conn, stacks, code: int) -> None:
+def exit_now(conn, stacks, code: int) -> None:
     # Skip interpreter teardown (torch's atexit work): the parent has the outcome.
     try:
         sys.stdout.flush()
