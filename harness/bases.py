@@ -105,8 +105,13 @@ def class_mode(cls: type) -> str:
 
 def effective_timeout(test: Any, method: str) -> float:
     """The test's decorator, else the class's ``timeout``, else the cell's default."""
-    fn = getattr(type(test), method, None)
-    for value in (getattr(fn, "_harness_timeout", None), getattr(type(test), "timeout", None)):
+    return timeout_for(type(test), method)
+
+
+def timeout_for(cls: type, method: str) -> float:
+    """:func:`effective_timeout` of a test of ``cls`` (no instance needed)."""
+    fn = getattr(cls, method, None)
+    for value in (getattr(fn, "_harness_timeout", None), getattr(cls, "timeout", None)):
         seconds = _seconds(value)
         if seconds is not None and seconds > 0:
             return seconds

@@ -115,3 +115,58 @@ def make_scheduler(config: Any, log: Any, folder: str, rank_workers: int = 1) ->
             super()._assign_work_unit(node)
 
     return RankLaneScheduling(config, log)
+
+
+# --- the side lane (harness.ranks.side): which LocalTensor tests may run beside pytest ---
+#: Markers pytest acts on around a test's call, which a side worker would not see.
+_PYTEST_MARKERS = ("skip", "skipif", "xfail", "usefixtures", "parametrize")
+
+
+def _set_up_by_kit_or_unittest(cls: type) -> bool:
+    """No class-level set-up or tear-down but unittest's and the kit's bases'."""
+    for name in ("setUpClass", "tearDownClass"):
+        owner = next((c for c in cls.__mro__ if name in vars(c)), None)
+        if owner is not None and not owner.__module__.startswith(("unittest", "harness.")):
+            return False
+    module = sys.modules.get(cls.__module__)
+    return not any(hasattr(module, name) for name in ("setUpModule", "tearDownModule"))
+
+
+def runs_alone(item: Any) -> bool:
+    """Whether a side worker, with plain unittest and no pytest, runs ``item`` as pytest
+    would: a unittest method without fixtures, markers or set-up of its own."""
+    cls = getattr(item, "cls", None)
+    method = getattr(cls, getattr(item, "name", ""), None) if cls is not None else None
+    if method is None or type(item).__name__ != "TestCaseFunction":
+        return False
+    if any(item.get_closest_marker(name) for name in _PYTEST_MARKERS):
+        return False
+    if getattr(cls, "__unittest_skip__", False) or getattr(method, "__unittest_skip__", False):
+        return False
+    fixtures = [
+        name
+        for name in getattr(item, "fixturenames", ())
+        if not name.startswith("_") and name != "request"  # pytest's own for unittest items
+    ]
+    return not fixtures and _set_up_by_kit_or_unittest(cls)
+
+
+def side_tasks(items: Iterable[Any]) -> list[Any]:
+    """The run's LocalTensor tests a side worker may run, in pytest's order."""
+    bases = sys.modules.get("harness.bases")
+    if bases is None:  # no kit test was collected
+        return []
+    from harness.ranks.side import Task
+
+    tasks = []
+    for item in items:
+        cls = getattr(item, "cls", None)
+        if cls is None or not hasattr(cls, "rank_mode") or not runs_alone(item):
+            continue
+        try:
+            if bases.class_mode(cls) != "local":
+                continue
+        except ValueError:
+            continue
+        tasks.append(Task(cls, item.name, bases.timeout_for(cls, item.name)))
+    return tasks

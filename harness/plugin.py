@@ -56,6 +56,7 @@ _ENV_RULES = {
     "HARNESS_TIMEOUT": (_seconds, "the timeout must be a number of seconds, e.g. 300"),
     "HARNESS_MESH": (_whole_numbers, "give comma-separated whole numbers, e.g. 8,16,64"),
     "HARNESS_FAKE_RANKS": (_whole_numbers, "give comma-separated whole numbers, e.g. 0,511,1023"),
+    "HARNESS_SIDE_WORKERS": (str.isdigit, "give a whole number >= 0 (0: no side lane)"),
 }
 
 
@@ -111,6 +112,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default 1: on an accelerator host they would share its devices; raise it on a CPU "
         "host with cores for K rank groups)",
     )
+    group.addoption(
+        "--harness-side-workers",
+        type=int,
+        metavar="N",
+        help="processes that run the LocalTensor tests beside pytest, from the last one "
+        "back, while pytest runs from the first (default: HARNESS_SIDE_WORKERS, else one "
+        "fewer than the cores, at most 4, on a host without an accelerator; 0: none)",
+    )
     group.addoption("--harness-device", metavar="TYPE", help="device type, e.g. cpu, cuda")
     group.addoption(
         "--harness-backend",
@@ -156,6 +165,13 @@ def pytest_configure(config: pytest.Config) -> None:
     rank_workers = config.getoption("harness_rank_workers")
     if rank_workers < 1:
         raise pytest.UsageError(f"--harness-rank-workers={rank_workers}: give a whole number >= 1")
+    side_workers = config.getoption("harness_side_workers")
+    if side_workers is not None:
+        if side_workers < 0:
+            raise pytest.UsageError(
+                f"--harness-side-workers={side_workers}: give a whole number >= 0"
+            )
+        env["HARNESS_SIDE_WORKERS"] = str(side_workers)
     for var, (fits, must) in _ENV_RULES.items():
         value = env.get(var, os.environ.get(var))
         if value is not None and not fits(value.strip()):
@@ -314,6 +330,61 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# --- the side lane: LocalTensor tests beside pytest (harness.ranks.side) ------------------
+def _side_workers(config: pytest.Config) -> int:
+    """How many side workers this run gets: none where a worker could not run a test as
+    pytest would (a debugger, an xdist worker, a launcher's rank, an accelerator host)."""
+    if (
+        config.option.collectonly
+        or config.getoption("usepdb", False)
+        or config.getoption("trace", False)
+        or hasattr(config, "workerinput")  # pytest -n: the kit's lanes share the host
+        # the ops capability forks its workers from this process, with no other thread
+        or os.environ.get("HARNESS_OPS", "off").strip().lower() not in ("", "off")
+    ):
+        return 0
+    from harness import devices
+    from harness.ranks import external, spawn
+
+    if (
+        spawn.start_method() != "forkserver"
+        or external.launched() is not None
+        or devices.detected_accelerator() is not None
+    ):
+        return 0
+    value = os.environ.get("HARNESS_SIDE_WORKERS", "").strip()
+    if value:
+        return int(value)
+    return min(4, len(os.sched_getaffinity(0)) - 1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session):
+    """Start the side lane before the first test, and end it after the last."""
+    lane = None
+    bases_loaded = "harness.bases" in sys.modules  # no kit test: nothing for the lane
+    if bases_loaded and session.items:
+        workers = _side_workers(session.config)
+        if workers:
+            from harness.lanes import side_tasks
+            from harness.ranks import side
+
+            lane = side.start(side_tasks(session.items), workers)
+    try:
+        yield
+    finally:
+        if lane is not None:
+            from harness.ranks import side
+
+            ran = side.stop()
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and session.config.option.verbose > 0:
+                reporter.write_line(
+                    f"harness: {ran} LocalTensor tests ran in the side lane beside the "
+                    "rank tests (--harness-side-workers 0 runs them in this process)"
+                )
+
+
 # --- the fork server, started while pytest collects (harness.ranks.early) ----------------
 _EARLY_DONE = pytest.StashKey[bool]()
 
@@ -378,6 +449,12 @@ def _rename(node: pytest.Node, nodeid: str) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" and "harness.ranks.side" in sys.modules:
+        from harness.ranks import side
+
+        seconds = side.seconds_taken(getattr(item, "cls", None), item.name)
+        if seconds is not None:  # its time where it ran, not pytest's wait for the outcome
+            report.duration = seconds
     if report.failed:
         report.sections.append(("harness: rerun just this test", rerun_command(item)))
 

@@ -27,6 +27,8 @@ class RankOutcome:
     seconds: float = 0.0
     assertion: bool = False
     order: float = 0.0  # when it failed (wall clock): the first failure is the likely cause
+    #: warnings the test raised, as (category module, category name, message, file, line)
+    warnings: list[tuple[str, str, str, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = RankStatus(self.status)
@@ -42,6 +44,7 @@ class RankOutcome:
             seconds=msg.get("seconds", 0.0),
             assertion=msg.get("assertion", False),
             order=msg.get("failed_at") or time.time(),
+            warnings=[tuple(w) for w in msg.get("warnings", ())],
         )
 
 
