@@ -339,10 +339,12 @@ def _side_workers(config: pytest.Config) -> int:
         or config.getoption("usepdb", False)
         or config.getoption("trace", False)
         or hasattr(config, "workerinput")  # pytest -n: the kit's lanes share the host
-        # the ops capability forks its workers from this process, with no other thread
-        or os.environ.get("HARNESS_OPS", "off").strip().lower() not in ("", "off")
     ):
         return 0
+    from harness.conformance import _ops
+
+    if _ops.selection(os.environ.get(_ops.ENV)) is not None:
+        return 0  # the ops capability forks its workers from this process, with no other thread
     from harness import devices
     from harness.ranks import external, spawn
 

@@ -267,6 +267,17 @@ class RankGroup:
         if any(p.is_alive() for p in self.procs):
             self.terminate()
 
+    def stop(self, timeout: float) -> None:
+        """End the group: tell live ranks there is no more work (``None``), give them
+        ``timeout`` seconds to leave, then kill what is left and remove the files."""
+        if not self.dead:
+            try:
+                self.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self.join(timeout=timeout)
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL every live rank, reap them, and remove the group's files."""
         self.terminate()

@@ -115,15 +115,8 @@ class Pool:
 
     def close(self) -> None:
         group, self.group = self.group, None
-        if group is None:
-            return
-        if not group.dead:
-            try:
-                group.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            group.join(timeout=10.0)
-        group.kill()
+        if group is not None:
+            group.stop(timeout=10.0)
 
 
 _POOLS: dict[type, Pool] = {}

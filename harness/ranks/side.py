@@ -261,13 +261,7 @@ class Lane:
     def _retire(self, group: RankGroup) -> None:
         with self._cond:
             self._groups.discard(group)
-        if not group.dead:
-            try:
-                group.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            group.join(timeout=5.0)
-        group.kill()
+        group.stop(timeout=5.0)
 
     @staticmethod
     def _run(group: RankGroup, task: Task) -> Done:
